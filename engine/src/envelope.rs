@@ -1,0 +1,118 @@
+//! The platform's event envelope: `{ "metadata": {...}, "payload": {...} }`.
+//!
+//! Topologies that read and write envelopes use [`EnvelopeSerde`](crate::serde::EnvelopeSerde),
+//! through which the engine reads an input's lineage from its metadata and fills the
+//! correlation and causation ids of every envelope a sink writes.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::lineage::Lineage;
+
+/// Metadata of one platform event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventMetadata {
+    pub event_id: String,
+    pub event_type: String,
+    pub event_source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<String>,
+    /// RFC 3339 time at which the event happened.
+    pub timestamp: String,
+    pub version: String,
+}
+
+/// An event of the platform: metadata and a typed payload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope<P> {
+    pub metadata: EventMetadata,
+    pub payload: P,
+}
+
+impl<P> Envelope<P> {
+    /// A new event with a fresh id. Correlation and causation stay empty: the sink fills
+    /// them from the input that caused this event.
+    pub fn new(
+        event_type: impl Into<String>,
+        event_source: impl Into<String>,
+        version: impl Into<String>,
+        payload: P,
+    ) -> Self {
+        Self {
+            metadata: EventMetadata {
+                event_id: Uuid::new_v4().to_string(),
+                event_type: event_type.into(),
+                event_source: event_source.into(),
+                correlation_id: None,
+                causation_id: None,
+                timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                version: version.into(),
+            },
+            payload,
+        }
+    }
+
+    pub fn lineage(&self) -> Lineage {
+        Lineage {
+            event_id: Some(self.metadata.event_id.clone()),
+            correlation_id: self.metadata.correlation_id.clone(),
+            causation_id: self.metadata.causation_id.clone(),
+        }
+    }
+
+    /// Fills what the author left empty: the flow's correlation id, and the cause's event
+    /// id as causation id — unless this is the cause itself passed through unchanged.
+    pub fn stamp(&mut self, cause: &Lineage) {
+        let is_the_cause = cause.event_id.as_deref() == Some(self.metadata.event_id.as_str());
+        if is_the_cause {
+            return;
+        }
+        if self.metadata.correlation_id.is_none() {
+            self.metadata.correlation_id = cause.correlation_for_derived().map(str::to_owned);
+        }
+        if self.metadata.causation_id.is_none() {
+            self.metadata.causation_id = cause.event_id.clone();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_reads_the_platform_json_shape() {
+        let json = r#"{"metadata":{"eventId":"e1","eventType":"MedicationOrderCreated",
+            "eventSource":"ehr","correlationId":"c1","timestamp":"2026-01-01T00:00:00Z",
+            "version":"1.0"},"payload":{"orderId":"o1"}}"#;
+        let env: Envelope<serde_json::Value> = serde_json::from_str(json).unwrap();
+        assert_eq!(env.metadata.correlation_id.as_deref(), Some("c1"));
+        assert_eq!(env.metadata.causation_id, None);
+        assert_eq!(env.payload["orderId"], "o1");
+    }
+
+    #[test]
+    fn stamping_a_derived_event_sets_correlation_and_causation() {
+        let cause = Lineage {
+            event_id: Some("e1".into()),
+            correlation_id: Some("c1".into()),
+            causation_id: None,
+        };
+        let mut derived = Envelope::new("Derived", "sluice", "1", ());
+        derived.stamp(&cause);
+        assert_eq!(derived.metadata.correlation_id.as_deref(), Some("c1"));
+        assert_eq!(derived.metadata.causation_id.as_deref(), Some("e1"));
+    }
+
+    #[test]
+    fn stamping_the_cause_itself_changes_nothing() {
+        let mut original = Envelope::new("Original", "ehr", "1", ());
+        let cause = original.lineage();
+        original.stamp(&cause);
+        assert_eq!(original.metadata.causation_id, None);
+        assert_eq!(original.metadata.correlation_id, None);
+    }
+}

@@ -1,0 +1,234 @@
+//! Operators: one file each, each adding its method to [`Stream`](crate::Stream).
+//!
+//! Every operator is a [`Processor`]: it receives one typed record at a time and forwards
+//! zero or more records to its children through an [`Output`]. It may also act on the
+//! wall clock ([`Processor::on_tick`]) and before a commit ([`Processor::on_commit`]).
+//! Topology authors write their own operators the same way and add them with
+//! [`Stream::process`](crate::Stream::process).
+//!
+//! Inside a task, records travel between operators type-erased ([`DynRecord`]), so that one
+//! task can hold a graph of operators of different key and value types. The adapter
+//! [`ProcessorNode`] downcasts on the way in and boxes on the way out; a mismatch is a bug
+//! in the builder, never in user code, because typed [`Stream`](crate::Stream) handles only
+//! connect operators whose types agree.
+//!
+//! Forwarding is depth-first: a record forwarded to several children reaches the first
+//! child's whole subtree before the second child sees it, as in Kafka Streams.
+
+mod branch;
+mod filter;
+mod flat_map;
+mod for_each;
+mod map;
+mod map_values;
+pub(crate) mod merge;
+mod peek;
+mod process;
+pub(crate) mod sink;
+pub(crate) mod source;
+mod try_map;
+
+pub use branch::{BranchBuilder, Branches};
+
+use std::any::Any;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use crate::error::ProcessError;
+use crate::lineage::Lineage;
+use crate::record::{Headers, Origin, ProducerRecord, Record};
+use crate::topology::Stream;
+
+impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
+    /// Adds a node running the processors that `make` creates, one per task.
+    pub(crate) fn add_operator<P, F>(
+        &self,
+        name: &str,
+        operator: &'static str,
+        terminal: bool,
+        make: F,
+    ) -> Stream<P::KeyOut, P::ValueOut>
+    where
+        P: Processor<K, V>,
+        F: Fn() -> P + Send + Sync + 'static,
+    {
+        let factory =
+            Arc::new(move || Box::new(ProcessorNode::<P, K, V>::new(make())) as Box<dyn Node>);
+        self.add_node(name, operator, terminal, factory)
+    }
+}
+
+/// A record between two operators of a task: key and value boxed together as `(K, V)`.
+pub(crate) struct DynRecord {
+    pub(crate) key_value: Box<dyn Any + Send>,
+    pub(crate) headers: Headers,
+    pub(crate) timestamp: i64,
+}
+
+impl DynRecord {
+    pub(crate) fn from_typed<K: Send + 'static, V: Send + 'static>(r: Record<K, V>) -> Self {
+        Self {
+            key_value: Box::new((r.key, r.value)),
+            headers: r.headers,
+            timestamp: r.timestamp,
+        }
+    }
+
+    pub(crate) fn into_typed<K: 'static, V: 'static>(self) -> Record<K, V> {
+        let (key, value) = *self
+            .key_value
+            .downcast::<(K, V)>()
+            .expect("the topology builder connects only operators whose types agree");
+        Record {
+            key,
+            value,
+            headers: self.headers,
+            timestamp: self.timestamp,
+        }
+    }
+}
+
+/// What the task knows about the input being processed.
+pub(crate) struct InputMeta {
+    pub(crate) origin: Origin,
+    pub(crate) lineage: Lineage,
+}
+
+/// The task-side view an operator node works through while it handles one record.
+pub(crate) struct NodeContext<'a> {
+    /// Records forwarded so far, as (child node index, record); the task runs them next.
+    pub(crate) forwarded: &'a mut Vec<(usize, DynRecord)>,
+    /// This node's children, by node index, in the order they were attached.
+    pub(crate) children: &'a [usize],
+    /// Records bound for topics, produced by sinks while handling this input.
+    pub(crate) produced: &'a mut Vec<ProducerRecord>,
+    pub(crate) input: &'a InputMeta,
+    /// How many records sinks have written for this input so far: numbers derived event ids.
+    pub(crate) outputs_for_input: &'a mut u32,
+}
+
+/// An operator as the task runs it: type-erased.
+pub(crate) trait Node: Send {
+    fn process(&mut self, record: DynRecord, ctx: &mut NodeContext<'_>)
+    -> Result<(), ProcessError>;
+
+    fn tick(&mut self, _now_ms: i64, _ctx: &mut NodeContext<'_>) -> Result<(), ProcessError> {
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<(), ProcessError> {
+        Ok(())
+    }
+}
+
+/// A typed operator: the one trait behind every built-in operator and every custom one.
+///
+/// One instance exists per task (per partition), so a processor may keep per-partition
+/// state in its fields; the factory given to [`Stream::process`](crate::Stream::process)
+/// makes one for each task.
+pub trait Processor<K, V>: Send + 'static {
+    type KeyOut: Clone + Send + 'static;
+    type ValueOut: Clone + Send + 'static;
+
+    /// Handles one record. An `Err` sends the *input* record to the topology's error policy
+    /// and discards everything forwarded for it.
+    fn process(
+        &mut self,
+        record: Record<K, V>,
+        out: &mut Output<'_, '_, Self::KeyOut, Self::ValueOut>,
+    ) -> Result<(), ProcessError>;
+
+    /// Called as wall-clock time passes (every poll loop in production, on
+    /// [`TestDriver::advance_wall_clock`](crate::TestDriver::advance_wall_clock) in tests).
+    fn on_tick(
+        &mut self,
+        _now_ms: i64,
+        _out: &mut Output<'_, '_, Self::KeyOut, Self::ValueOut>,
+    ) -> Result<(), ProcessError> {
+        Ok(())
+    }
+
+    /// Called before the task commits: flush what must be durable with this commit.
+    fn on_commit(&mut self) -> Result<(), ProcessError> {
+        Ok(())
+    }
+}
+
+/// Where a processor sends its records: to every child, or to one of them.
+pub struct Output<'c, 'a, K, V> {
+    ctx: &'c mut NodeContext<'a>,
+    _marker: PhantomData<fn(K, V)>,
+}
+
+impl<K: Clone + Send + 'static, V: Clone + Send + 'static> Output<'_, '_, K, V> {
+    /// Sends `record` to every child, cloning it for all but the last.
+    pub fn forward(&mut self, record: Record<K, V>) {
+        let children = self.ctx.children;
+        let Some((&last, rest)) = children.split_last() else {
+            return;
+        };
+        for &child in rest {
+            self.ctx
+                .forwarded
+                .push((child, DynRecord::from_typed(record.clone())));
+        }
+        self.ctx
+            .forwarded
+            .push((last, DynRecord::from_typed(record)));
+    }
+
+    /// Sends `record` to the `index`-th child only (in the order children were attached).
+    pub(crate) fn forward_to(&mut self, index: usize, record: Record<K, V>) {
+        if let Some(&child) = self.ctx.children.get(index) {
+            self.ctx
+                .forwarded
+                .push((child, DynRecord::from_typed(record)));
+        }
+    }
+}
+
+/// Runs a typed [`Processor`] as a task node.
+pub(crate) struct ProcessorNode<P, K, V> {
+    processor: P,
+    _marker: PhantomData<fn(K, V)>,
+}
+
+impl<P, K, V> ProcessorNode<P, K, V> {
+    pub(crate) fn new(processor: P) -> Self {
+        Self {
+            processor,
+            _marker: PhantomData,
+        }
+    }
+}
+
+impl<P, K, V> Node for ProcessorNode<P, K, V>
+where
+    P: Processor<K, V>,
+    K: Send + 'static,
+    V: Send + 'static,
+{
+    fn process(
+        &mut self,
+        record: DynRecord,
+        ctx: &mut NodeContext<'_>,
+    ) -> Result<(), ProcessError> {
+        let mut out = Output {
+            ctx,
+            _marker: PhantomData,
+        };
+        self.processor.process(record.into_typed(), &mut out)
+    }
+
+    fn tick(&mut self, now_ms: i64, ctx: &mut NodeContext<'_>) -> Result<(), ProcessError> {
+        let mut out = Output {
+            ctx,
+            _marker: PhantomData,
+        };
+        self.processor.on_tick(now_ms, &mut out)
+    }
+
+    fn commit(&mut self) -> Result<(), ProcessError> {
+        self.processor.on_commit()
+    }
+}

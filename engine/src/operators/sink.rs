@@ -1,0 +1,129 @@
+//! to: writes a stream to a topic.
+//!
+//! The sink encodes key and value with its serdes and writes the record with the input's
+//! headers, timestamp and lineage: envelope values are stamped with the correlation and
+//! causation ids of the input that caused them, and every record gets `event-id`,
+//! `correlation-id` and `causation-id` headers (see [`lineage`](crate::lineage)). A value
+//! that does not encode sends the *input* to the error policy, naming the sink.
+//!
+//! Records written while handling one input are released together, only once the input
+//! has been handled without error, so a failure never leaves half of an input's outputs
+//! behind.
+//!
+//! ```
+//! use sluice_engine::{Serdes, TestDriver, TopologyBuilder};
+//!
+//! let builder = TopologyBuilder::new("relay");
+//! builder
+//!     .source("in", &["in"], Serdes::string(), Serdes::string())
+//!     .to("out", "out", Serdes::string(), Serdes::string());
+//! let mut driver = TestDriver::new(builder.build().unwrap());
+//! driver.pipe_raw("in", Some(b"k"), Some(b"v")).unwrap();
+//!
+//! let written = driver.read_raw("out");
+//! assert_eq!(written[0].value.as_deref(), Some(&b"v"[..]));
+//! // The input had no lineage, so the output starts a flow of its own.
+//! let event_id = written[0].headers.get_str("event-id").unwrap();
+//! assert_eq!(written[0].headers.get_str("correlation-id"), Some(event_id));
+//! ```
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use super::{DynRecord, Node, NodeContext};
+use crate::error::{ErrorKind, ProcessError};
+use crate::lineage::{derived_event_id, stamp_headers};
+use crate::record::ProducerRecord;
+use crate::serde::Serde;
+use crate::topology::{NodeKind, Stream};
+
+impl<K, V> Stream<K, V>
+where
+    K: Clone + Send + 'static,
+    V: Clone + Send + 'static,
+{
+    /// Writes every record of this stream to `topic`.
+    pub fn to(
+        &self,
+        name: &str,
+        topic: &str,
+        key_serde: impl Serde<K>,
+        value_serde: impl Serde<V>,
+    ) {
+        let sink = Arc::new(SinkNode {
+            name: Arc::from(name),
+            topic: Arc::from(topic),
+            key_serde,
+            value_serde,
+            _marker: PhantomData,
+        });
+        let factory = Arc::new(move || Box::new(SinkInstance(sink.clone())) as Box<dyn Node>);
+        self.graph.borrow_mut().add(
+            name,
+            NodeKind::Sink {
+                topic: topic.to_string(),
+                factory,
+            },
+            &[self.node],
+        );
+    }
+}
+
+struct SinkNode<K, V, KS, VS> {
+    name: Arc<str>,
+    topic: Arc<str>,
+    key_serde: KS,
+    value_serde: VS,
+    _marker: PhantomData<fn(K, V)>,
+}
+
+/// A sink holds nothing per task, so every task shares one [`SinkNode`].
+struct SinkInstance<K, V, KS, VS>(Arc<SinkNode<K, V, KS, VS>>);
+
+impl<K, V, KS, VS> Node for SinkInstance<K, V, KS, VS>
+where
+    K: Send + 'static,
+    V: Send + 'static,
+    KS: Serde<K>,
+    VS: Serde<V>,
+{
+    fn process(
+        &mut self,
+        record: DynRecord,
+        ctx: &mut NodeContext<'_>,
+    ) -> Result<(), ProcessError> {
+        let sink = &*self.0;
+        let mut record = record.into_typed::<K, V>();
+        let cause = &ctx.input.lineage;
+        sink.value_serde.stamp(&mut record.value, cause);
+        let index = *ctx.outputs_for_input;
+        *ctx.outputs_for_input += 1;
+        match sink.value_serde.lineage(&record.value) {
+            Some(own) => own.write_headers(&mut record.headers),
+            None => {
+                let event_id = derived_event_id(&ctx.input.origin, &sink.name, index);
+                stamp_headers(&mut record.headers, cause, &event_id);
+            }
+        }
+        let encode_error = |what: &str, e: crate::SerdeError| {
+            ProcessError::from_serde(ErrorKind::Serialization, what, e)
+        };
+        let key = sink
+            .key_serde
+            .serialize(&sink.topic, &record.key)
+            .map_err(|e| encode_error("key", e))?;
+        let value = sink
+            .value_serde
+            .serialize(&sink.topic, &record.value)
+            .map_err(|e| encode_error("value", e))?;
+        ctx.produced.push(ProducerRecord {
+            topic: sink.topic.clone(),
+            partition: None,
+            key,
+            value,
+            headers: record.headers,
+            timestamp: record.timestamp,
+        });
+        Ok(())
+    }
+}

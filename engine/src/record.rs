@@ -1,0 +1,167 @@
+//! Records: what flows through a topology.
+//!
+//! A record read from Kafka arrives as a [`RawRecord`]: key and value bytes, headers, a
+//! timestamp and its [`Origin`] (topic, partition, offset). A source operator decodes it
+//! into a typed [`Record<K, V>`], operators transform typed records, and a sink encodes
+//! them back into a [`ProducerRecord`] bound for a topic.
+//!
+//! The origin is not part of a typed record: it belongs to the *input* being processed
+//! and the task keeps it beside the record, so that a dead-letter record or a derived
+//! event id can always name the exact input it came from.
+
+use std::sync::Arc;
+
+/// Kafka record headers, in order. Keys may repeat, as in Kafka.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Headers(Vec<(String, Vec<u8>)>);
+
+impl Headers {
+    pub fn new() -> Self {
+        Self(Vec::new())
+    }
+
+    /// Appends a header, keeping any earlier one with the same key.
+    pub fn add(&mut self, key: impl Into<String>, value: impl Into<Vec<u8>>) {
+        self.0.push((key.into(), value.into()));
+    }
+
+    /// Sets a header: removes every earlier header with this key, then appends.
+    pub fn insert(&mut self, key: impl Into<String>, value: impl Into<Vec<u8>>) {
+        let key = key.into();
+        self.0.retain(|(k, _)| *k != key);
+        self.0.push((key, value.into()));
+    }
+
+    /// The last value of `key`, as Kafka clients read a header that was set more than once.
+    pub fn get(&self, key: &str) -> Option<&[u8]> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// The last value of `key` when it is UTF-8.
+    pub fn get_str(&self, key: &str) -> Option<&str> {
+        self.get(key).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    pub fn remove(&mut self, key: &str) {
+        self.0.retain(|(k, _)| k != key);
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<K: Into<String>, V: Into<Vec<u8>>> FromIterator<(K, V)> for Headers {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        Self(
+            iter.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
+    }
+}
+
+/// Where an input record was read: its coordinates in Kafka.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Origin {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// A typed record inside a topology.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record<K, V> {
+    pub key: K,
+    pub value: V,
+    pub headers: Headers,
+    /// Event time in milliseconds since the Unix epoch.
+    pub timestamp: i64,
+}
+
+impl<K, V> Record<K, V> {
+    pub fn new(key: K, value: V, timestamp: i64) -> Self {
+        Self {
+            key,
+            value,
+            headers: Headers::new(),
+            timestamp,
+        }
+    }
+
+    /// The same record with another key and value; headers and timestamp are kept.
+    pub fn with_key_value<K2, V2>(self, key: K2, value: V2) -> Record<K2, V2> {
+        Record {
+            key,
+            value,
+            headers: self.headers,
+            timestamp: self.timestamp,
+        }
+    }
+
+    /// The same record with another value; key, headers and timestamp are kept.
+    pub fn with_value<V2>(self, value: V2) -> Record<K, V2> {
+        Record {
+            key: self.key,
+            value,
+            headers: self.headers,
+            timestamp: self.timestamp,
+        }
+    }
+}
+
+/// A record as read from a topic: bytes, not yet decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawRecord {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Headers,
+    pub timestamp: i64,
+    pub origin: Origin,
+}
+
+/// A record bound for a topic: what a sink or the dead-letter path hands to the producer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProducerRecord {
+    pub topic: Arc<str>,
+    /// `None` lets the producer's partitioner choose from the key.
+    pub partition: Option<i32>,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Headers,
+    pub timestamp: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_replaces_every_earlier_header_with_the_key() {
+        let mut h = Headers::new();
+        h.add("a", "1");
+        h.add("a", "2");
+        h.insert("a", "3");
+        assert_eq!(h.len(), 1);
+        assert_eq!(h.get_str("a"), Some("3"));
+    }
+
+    #[test]
+    fn get_returns_the_last_value_of_a_repeated_key() {
+        let h: Headers = [("k", "first"), ("k", "second")].into_iter().collect();
+        assert_eq!(h.get_str("k"), Some("second"));
+        assert_eq!(h.get("missing"), None);
+    }
+}

@@ -1,0 +1,65 @@
+//! Serdes: how keys and values become bytes and back.
+//!
+//! A [`Serde<T>`] is shared by every task of a topology, so it is `Send + Sync` and keeps
+//! whatever it caches behind its own synchronisation. Kafka keys and values may be null;
+//! a serde sees that as `None` and decides whether null is a value of `T` (see
+//! [`OptionalSerde`]) or an error.
+//!
+//! Errors never quote the bytes they failed on: they name a position, a field or a schema
+//! id, because the bytes are patient data.
+
+mod avro;
+mod json;
+mod primitives;
+pub mod registry;
+
+pub use avro::{AvroSerde, WIRE_MAGIC_BYTE};
+pub use json::{EnvelopeSerde, JsonSerde};
+pub use primitives::{BytesSerde, OptionalSerde, StringSerde, UnitSerde};
+
+use crate::error::SerdeError;
+use crate::lineage::Lineage;
+
+/// Encodes and decodes one type for Kafka.
+pub trait Serde<T>: Send + Sync + 'static {
+    /// Encodes `value` for `topic`; `None` writes a null (a tombstone when it is a value).
+    fn serialize(&self, topic: &str, value: &T) -> Result<Option<Vec<u8>>, SerdeError>;
+
+    /// Decodes the bytes read from `topic`; `None` is a null key or value.
+    fn deserialize(&self, topic: &str, bytes: Option<&[u8]>) -> Result<T, SerdeError>;
+
+    /// The lineage a value carries inside itself (an event envelope's metadata). The engine
+    /// prefers it to lineage headers when it decodes an input.
+    fn lineage(&self, _value: &T) -> Option<Lineage> {
+        None
+    }
+
+    /// Fills the lineage fields of a value that is about to be written, from the input
+    /// that caused it. Only serdes of self-describing events (envelopes) do anything here.
+    fn stamp(&self, _value: &mut T, _cause: &Lineage) {}
+}
+
+/// Shorthands for the serdes that come with the engine.
+pub struct Serdes;
+
+impl Serdes {
+    pub fn string() -> StringSerde {
+        StringSerde
+    }
+
+    pub fn bytes() -> BytesSerde {
+        BytesSerde
+    }
+
+    pub fn unit() -> UnitSerde {
+        UnitSerde
+    }
+
+    pub fn json<T>() -> JsonSerde<T> {
+        JsonSerde::new()
+    }
+
+    pub fn optional<T, S: Serde<T>>(inner: S) -> OptionalSerde<T, S> {
+        OptionalSerde::new(inner)
+    }
+}

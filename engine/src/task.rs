@@ -1,0 +1,390 @@
+//! A task: one sub-topology running over one input partition.
+//!
+//! The task is where production and the [`TestDriver`](crate::TestDriver) meet: both hand
+//! it raw input records one at a time and take the records it produces. For each input
+//! the task decodes it at its source, runs it depth-first through the operators, and
+//! releases the produced records only if every operator succeeded. If any failed, what
+//! was produced for that input is discarded and the topology's [`ErrorPolicy`] decides:
+//! a dead-letter record carrying the untouched input, a counted skip, or a stop. A
+//! *transient* failure (a registry or lookup service that is down) is not the record's
+//! fault: the task returns [`TaskError::Unavailable`] and the runtime retries the same
+//! record after a backoff, so an outage never fills the dead-letter topic.
+//!
+//! A task holds no Kafka client and does no I/O: the runtime around it owns consuming,
+//! producing and committing, which keeps this code path identical in tests.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ::metrics::Counter;
+
+use crate::error::ProcessError;
+use crate::lineage::Lineage;
+use crate::metrics::{self, TaskMetrics};
+use crate::operators::source::Decoder;
+use crate::operators::{DynRecord, InputMeta, Node, NodeContext};
+use crate::policy::{ErrorPolicy, FailedInput, dead_letter_record};
+use crate::record::{Origin, ProducerRecord, RawRecord};
+use crate::topology::{NodeKind, Topology};
+
+/// A task's id, written `<sub-topology>_<partition>` as in Kafka Streams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId {
+    pub subtopology: usize,
+    pub partition: i32,
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}_{}", self.subtopology, self.partition)
+    }
+}
+
+/// What became of one input record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Processed,
+    DeadLettered,
+    Skipped,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error(
+        "record {topic}/{partition}@{offset} failed in operator `{operator}` ({error}), and topology `{topology}` has the error policy `fail`"
+    )]
+    Failed {
+        topology: String,
+        operator: String,
+        topic: String,
+        partition: i32,
+        offset: i64,
+        error: ProcessError,
+    },
+    #[error(
+        "record {topic}/{partition}@{offset} cannot be processed now by operator `{operator}` ({error}); retry it later"
+    )]
+    Unavailable {
+        topology: String,
+        operator: String,
+        topic: String,
+        partition: i32,
+        offset: i64,
+        error: ProcessError,
+    },
+    #[error("task {task} of topology `{topology}` does not read topic `{topic}`")]
+    UnknownTopic {
+        topology: String,
+        task: TaskId,
+        topic: String,
+    },
+}
+
+struct TaskNode {
+    name: Arc<str>,
+    node: Box<dyn Node>,
+    children: Vec<usize>,
+    records_in: Counter,
+}
+
+struct Source {
+    node: usize,
+    decoder: Arc<dyn Decoder>,
+}
+
+/// One sub-topology's operators for one partition.
+pub struct Task {
+    id: TaskId,
+    topology: Arc<str>,
+    policy: ErrorPolicy,
+    dlq_topic: Option<Arc<str>>,
+    nodes: Vec<TaskNode>,
+    sources: HashMap<String, Source>,
+    /// Work list of the depth-first run, kept to reuse its allocation.
+    pending: Vec<(usize, DynRecord)>,
+    forwarded: Vec<(usize, DynRecord)>,
+    produced_by_topic: HashMap<Arc<str>, Counter>,
+    metrics: TaskMetrics,
+}
+
+impl Task {
+    /// Instantiates the operators of `subtopology` for `partition`.
+    ///
+    /// # Panics
+    /// If `subtopology` is not an index of `topology.subtopologies()`.
+    pub fn new(topology: &Topology, subtopology: usize, partition: i32) -> Self {
+        let def = &topology.def;
+        let sub = &def.subtopologies[subtopology];
+        let local: HashMap<usize, usize> = sub
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(local, &global)| (global, local))
+            .collect();
+        let mut sources = HashMap::new();
+        let nodes = sub
+            .nodes
+            .iter()
+            .map(|&global| {
+                let def_node = &def.nodes[global];
+                if let NodeKind::Source {
+                    topics, decoder, ..
+                } = &def_node.kind
+                {
+                    for topic in topics {
+                        sources.insert(
+                            topic.clone(),
+                            Source {
+                                node: local[&global],
+                                decoder: decoder.clone(),
+                            },
+                        );
+                    }
+                }
+                TaskNode {
+                    name: Arc::from(def_node.name.as_str()),
+                    node: (def_node.factory())(),
+                    children: def_node.children.iter().map(|c| local[c]).collect(),
+                    records_in: metrics::operator_records(&def.name, &def_node.name, partition),
+                }
+            })
+            .collect();
+        Self {
+            id: TaskId {
+                subtopology,
+                partition,
+            },
+            topology: Arc::from(def.name.as_str()),
+            dlq_topic: def.policy.dead_letter_topic().map(Arc::from),
+            policy: def.policy.clone(),
+            nodes,
+            sources,
+            pending: Vec::new(),
+            forwarded: Vec::new(),
+            produced_by_topic: HashMap::new(),
+            metrics: TaskMetrics::new(&def.name, partition),
+        }
+    }
+
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+
+    /// Runs one input record through the sub-topology and appends what it produced (or its
+    /// dead-letter record) to `out`.
+    pub fn process(
+        &mut self,
+        input: &RawRecord,
+        out: &mut Vec<ProducerRecord>,
+    ) -> Result<Outcome, TaskError> {
+        let started = Instant::now();
+        let source =
+            self.sources
+                .get(&*input.origin.topic)
+                .ok_or_else(|| TaskError::UnknownTopic {
+                    topology: self.topology.to_string(),
+                    task: self.id,
+                    topic: input.origin.topic.to_string(),
+                })?;
+        self.metrics.consumed.increment(1);
+        let first_output = out.len();
+        let source_node = source.node;
+        let result = match source.decoder.decode(input) {
+            Ok((record, lineage)) => {
+                let meta = InputMeta {
+                    origin: input.origin.clone(),
+                    lineage,
+                };
+                self.pending.push((source_node, record));
+                self.run_pending(&meta, out)
+            }
+            Err(error) => Err((source_node, error)),
+        };
+        let outcome = match result {
+            Ok(()) => {
+                self.count_produced(&out[first_output..]);
+                Ok(Outcome::Processed)
+            }
+            Err((node, error)) if error.transient => {
+                out.truncate(first_output);
+                Err(self.unavailable(node, error, &input.origin))
+            }
+            Err((node, error)) => {
+                out.truncate(first_output);
+                let failed = FailedInput {
+                    origin: &input.origin,
+                    key: input.key.as_deref(),
+                    value: input.value.as_deref(),
+                    headers: &input.headers,
+                    timestamp: input.timestamp,
+                };
+                self.apply_policy(node, error, &failed, out)
+            }
+        };
+        self.metrics.latency.record(started.elapsed().as_secs_f64());
+        outcome
+    }
+
+    /// Lets every operator act on wall-clock time `now_ms` (punctuation), in topological
+    /// order; what they forward runs through their children before the next one ticks.
+    pub fn tick(&mut self, now_ms: i64, out: &mut Vec<ProducerRecord>) -> Result<(), TaskError> {
+        let meta = InputMeta {
+            origin: Origin {
+                topic: Arc::from("sluice.tick"),
+                partition: self.id.partition,
+                offset: now_ms,
+            },
+            lineage: Lineage::default(),
+        };
+        for index in 0..self.nodes.len() {
+            let first_output = out.len();
+            let mut outputs_for_input = 0;
+            let TaskNode { node, children, .. } = &mut self.nodes[index];
+            let mut ctx = NodeContext {
+                forwarded: &mut self.forwarded,
+                children,
+                produced: out,
+                input: &meta,
+                outputs_for_input: &mut outputs_for_input,
+            };
+            let ticked = node.tick(now_ms, &mut ctx);
+            self.pending.extend(self.forwarded.drain(..).rev());
+            let result = ticked
+                .map_err(|e| (index, e))
+                .and_then(|()| self.run_pending(&meta, out));
+            match result {
+                Ok(()) => self.count_produced(&out[first_output..]),
+                Err((node, error)) if error.transient => {
+                    out.truncate(first_output);
+                    return Err(self.unavailable(node, error, &meta.origin));
+                }
+                Err((node, error)) => {
+                    out.truncate(first_output);
+                    let failed = FailedInput {
+                        origin: &meta.origin,
+                        key: None,
+                        value: None,
+                        headers: &Default::default(),
+                        timestamp: now_ms,
+                    };
+                    self.apply_policy(node, error, &failed, out)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Lets every operator flush before the runtime commits.
+    pub fn commit(&mut self) -> Result<(), TaskError> {
+        for index in 0..self.nodes.len() {
+            if let Err(error) = self.nodes[index].node.commit() {
+                let origin = Origin {
+                    topic: Arc::from("sluice.commit"),
+                    partition: self.id.partition,
+                    offset: -1,
+                };
+                return Err(self.failed(index, error, &origin));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the work list depth-first until it is empty.
+    fn run_pending(
+        &mut self,
+        meta: &InputMeta,
+        out: &mut Vec<ProducerRecord>,
+    ) -> Result<(), (usize, ProcessError)> {
+        let mut outputs_for_input = 0;
+        while let Some((index, record)) = self.pending.pop() {
+            let TaskNode {
+                node,
+                children,
+                records_in,
+                ..
+            } = &mut self.nodes[index];
+            records_in.increment(1);
+            let mut ctx = NodeContext {
+                forwarded: &mut self.forwarded,
+                children,
+                produced: out,
+                input: meta,
+                outputs_for_input: &mut outputs_for_input,
+            };
+            if let Err(error) = node.process(record, &mut ctx) {
+                self.pending.clear();
+                self.forwarded.clear();
+                return Err((index, error));
+            }
+            // Reversed onto the stack so the first record forwarded runs first.
+            self.pending.extend(self.forwarded.drain(..).rev());
+        }
+        Ok(())
+    }
+
+    fn apply_policy(
+        &mut self,
+        node: usize,
+        error: ProcessError,
+        input: &FailedInput<'_>,
+        out: &mut Vec<ProducerRecord>,
+    ) -> Result<Outcome, TaskError> {
+        match &self.dlq_topic {
+            Some(topic) => {
+                let operator = &self.nodes[node].name;
+                out.push(dead_letter_record(
+                    topic,
+                    input,
+                    &self.topology,
+                    operator,
+                    &error,
+                ));
+                self.metrics.dead_lettered.increment(1);
+                Ok(Outcome::DeadLettered)
+            }
+            None if self.policy == ErrorPolicy::Skip => {
+                self.metrics.skipped.increment(1);
+                Ok(Outcome::Skipped)
+            }
+            None => Err(self.failed(node, error, input.origin)),
+        }
+    }
+
+    fn unavailable(&self, node: usize, error: ProcessError, origin: &Origin) -> TaskError {
+        TaskError::Unavailable {
+            topology: self.topology.to_string(),
+            operator: self.nodes[node].name.to_string(),
+            topic: origin.topic.to_string(),
+            partition: origin.partition,
+            offset: origin.offset,
+            error,
+        }
+    }
+
+    fn failed(&self, node: usize, error: ProcessError, origin: &Origin) -> TaskError {
+        TaskError::Failed {
+            topology: self.topology.to_string(),
+            operator: self.nodes[node].name.to_string(),
+            topic: origin.topic.to_string(),
+            partition: origin.partition,
+            offset: origin.offset,
+            error,
+        }
+    }
+
+    fn count_produced(&mut self, produced: &[ProducerRecord]) {
+        for record in produced {
+            match self.produced_by_topic.get(&record.topic) {
+                Some(counter) => counter.increment(1),
+                None => {
+                    let counter =
+                        metrics::produced(&self.topology, &record.topic, self.id.partition);
+                    counter.increment(1);
+                    self.produced_by_topic.insert(record.topic.clone(), counter);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! The topology builder and the validation it runs on `build`.
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use super::{
+    NodeDef, NodeFactory, NodeKind, SubTopology, Topology, TopologyDef, TopologyError, valid_name,
+};
+use crate::operators::merge::Forward;
+use crate::operators::source::SourceDecoder;
+use crate::operators::{Node, ProcessorNode};
+use crate::policy::ErrorPolicy;
+use crate::serde::Serde;
+use crate::topology::Stream;
+
+/// The graph under construction, shared by the builder and every stream handle.
+pub(crate) struct Graph {
+    pub(crate) name: String,
+    pub(crate) nodes: Vec<NodeDef>,
+    /// Problems found while adding nodes; reported together by `build`.
+    pub(crate) errors: Vec<TopologyError>,
+    pub(crate) policy: ErrorPolicy,
+}
+
+impl Graph {
+    /// Adds a node under `parents` and returns its index.
+    pub(crate) fn add(&mut self, name: &str, kind: NodeKind, parents: &[usize]) -> usize {
+        if !valid_name(name) {
+            self.errors
+                .push(TopologyError::InvalidName { name: name.into() });
+        } else if self.nodes.iter().any(|n| n.name == name) {
+            self.errors
+                .push(TopologyError::DuplicateName { name: name.into() });
+        }
+        let index = self.nodes.len();
+        for &p in parents {
+            self.nodes[p].children.push(index);
+        }
+        self.nodes.push(NodeDef {
+            name: name.to_string(),
+            kind,
+            parents: parents.to_vec(),
+            children: Vec::new(),
+            branch_of: None,
+        });
+        index
+    }
+}
+
+/// Builds a [`Topology`] from named sources, operators and sinks.
+///
+/// ```
+/// use sluice_engine::{Serdes, TopologyBuilder};
+///
+/// let builder = TopologyBuilder::new("uppercase");
+/// builder
+///     .source("orders", &["orders.in"], Serdes::string(), Serdes::string())
+///     .map_values("to-upper", |v: String| v.to_uppercase())
+///     .to("orders-out", "orders.out", Serdes::string(), Serdes::string());
+/// let topology = builder.build().unwrap();
+/// assert_eq!(topology.subtopologies().len(), 1);
+/// ```
+pub struct TopologyBuilder {
+    graph: Rc<RefCell<Graph>>,
+}
+
+impl TopologyBuilder {
+    /// A builder for the topology `name`; its dead-letter topic defaults to `<name>.dlq`.
+    pub fn new(name: &str) -> Self {
+        Self {
+            graph: Rc::new(RefCell::new(Graph {
+                name: name.to_string(),
+                nodes: Vec::new(),
+                errors: Vec::new(),
+                policy: ErrorPolicy::dead_letter(format!("{name}.dlq")),
+            })),
+        }
+    }
+
+    /// What happens to a record that cannot be decoded or processed.
+    pub fn error_policy(&self, policy: ErrorPolicy) -> &Self {
+        self.graph.borrow_mut().policy = policy;
+        self
+    }
+
+    /// A stream of the records of `topics`, decoded with the given serdes. A record that
+    /// does not decode goes to the error policy, naming this source as the operator.
+    pub fn source<K, V>(
+        &self,
+        name: &str,
+        topics: &[&str],
+        key_serde: impl Serde<K>,
+        value_serde: impl Serde<V>,
+    ) -> Stream<K, V>
+    where
+        K: Clone + Send + 'static,
+        V: Clone + Send + 'static,
+    {
+        let mut graph = self.graph.borrow_mut();
+        for topic in topics {
+            if !valid_name(topic) {
+                graph.errors.push(TopologyError::InvalidTopic {
+                    node: name.into(),
+                    topic: topic.to_string(),
+                });
+            }
+        }
+        let decoder = Arc::new(SourceDecoder::new(key_serde, value_serde));
+        let factory: NodeFactory =
+            Arc::new(|| Box::new(ProcessorNode::<Forward, K, V>::new(Forward)) as Box<dyn Node>);
+        let kind = NodeKind::Source {
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            decoder,
+            factory,
+        };
+        let node = graph.add(name, kind, &[]);
+        drop(graph);
+        Stream::new(self.graph.clone(), node)
+    }
+
+    /// Checks the graph and returns the runnable topology, or every problem found.
+    pub fn build(&self) -> Result<Topology, TopologyError> {
+        let graph = self.graph.borrow();
+        let mut errors = graph.errors.clone();
+        validate(&graph, &mut errors);
+        let subtopologies = split_subtopologies(&graph.nodes);
+        check_loops(&graph.nodes, &subtopologies, &mut errors);
+        match errors.len() {
+            0 => Ok(Topology {
+                def: Arc::new(TopologyDef {
+                    name: graph.name.clone(),
+                    nodes: graph.nodes.clone(),
+                    subtopologies,
+                    policy: graph.policy.clone(),
+                }),
+            }),
+            1 => Err(errors.remove(0)),
+            _ => Err(TopologyError::Many(errors)),
+        }
+    }
+}
+
+fn validate(graph: &Graph, errors: &mut Vec<TopologyError>) {
+    let dlq = graph.policy.dead_letter_topic();
+    let mut readers: HashMap<&str, &str> = HashMap::new();
+    let mut has_source = false;
+    for node in &graph.nodes {
+        match &node.kind {
+            NodeKind::Source { topics, .. } => {
+                has_source = true;
+                if topics.is_empty() {
+                    errors.push(TopologyError::SourceWithoutTopics {
+                        node: node.name.clone(),
+                    });
+                }
+                for topic in topics {
+                    if let Some(first) = readers.insert(topic, &node.name) {
+                        errors.push(TopologyError::TopicReadTwice {
+                            topic: topic.clone(),
+                            first: first.to_string(),
+                            second: node.name.clone(),
+                        });
+                    }
+                    if dlq == Some(topic.as_str()) {
+                        errors.push(TopologyError::DeadLetterTopicInUse {
+                            node: node.name.clone(),
+                            topic: topic.clone(),
+                        });
+                    }
+                }
+                if node.children.is_empty() {
+                    errors.push(TopologyError::Dangling {
+                        node: node.name.clone(),
+                    });
+                }
+            }
+            NodeKind::Processor {
+                terminal, operator, ..
+            } => {
+                if *operator == "branch" && node.children.is_empty() {
+                    errors.push(TopologyError::EmptyBranch {
+                        node: node.name.clone(),
+                    });
+                } else if !terminal && node.children.is_empty() {
+                    errors.push(match &node.branch_of {
+                        Some((branch_node, branch)) => TopologyError::BranchGoesNowhere {
+                            node: graph.nodes[*branch_node].name.clone(),
+                            branch: branch.clone(),
+                        },
+                        None => TopologyError::Dangling {
+                            node: node.name.clone(),
+                        },
+                    });
+                }
+            }
+            NodeKind::Sink { topic, .. } => {
+                if !valid_name(topic) {
+                    errors.push(TopologyError::InvalidTopic {
+                        node: node.name.clone(),
+                        topic: topic.clone(),
+                    });
+                }
+                if dlq == Some(topic.as_str()) {
+                    errors.push(TopologyError::DeadLetterTopicInUse {
+                        node: node.name.clone(),
+                        topic: topic.clone(),
+                    });
+                }
+            }
+        }
+    }
+    if !has_source {
+        errors.push(TopologyError::NoSource {
+            topology: graph.name.clone(),
+        });
+    }
+}
+
+/// Connected components of the graph, numbered in the order of their first node.
+fn split_subtopologies(nodes: &[NodeDef]) -> Vec<SubTopology> {
+    let mut root: Vec<usize> = (0..nodes.len()).collect();
+    fn find(root: &mut [usize], mut i: usize) -> usize {
+        while root[i] != i {
+            root[i] = root[root[i]];
+            i = root[i];
+        }
+        i
+    }
+    for (i, node) in nodes.iter().enumerate() {
+        for &p in &node.parents {
+            let (a, b) = (find(&mut root, i), find(&mut root, p));
+            root[a.max(b)] = a.min(b);
+        }
+    }
+    let mut by_root: Vec<(usize, SubTopology)> = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let r = find(&mut root, i);
+        let pos = match by_root.iter().position(|(root, _)| *root == r) {
+            Some(pos) => pos,
+            None => {
+                by_root.push((
+                    r,
+                    SubTopology {
+                        id: by_root.len(),
+                        nodes: Vec::new(),
+                        source_topics: BTreeSet::new(),
+                        sink_topics: BTreeSet::new(),
+                    },
+                ));
+                by_root.len() - 1
+            }
+        };
+        let sub = &mut by_root[pos].1;
+        sub.nodes.push(i);
+        match &node.kind {
+            NodeKind::Source { topics, .. } => sub.source_topics.extend(topics.iter().cloned()),
+            NodeKind::Sink { topic, .. } => {
+                sub.sink_topics.insert(topic.clone());
+            }
+            NodeKind::Processor { .. } => {}
+        }
+    }
+    by_root.into_iter().map(|(_, s)| s).collect()
+}
+
+fn check_loops(nodes: &[NodeDef], subs: &[SubTopology], errors: &mut Vec<TopologyError>) {
+    for sub in subs {
+        let sources: HashMap<&str, &str> = sub
+            .nodes
+            .iter()
+            .filter_map(|&i| match &nodes[i].kind {
+                NodeKind::Source { topics, .. } => Some((topics, nodes[i].name.as_str())),
+                _ => None,
+            })
+            .flat_map(|(topics, name)| topics.iter().map(move |t| (t.as_str(), name)))
+            .collect();
+        let mut reported = HashSet::new();
+        for &i in &sub.nodes {
+            if let NodeKind::Sink { topic, .. } = &nodes[i].kind
+                && let Some(source) = sources.get(topic.as_str())
+                && reported.insert(i)
+            {
+                errors.push(TopologyError::SinkFeedsOwnSource {
+                    sink: nodes[i].name.clone(),
+                    topic: topic.clone(),
+                    source_node: source.to_string(),
+                });
+            }
+        }
+    }
+}
+
+impl<K, V> Stream<K, V> {
+    /// Adds a processor node fed by this stream.
+    pub(crate) fn add_node<K2, V2>(
+        &self,
+        name: &str,
+        operator: &'static str,
+        terminal: bool,
+        factory: NodeFactory,
+    ) -> Stream<K2, V2> {
+        let node = self.graph.borrow_mut().add(
+            name,
+            NodeKind::Processor {
+                operator,
+                factory,
+                terminal,
+            },
+            &[self.node],
+        );
+        Stream::new(self.graph.clone(), node)
+    }
+}

@@ -1,0 +1,168 @@
+//! Lineage carried by the engine: correlation and causation ids without topology code.
+
+use serde::{Deserialize, Serialize};
+use sluice_engine::serde::{EnvelopeSerde, Serdes};
+use sluice_engine::{Envelope, Headers, ProducerRecord, TestDriver, TopologyBuilder};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+struct Order {
+    order_id: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+struct Notification {
+    text: String,
+}
+
+fn input_envelope(event_id: &str, correlation: Option<&str>) -> Vec<u8> {
+    let mut env = Envelope::new(
+        "OrderPlaced",
+        "ehr",
+        "1",
+        Order {
+            order_id: "o-1".into(),
+        },
+    );
+    env.metadata.event_id = event_id.into();
+    env.metadata.correlation_id = correlation.map(Into::into);
+    serde_json::to_vec(&env).unwrap()
+}
+
+#[test]
+fn a_derived_envelope_gets_correlation_and_causation_from_its_input() {
+    let b = TopologyBuilder::new("notify");
+    b.source(
+        "orders",
+        &["orders"],
+        Serdes::string(),
+        EnvelopeSerde::<Order>::new(),
+    )
+    .map_values("to-notification", |order: Envelope<Order>| {
+        // The author writes only the new event; lineage is the engine's job.
+        Envelope::new(
+            "NotificationRequested",
+            "sluice",
+            "1",
+            Notification {
+                text: format!("order {} placed", order.payload.order_id),
+            },
+        )
+    })
+    .to(
+        "out",
+        "notifications",
+        Serdes::string(),
+        EnvelopeSerde::<Notification>::new(),
+    );
+    let mut driver = TestDriver::new(b.build().unwrap());
+    driver
+        .pipe_raw(
+            "orders",
+            Some(b"o-1"),
+            Some(&input_envelope("evt-1", Some("flow-9"))),
+        )
+        .unwrap();
+
+    let out = driver
+        .read(
+            "notifications",
+            &Serdes::string(),
+            &EnvelopeSerde::<Notification>::new(),
+        )
+        .unwrap();
+    let meta = &out[0].value.metadata;
+    assert_eq!(meta.correlation_id.as_deref(), Some("flow-9"));
+    assert_eq!(meta.causation_id.as_deref(), Some("evt-1"));
+    assert_ne!(meta.event_id, "evt-1");
+    // Headers mirror the envelope.
+    assert_eq!(
+        out[0].headers.get_str("event-id"),
+        Some(meta.event_id.as_str())
+    );
+    assert_eq!(out[0].headers.get_str("correlation-id"), Some("flow-9"));
+    assert_eq!(out[0].headers.get_str("causation-id"), Some("evt-1"));
+}
+
+#[test]
+fn a_forwarded_envelope_keeps_its_own_lineage() {
+    let b = TopologyBuilder::new("relay");
+    b.source(
+        "orders",
+        &["orders"],
+        Serdes::string(),
+        EnvelopeSerde::<Order>::new(),
+    )
+    .to(
+        "out",
+        "orders.copy",
+        Serdes::string(),
+        EnvelopeSerde::<Order>::new(),
+    );
+    let mut driver = TestDriver::new(b.build().unwrap());
+    driver
+        .pipe_raw(
+            "orders",
+            Some(b"o-1"),
+            Some(&input_envelope("evt-1", Some("flow-9"))),
+        )
+        .unwrap();
+    let out = driver
+        .read(
+            "orders.copy",
+            &Serdes::string(),
+            &EnvelopeSerde::<Order>::new(),
+        )
+        .unwrap();
+    assert_eq!(out[0].value.metadata.event_id, "evt-1");
+    assert_eq!(out[0].value.metadata.causation_id, None);
+    assert_eq!(out[0].headers.get_str("event-id"), Some("evt-1"));
+}
+
+#[test]
+fn plain_records_take_lineage_from_headers_and_get_deterministic_event_ids() {
+    let b = TopologyBuilder::new("plain");
+    b.source("in", &["in"], Serdes::string(), Serdes::string())
+        .flat_map("twice", |k: String, v: String| {
+            [(k.clone(), v.clone()), (k, v)]
+        })
+        .to("out", "out", Serdes::string(), Serdes::string());
+    let topology = b.build().unwrap();
+    let mut headers = Headers::new();
+    headers.add("event-id", "evt-1");
+    headers.add("correlation-id", "flow-1");
+    let input = ProducerRecord {
+        topic: "in".into(),
+        partition: Some(0),
+        key: Some(b"k".to_vec()),
+        value: Some(b"v".to_vec()),
+        headers,
+        timestamp: 0,
+    };
+
+    let run = |input: ProducerRecord| {
+        let mut driver = TestDriver::new(topology.clone());
+        driver.pipe_record(input).unwrap();
+        driver.read_raw("out")
+    };
+    let first = run(input.clone());
+    let again = run(input);
+
+    assert_eq!(first.len(), 2);
+    for r in &first {
+        assert_eq!(r.headers.get_str("correlation-id"), Some("flow-1"));
+        assert_eq!(r.headers.get_str("causation-id"), Some("evt-1"));
+    }
+    let ids: Vec<_> = first
+        .iter()
+        .map(|r| r.headers.get_str("event-id"))
+        .collect();
+    assert_ne!(ids[0], ids[1], "each output is its own event");
+    let ids_again: Vec<_> = again
+        .iter()
+        .map(|r| r.headers.get_str("event-id"))
+        .collect();
+    assert_eq!(
+        ids, ids_again,
+        "reprocessing the same input yields the same ids"
+    );
+}

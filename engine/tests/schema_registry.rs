@@ -1,0 +1,993 @@
+//! The schema-registry client and `AvroSerde::registered`, against a registry test double.
+//!
+//! Each test is the spec of one behaviour. The double ([`RegistryDouble`]) serves the Confluent
+//! REST endpoints the client uses over real HTTP on 127.0.0.1, so requests, escaping, status
+//! codes and error bodies all go through the wire; it counts requests per endpoint so that
+//! tests can assert what the client's caches save.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use apache_avro::Schema;
+use apache_avro::schema_compatibility::{Compatibility, SchemaCompatibility};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sluice_engine::Serde;
+use sluice_engine::serde::AvroSerde;
+use sluice_engine::serde::registry::{
+    CONTENT_TYPE, RegistryError, SchemaRegistryClient, error_codes,
+};
+
+// ---------------------------------------------------------------------------------------------
+// The registry test double
+// ---------------------------------------------------------------------------------------------
+
+/// A test double of the Confluent Schema Registry, because no Confluent-compatible registry
+/// server can be installed on these machines.
+///
+/// It speaks the REST API the client uses (`POST /subjects/{subject}/versions`,
+/// `POST /subjects/{subject}`, `GET /schemas/ids/{id}`,
+/// `GET /subjects/{subject}/versions/latest`,
+/// `POST /compatibility/subjects/{subject}/versions/latest`) with the registry's JSON bodies
+/// and error codes. Ids are global (the same schema under two subjects has one id); versions
+/// are per subject. Like a registry whose compatibility level is BACKWARD, it accepts a new
+/// version only if a reader using it can read data written with the latest version, as judged
+/// by apache-avro's `SchemaCompatibility::can_read(latest, new)`.
+struct RegistryDouble {
+    base_url: String,
+    state: Arc<DoubleState>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct DoubleState {
+    store: Mutex<Store>,
+    /// Requests seen, by endpoint ("GET /schemas/ids/{id}").
+    requests: Mutex<HashMap<&'static str, usize>>,
+    last_authorization: Mutex<Option<String>>,
+}
+
+#[derive(Default)]
+struct Store {
+    /// Schemas by global id (id = index + 1): the JSON the registry returns, and the parse.
+    schemas: Vec<(String, Schema)>,
+    /// The ids of each subject's versions, oldest first (version = index + 1).
+    subjects: HashMap<String, Vec<u32>>,
+}
+
+impl Store {
+    fn schema(&self, id: u32) -> Option<&(String, Schema)> {
+        self.schemas.get(usize::try_from(id).ok()?.checked_sub(1)?)
+    }
+
+    fn latest(&self, subject: &str) -> Option<(u32, u32)> {
+        let versions = self.subjects.get(subject)?;
+        let id = *versions.last()?;
+        Some((id, versions.len() as u32))
+    }
+}
+
+const REGISTER: &str = "POST /subjects/{subject}/versions";
+const LOOKUP: &str = "POST /subjects/{subject}";
+const SCHEMA_BY_ID: &str = "GET /schemas/ids/{id}";
+const LATEST: &str = "GET /subjects/{subject}/versions/latest";
+const COMPATIBILITY: &str = "POST /compatibility/subjects/{subject}/versions/latest";
+
+impl RegistryDouble {
+    async fn start() -> Self {
+        let state = Arc::new(DoubleState::default());
+        let app = Router::new()
+            .route("/subjects/{subject}/versions", post(register))
+            .route("/subjects/{subject}", post(lookup))
+            .route("/schemas/ids/{id}", get(schema_by_id))
+            .route("/subjects/{subject}/versions/latest", get(latest))
+            .route(
+                "/compatibility/subjects/{subject}/versions/latest",
+                post(check_compatibility),
+            )
+            .with_state(Arc::clone(&state));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self {
+            base_url,
+            state,
+            server,
+        }
+    }
+
+    /// A new client of this double, with empty caches (as another process would have).
+    fn client(&self) -> SchemaRegistryClient {
+        SchemaRegistryClient::new(&self.base_url).unwrap()
+    }
+
+    fn requests(&self, endpoint: &str) -> usize {
+        let requests = self.state.requests.lock().unwrap();
+        requests.get(endpoint).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for RegistryDouble {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl DoubleState {
+    fn saw(&self, endpoint: &'static str, headers: &HeaderMap) {
+        *self.requests.lock().unwrap().entry(endpoint).or_default() += 1;
+        *self.last_authorization.lock().unwrap() = headers
+            .get(header::AUTHORIZATION)
+            .map(|value| value.to_str().unwrap().to_string());
+    }
+}
+
+fn reply(status: StatusCode, body: serde_json::Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, CONTENT_TYPE)],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn registry_error(status: StatusCode, error_code: u32, message: String) -> Response {
+    reply(
+        status,
+        json!({ "error_code": error_code, "message": message }),
+    )
+}
+
+fn subject_not_found(subject: &str) -> Response {
+    registry_error(
+        StatusCode::NOT_FOUND,
+        error_codes::SUBJECT_NOT_FOUND,
+        format!("Subject '{subject}' not found."),
+    )
+}
+
+/// The schema of a `{"schema": "..."}` request body, normalised to the JSON the double
+/// stores, or the registry's answer to a bad request (boxed: a `Response` is large).
+fn schema_of_request(headers: &HeaderMap, body: &[u8]) -> Result<(String, Schema), Box<Response>> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap());
+    if content_type != Some(CONTENT_TYPE) {
+        return Err(Box::new(registry_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            415,
+            format!("expected content type {CONTENT_TYPE}, got {content_type:?}"),
+        )));
+    }
+    #[derive(Deserialize)]
+    struct SchemaRequest {
+        schema: String,
+    }
+    let invalid = |message: String| {
+        Box::new(registry_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            error_codes::INVALID_SCHEMA,
+            message,
+        ))
+    };
+    let request: SchemaRequest =
+        serde_json::from_slice(body).map_err(|e| invalid(format!("bad request body: {e}")))?;
+    let schema =
+        Schema::parse_str(&request.schema).map_err(|e| invalid(format!("Invalid schema: {e}")))?;
+    Ok((serde_json::to_string(&schema).unwrap(), schema))
+}
+
+/// BACKWARD compatibility: a reader with `new` reads everything written with `latest`.
+fn backward_compatible(latest: &Schema, new: &Schema) -> bool {
+    matches!(
+        SchemaCompatibility::can_read(latest, new),
+        Ok(Compatibility::Full)
+    )
+}
+
+async fn register(
+    State(double): State<Arc<DoubleState>>,
+    Path(subject): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    double.saw(REGISTER, &headers);
+    let (json, schema) = match schema_of_request(&headers, &body) {
+        Ok(parsed) => parsed,
+        Err(response) => return *response,
+    };
+    let mut store = double.store.lock().unwrap();
+    let versions = store.subjects.get(&subject).cloned().unwrap_or_default();
+    if let Some(&id) = versions
+        .iter()
+        .find(|&&id| store.schema(id).unwrap().0 == json)
+    {
+        return reply(StatusCode::OK, json!({ "id": id }));
+    }
+    if let Some(&latest_id) = versions.last() {
+        let latest = &store.schema(latest_id).unwrap().1;
+        if !backward_compatible(latest, &schema) {
+            return registry_error(
+                StatusCode::CONFLICT,
+                error_codes::INCOMPATIBLE_SCHEMA,
+                format!(
+                    "Schema being registered is incompatible with an earlier schema for \
+                     subject \"{subject}\""
+                ),
+            );
+        }
+    }
+    let id = match store.schemas.iter().position(|(known, _)| *known == json) {
+        Some(index) => index as u32 + 1,
+        None => {
+            store.schemas.push((json, schema));
+            store.schemas.len() as u32
+        }
+    };
+    store.subjects.entry(subject).or_default().push(id);
+    reply(StatusCode::OK, json!({ "id": id }))
+}
+
+async fn lookup(
+    State(double): State<Arc<DoubleState>>,
+    Path(subject): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    double.saw(LOOKUP, &headers);
+    let (json, _) = match schema_of_request(&headers, &body) {
+        Ok(parsed) => parsed,
+        Err(response) => return *response,
+    };
+    let store = double.store.lock().unwrap();
+    let Some(versions) = store.subjects.get(&subject) else {
+        return subject_not_found(&subject);
+    };
+    match versions
+        .iter()
+        .position(|&id| store.schema(id).unwrap().0 == json)
+    {
+        Some(index) => reply(
+            StatusCode::OK,
+            json!({
+                "subject": subject,
+                "id": versions[index],
+                "version": index + 1,
+                "schema": json,
+            }),
+        ),
+        None => registry_error(
+            StatusCode::NOT_FOUND,
+            error_codes::SCHEMA_NOT_FOUND,
+            "Schema not found".to_string(),
+        ),
+    }
+}
+
+async fn schema_by_id(
+    State(double): State<Arc<DoubleState>>,
+    Path(id): Path<u32>,
+    headers: HeaderMap,
+) -> Response {
+    double.saw(SCHEMA_BY_ID, &headers);
+    let store = double.store.lock().unwrap();
+    match store.schema(id) {
+        Some((json, _)) => reply(StatusCode::OK, json!({ "schema": json })),
+        None => registry_error(
+            StatusCode::NOT_FOUND,
+            error_codes::SCHEMA_NOT_FOUND,
+            format!("Schema {id} not found"),
+        ),
+    }
+}
+
+async fn latest(
+    State(double): State<Arc<DoubleState>>,
+    Path(subject): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    double.saw(LATEST, &headers);
+    let store = double.store.lock().unwrap();
+    let Some((id, version)) = store.latest(&subject) else {
+        return subject_not_found(&subject);
+    };
+    reply(
+        StatusCode::OK,
+        json!({
+            "subject": subject,
+            "id": id,
+            "version": version,
+            "schema": store.schema(id).unwrap().0,
+        }),
+    )
+}
+
+async fn check_compatibility(
+    State(double): State<Arc<DoubleState>>,
+    Path(subject): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    double.saw(COMPATIBILITY, &headers);
+    let (_, schema) = match schema_of_request(&headers, &body) {
+        Ok(parsed) => parsed,
+        Err(response) => return *response,
+    };
+    let store = double.store.lock().unwrap();
+    let Some((latest_id, _)) = store.latest(&subject) else {
+        return subject_not_found(&subject);
+    };
+    let latest = &store.schema(latest_id).unwrap().1;
+    reply(
+        StatusCode::OK,
+        json!({ "is_compatible": backward_compatible(latest, &schema) }),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schemas and types of the tests
+// ---------------------------------------------------------------------------------------------
+
+const ADMISSION_V1: &str = r#"{
+    "type": "record", "name": "Admission", "namespace": "sluice.test",
+    "fields": [
+        {"name": "patient_id", "type": "string"},
+        {"name": "ward", "type": "string"}
+    ]
+}"#;
+
+/// v1 plus a field with a default: a BACKWARD-compatible evolution.
+const ADMISSION_V2: &str = r#"{
+    "type": "record", "name": "Admission", "namespace": "sluice.test",
+    "fields": [
+        {"name": "patient_id", "type": "string"},
+        {"name": "ward", "type": "string"},
+        {"name": "priority", "type": "int", "default": 3}
+    ]
+}"#;
+
+/// v1 plus a field without a default: v1 data gives this reader no value for it.
+const ADMISSION_NEW_FIELD_WITHOUT_DEFAULT: &str = r#"{
+    "type": "record", "name": "Admission", "namespace": "sluice.test",
+    "fields": [
+        {"name": "patient_id", "type": "string"},
+        {"name": "ward", "type": "string"},
+        {"name": "priority", "type": "int"}
+    ]
+}"#;
+
+/// v1 with `ward` turned from a string into an int: strings cannot be read as ints.
+const ADMISSION_WARD_AS_INT: &str = r#"{
+    "type": "record", "name": "Admission", "namespace": "sluice.test",
+    "fields": [
+        {"name": "patient_id", "type": "string"},
+        {"name": "ward", "type": "int"}
+    ]
+}"#;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct AdmissionV1 {
+    patient_id: String,
+    ward: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct AdmissionV2 {
+    patient_id: String,
+    ward: String,
+    priority: i32,
+}
+
+fn schema(text: &str) -> Schema {
+    Schema::parse_str(text).unwrap()
+}
+
+fn admission_v1(n: usize) -> AdmissionV1 {
+    AdmissionV1 {
+        patient_id: format!("P-{n:04}"),
+        ward: "cardiology".to_string(),
+    }
+}
+
+/// Records written by a v1 serde registered on `double` through its own client.
+async fn v1_records(double: &RegistryDouble, subject: &str, count: usize) -> Vec<Vec<u8>> {
+    let writer = AvroSerde::<AdmissionV1>::registered(
+        Arc::new(double.client()),
+        subject,
+        schema(ADMISSION_V1),
+    )
+    .await
+    .unwrap();
+    (0..count)
+        .map(|n| {
+            writer
+                .serialize("admissions", &admission_v1(n))
+                .unwrap()
+                .unwrap()
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_returns_an_id_and_re_registering_the_same_schema_returns_it_again() {
+    let double = RegistryDouble::start().await;
+    let client = double.client();
+
+    let id = client
+        .register("admissions-value", &schema(ADMISSION_V1))
+        .await
+        .unwrap();
+    let again = client
+        .register("admissions-value", &schema(ADMISSION_V1))
+        .await
+        .unwrap();
+    assert_eq!(again, id);
+    assert_eq!(
+        double.requests(REGISTER),
+        1,
+        "the repeat is answered from the cache"
+    );
+
+    // A client without the cache gets the same id from the registry itself.
+    let from_registry = double
+        .client()
+        .register("admissions-value", &schema(ADMISSION_V1))
+        .await
+        .unwrap();
+    assert_eq!(from_registry, id);
+    assert_eq!(double.requests(REGISTER), 2);
+
+    // A different schema is a different id.
+    let other = client
+        .register("other-value", &schema(r#""string""#))
+        .await
+        .unwrap();
+    assert_ne!(other, id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_by_id_is_fetched_once_then_served_from_the_cache() {
+    let double = RegistryDouble::start().await;
+    let id = double
+        .client()
+        .register("admissions-value", &schema(ADMISSION_V1))
+        .await
+        .unwrap();
+
+    let client = double.client();
+    for _ in 0..5 {
+        let fetched = client.schema_by_id(id).await.unwrap();
+        assert_eq!(*fetched, schema(ADMISSION_V1));
+    }
+    assert_eq!(double.requests(SCHEMA_BY_ID), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_schema_id_gives_error_40403_and_is_asked_again_next_time() {
+    let double = RegistryDouble::start().await;
+    let client = double.client();
+
+    let err = client.schema_by_id(999).await.unwrap_err();
+    assert_eq!(err.status(), Some(404), "{err}");
+    assert_eq!(
+        err.error_code(),
+        Some(error_codes::SCHEMA_NOT_FOUND),
+        "{err}"
+    );
+
+    // Failures are not cached: the schema may be registered in between.
+    let _ = client.schema_by_id(999).await.unwrap_err();
+    assert_eq!(double.requests(SCHEMA_BY_ID), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_returns_the_newest_version() {
+    let double = RegistryDouble::start().await;
+    let client = double.client();
+    let v1 = client
+        .register("admissions-value", &schema(ADMISSION_V1))
+        .await
+        .unwrap();
+    let v2 = client
+        .register("admissions-value", &schema(ADMISSION_V2))
+        .await
+        .unwrap();
+    assert_ne!(v1, v2);
+
+    let latest = client.latest("admissions-value").await.unwrap();
+    assert_eq!(latest.subject, "admissions-value");
+    assert_eq!(latest.id, v2);
+    assert_eq!(latest.version, 2);
+    assert_eq!(*latest.schema, schema(ADMISSION_V2));
+    assert_eq!(double.requests(LATEST), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adding_a_field_with_a_default_is_a_compatible_evolution() {
+    let double = RegistryDouble::start().await;
+    let client = double.client();
+    client
+        .register("admissions-value", &schema(ADMISSION_V1))
+        .await
+        .unwrap();
+
+    let compatible = client
+        .check_compatibility("admissions-value", &schema(ADMISSION_V2))
+        .await
+        .unwrap();
+    assert!(compatible);
+    assert_eq!(double.requests(COMPATIBILITY), 1);
+
+    let v2 = client
+        .register("admissions-value", &schema(ADMISSION_V2))
+        .await;
+    assert!(v2.is_ok(), "{v2:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adding_a_field_without_a_default_is_rejected_with_409() {
+    let double = RegistryDouble::start().await;
+    let client = double.client();
+    client
+        .register("admissions-value", &schema(ADMISSION_V1))
+        .await
+        .unwrap();
+    let evolved = schema(ADMISSION_NEW_FIELD_WITHOUT_DEFAULT);
+
+    let compatible = client
+        .check_compatibility("admissions-value", &evolved)
+        .await
+        .unwrap();
+    assert!(!compatible);
+
+    let err = client
+        .register("admissions-value", &evolved)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(409), "{err}");
+    assert_eq!(
+        err.error_code(),
+        Some(error_codes::INCOMPATIBLE_SCHEMA),
+        "{err}"
+    );
+    assert!(err.to_string().contains("incompatible"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("/subjects/admissions-value/versions"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_a_field_type_is_rejected_with_409() {
+    let double = RegistryDouble::start().await;
+    let client = double.client();
+    client
+        .register("admissions-value", &schema(ADMISSION_V1))
+        .await
+        .unwrap();
+    let evolved = schema(ADMISSION_WARD_AS_INT);
+
+    assert!(
+        !client
+            .check_compatibility("admissions-value", &evolved)
+            .await
+            .unwrap()
+    );
+    let err = client
+        .register("admissions-value", &evolved)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.error_code(),
+        Some(error_codes::INCOMPATIBLE_SCHEMA),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_subject_gives_error_40401() {
+    let double = RegistryDouble::start().await;
+    let client = double.client();
+
+    let err = client.latest("nobody-value").await.unwrap_err();
+    assert_eq!(err.status(), Some(404), "{err}");
+    assert_eq!(
+        err.error_code(),
+        Some(error_codes::SUBJECT_NOT_FOUND),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("Subject 'nobody-value' not found"),
+        "{err}"
+    );
+
+    let err = client
+        .check_compatibility("nobody-value", &schema(ADMISSION_V1))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.error_code(),
+        Some(error_codes::SUBJECT_NOT_FOUND),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_finds_a_registered_schema_and_registers_nothing() {
+    let double = RegistryDouble::start().await;
+    let id = double
+        .client()
+        .register("admissions-value", &schema(ADMISSION_V1))
+        .await
+        .unwrap();
+
+    let client = double.client();
+    assert_eq!(
+        client
+            .lookup("admissions-value", &schema(ADMISSION_V1))
+            .await
+            .unwrap(),
+        id
+    );
+    let err = client
+        .lookup("admissions-value", &schema(ADMISSION_V2))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.error_code(),
+        Some(error_codes::SCHEMA_NOT_FOUND),
+        "{err}"
+    );
+    assert_eq!(client.latest("admissions-value").await.unwrap().version, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subject_names_are_escaped_into_one_path_segment() {
+    let double = RegistryDouble::start().await;
+    let client = double.client();
+    let subject = "ward/7 admissions?v=1#value";
+
+    let id = client
+        .register(subject, &schema(ADMISSION_V1))
+        .await
+        .unwrap();
+    let latest = client.latest(subject).await.unwrap();
+    assert_eq!(
+        latest.subject, subject,
+        "the double received the subject intact"
+    );
+    assert_eq!(latest.id, id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_credentials_are_sent_with_every_request() {
+    let double = RegistryDouble::start().await;
+    let client = double.client().with_basic_auth("svc", "hunter2");
+    client
+        .register("admissions-value", &schema(ADMISSION_V1))
+        .await
+        .unwrap();
+
+    let authorization = double.state.last_authorization.lock().unwrap().clone();
+    // base64("svc:hunter2")
+    assert_eq!(authorization.as_deref(), Some("Basic c3ZjOmh1bnRlcjI="));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_registry_fails_fast_with_an_error_naming_it() {
+    let closed_port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let client = SchemaRegistryClient::new(&format!("http://127.0.0.1:{closed_port}"))
+        .unwrap()
+        .with_timeout(Duration::from_secs(2));
+
+    let started = Instant::now();
+    let err = client
+        .register("admissions-value", &schema(ADMISSION_V1))
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(err, RegistryError::Transport { .. }),
+        "connection refused is a transport error: {err}"
+    );
+    let text = err.to_string();
+    assert!(text.contains(&format!("127.0.0.1:{closed_port}")), "{text}");
+    assert!(
+        text.starts_with("could not reach the schema registry"),
+        "{text}"
+    );
+
+    let serde = AvroSerde::<AdmissionV1>::registered(
+        Arc::new(client),
+        "admissions-value",
+        schema(ADMISSION_V1),
+    )
+    .await;
+    assert!(matches!(serde, Err(RegistryError::Transport { .. })));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_never_answers_times_out_at_the_configured_bound() {
+    // Accepts connections and holds them without ever answering.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let client = SchemaRegistryClient::new(&format!("http://{address}"))
+        .unwrap()
+        .with_timeout(Duration::from_millis(300));
+
+    let started = Instant::now();
+    let err = client.schema_by_id(1).await.unwrap_err();
+    let waited = started.elapsed();
+    assert!(matches!(err, RegistryError::Timeout { .. }), "{err}");
+    assert!(waited >= Duration::from_millis(300), "{waited:?}");
+    assert!(waited < Duration::from_secs(2), "{waited:?}");
+    assert!(err.to_string().contains("/schemas/ids/1"), "{err}");
+    silent.abort();
+}
+
+// ---------------------------------------------------------------------------------------------
+// AvroSerde::registered
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v2_serde_reads_v1_records_with_the_default_and_fetches_v1_exactly_once() {
+    let double = RegistryDouble::start().await;
+    let records = v1_records(&double, "admissions-value", 200).await;
+    let v1_id = u32::from_be_bytes(records[0][1..5].try_into().unwrap());
+
+    // The reader is another process: its own client, empty caches.
+    let reader = AvroSerde::<AdmissionV2>::registered(
+        Arc::new(double.client()),
+        "admissions-value",
+        schema(ADMISSION_V2),
+    )
+    .await
+    .unwrap();
+    assert_ne!(reader.schema_id(), v1_id);
+    assert_eq!(*reader.schema(), schema(ADMISSION_V2));
+
+    // Decoding happens on plain threads, as on stream threads; four at once, all missing
+    // the v1 schema at first.
+    let reader = Arc::new(reader);
+    let records = Arc::new(records);
+    let decoders: Vec<_> = (0..4)
+        .map(|thread| {
+            let (reader, records) = (Arc::clone(&reader), Arc::clone(&records));
+            std::thread::spawn(move || {
+                for n in (thread..records.len()).step_by(4) {
+                    let admission = reader.deserialize("admissions", Some(&records[n])).unwrap();
+                    assert_eq!(
+                        admission,
+                        AdmissionV2 {
+                            patient_id: format!("P-{n:04}"),
+                            ward: "cardiology".to_string(),
+                            priority: 3,
+                        }
+                    );
+                }
+            })
+        })
+        .collect();
+    for decoder in decoders {
+        tokio::task::spawn_blocking(move || decoder.join().unwrap())
+            .await
+            .unwrap();
+    }
+    assert_eq!(double.requests(SCHEMA_BY_ID), 1);
+
+    // Its own records go through without the registry.
+    let own = AdmissionV2 {
+        patient_id: "P-9".into(),
+        ward: "icu".into(),
+        priority: 1,
+    };
+    let bytes = reader.serialize("admissions", &own).unwrap();
+    assert_eq!(
+        reader.deserialize("admissions", bytes.as_deref()).unwrap(),
+        own
+    );
+    assert_eq!(double.requests(SCHEMA_BY_ID), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v1_serde_reads_v2_records_by_dropping_the_new_field() {
+    let double = RegistryDouble::start().await;
+    let v1 = Arc::new(
+        AvroSerde::<AdmissionV1>::registered(
+            Arc::new(double.client()),
+            "admissions-value",
+            schema(ADMISSION_V1),
+        )
+        .await
+        .unwrap(),
+    );
+    let v2 = AvroSerde::<AdmissionV2>::registered(
+        Arc::new(double.client()),
+        "admissions-value",
+        schema(ADMISSION_V2),
+    )
+    .await
+    .unwrap();
+    let bytes = v2
+        .serialize(
+            "admissions",
+            &AdmissionV2 {
+                patient_id: "P-1".into(),
+                ward: "icu".into(),
+                priority: 1,
+            },
+        )
+        .unwrap();
+
+    let read = tokio::task::spawn_blocking(move || v1.deserialize("admissions", bytes.as_deref()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        read,
+        AdmissionV1 {
+            patient_id: "P-1".into(),
+            ward: "icu".into()
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_miss_on_a_multi_thread_runtime_worker_blocks_in_place() {
+    let double = RegistryDouble::start().await;
+    let records = v1_records(&double, "admissions-value", 1).await;
+    let reader = AvroSerde::<AdmissionV2>::registered(
+        Arc::new(double.client()),
+        "admissions-value",
+        schema(ADMISSION_V2),
+    )
+    .await
+    .unwrap();
+
+    // Runs on a runtime worker thread: must neither panic nor starve the double's server.
+    let decoded = tokio::spawn(async move { reader.deserialize("admissions", Some(&records[0])) })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(decoded.priority, 3);
+    assert_eq!(double.requests(SCHEMA_BY_ID), 1);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_cache_miss_on_a_current_thread_runtime_thread_fails_instead_of_hanging() {
+    let double = RegistryDouble::start().await;
+    let records = v1_records(&double, "admissions-value", 1).await;
+    let client = double.client().with_timeout(Duration::from_millis(200));
+    let reader = AvroSerde::<AdmissionV2>::registered(
+        Arc::new(client),
+        "admissions-value",
+        schema(ADMISSION_V2),
+    )
+    .await
+    .unwrap();
+
+    // This thread is the only one driving the runtime that would serve the fetch.
+    let started = Instant::now();
+    let err = reader
+        .deserialize("admissions", Some(&records[0]))
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(err.message.contains("current-thread"), "{}", err.message);
+    assert!(err.message.contains("schema id"), "{}", err.message);
+
+    // From a blocking-pool thread the same runtime serves it.
+    let reader = Arc::new(reader);
+    let decoded =
+        tokio::task::spawn_blocking(move || reader.deserialize("admissions", Some(&records[0])))
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(decoded.priority, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_with_an_id_the_registry_does_not_know_is_a_clear_error() {
+    let double = RegistryDouble::start().await;
+    let reader = Arc::new(
+        AvroSerde::<AdmissionV1>::registered(
+            Arc::new(double.client()),
+            "admissions-value",
+            schema(ADMISSION_V1),
+        )
+        .await
+        .unwrap(),
+    );
+    let mut bytes = v1_records(&double, "admissions-value", 1).await.remove(0);
+    bytes[1..5].copy_from_slice(&4242u32.to_be_bytes());
+
+    let err = tokio::task::spawn_blocking(move || {
+        reader.deserialize("admissions", Some(&bytes)).unwrap_err()
+    })
+    .await
+    .unwrap();
+    assert!(err.message.contains("schema id 4242"), "{}", err.message);
+    assert!(err.message.contains("40403"), "{}", err.message);
+    assert!(!err.message.contains("P-0000"), "{}", err.message);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registering_an_incompatible_serde_schema_fails_with_409() {
+    let double = RegistryDouble::start().await;
+    let _v1 = v1_records(&double, "admissions-value", 1).await;
+
+    let result = AvroSerde::<AdmissionV2>::registered(
+        Arc::new(double.client()),
+        "admissions-value",
+        schema(ADMISSION_NEW_FIELD_WITHOUT_DEFAULT),
+    )
+    .await;
+    let err = result.err().expect("an incompatible schema is refused");
+    assert_eq!(
+        err.error_code(),
+        Some(error_codes::INCOMPATIBLE_SCHEMA),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_is_down_makes_a_transient_error_so_the_record_is_retried_not_dead_lettered()
+ {
+    let double = RegistryDouble::start().await;
+    let v1_bytes = v1_records(&double, "admissions-value", 1).await.remove(0);
+    let reader = Arc::new(
+        AvroSerde::<AdmissionV2>::registered(
+            Arc::new(double.client()),
+            "admissions-value",
+            schema(ADMISSION_V2),
+        )
+        .await
+        .unwrap(),
+    );
+    // The reader has never seen the v1 writer schema; now the registry goes away.
+    drop(double);
+
+    let err = tokio::task::spawn_blocking(move || {
+        reader
+            .deserialize("admissions", Some(&v1_bytes))
+            .unwrap_err()
+    })
+    .await
+    .unwrap();
+    assert!(err.transient, "{}", err.message);
+    assert!(
+        err.message.contains("cannot fetch Avro writer schema id"),
+        "{}",
+        err.message
+    );
+}

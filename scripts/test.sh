@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs Sluice's whole test suite on a fresh machine: installs what the tests need (each
+# step skipped when already done), then runs unit, integration, doc and bench-smoke tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n== %s\n' "$*"; }
+
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+}
+
+# C toolchain for the -sys crates.
+apt_install build-essential pkg-config
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
+
+# Mermaid's own parser, to check `sluice describe --mermaid` (tests/cli.rs).
+mermaid_dir=scripts/mermaid-check
+if ! cmp -s "$mermaid_dir/package-lock.json" "$mermaid_dir/node_modules/.package-lock.json.installed" 2>/dev/null; then
+  log "installing the Mermaid parser (npm ci)"
+  (cd "$mermaid_dir" && npm ci --silent --no-audit --no-fund)
+  cp "$mermaid_dir/package-lock.json" "$mermaid_dir/node_modules/.package-lock.json.installed"
+fi
+
+log "unit and integration tests"
+cargo nextest run --workspace --no-fail-fast
+log "doc examples"
+cargo test --workspace --doc
+log "benchmarks, once each as tests"
+cargo test --workspace --bench '*'

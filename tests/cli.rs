@@ -1,0 +1,139 @@
+//! The `sluice` command, run as a user runs it.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn sluice(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .output()
+        .expect("the sluice binary runs")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+#[test]
+fn list_names_the_shipped_topologies() {
+    let out = sluice(&["list"]);
+    assert!(out.status.success());
+    assert!(
+        stdout(&out)
+            .lines()
+            .any(|l| l.starts_with("normalization ")),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn describe_prints_the_normalization_graph() {
+    let out = sluice(&["describe", "normalization"]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    assert!(text.starts_with("Topology: normalization\n"), "{text}");
+    for line in [
+        "(topics: [external.ehr.medication-orders])",
+        "(topics: [external.pharmacy.prescriptions])",
+        "(topic: canonical.medication-orders)",
+        "dead-letter topic normalization.dlq",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+}
+
+#[test]
+fn describe_of_an_unknown_topology_names_the_known_ones() {
+    let out = sluice(&["describe", "nope"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no topology named `nope`"), "{err}");
+    assert!(err.contains("normalization"), "{err}");
+}
+
+/// Mermaid's own parser (installed by scripts/test.sh) must accept the diagram.
+#[test]
+fn describe_mermaid_is_accepted_by_mermaid() {
+    let out = sluice(&["describe", "normalization", "--mermaid"]);
+    assert!(out.status.success());
+    let chart = stdout(&out);
+    assert!(chart.starts_with("flowchart LR\n"), "{chart}");
+
+    let checker = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/mermaid-check");
+    assert!(
+        checker.join("node_modules/mermaid").is_dir(),
+        "Mermaid's parser is not installed: run `bash scripts/test.sh` (it runs npm ci in {})",
+        checker.display()
+    );
+    let check = |diagram: &str| {
+        let mut node = Command::new("node")
+            .arg("check.mjs")
+            .current_dir(&checker)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("node runs");
+        node.stdin
+            .take()
+            .unwrap()
+            .write_all(diagram.as_bytes())
+            .unwrap();
+        node.wait_with_output().unwrap()
+    };
+    let verdict = check(&chart);
+    assert!(
+        verdict.status.success(),
+        "Mermaid rejected the diagram: {}\n{chart}",
+        String::from_utf8_lossy(&verdict.stderr)
+    );
+    // The checker itself rejects a broken diagram, so its acceptance means something.
+    assert!(!check("flowchart LR\n  a([\"x\" -->\n").status.success());
+}
+
+#[test]
+fn demo_accounts_for_every_generated_order() {
+    let out = sluice(&[
+        "demo",
+        "--orders",
+        "1000",
+        "--malformed",
+        "0.05",
+        "--seed",
+        "3",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stdout(&out);
+    let number = |label: &str| -> u64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("no {label:?} line in\n{text}"));
+        line[label.len()..].trim().parse().unwrap()
+    };
+    let (records_in, records_out, dead) = (
+        number("records in"),
+        number("canonical out"),
+        number("dead-lettered"),
+    );
+    assert_eq!(records_in, 2000);
+    assert_eq!(records_out + dead, records_in, "{text}");
+    assert!(
+        dead > 0,
+        "5% malformed input must reach the dead-letter topic:\n{text}"
+    );
+}
+
+#[test]
+fn demo_rejects_a_malformed_share_out_of_range() {
+    let out = sluice(&["demo", "--malformed", "1.5"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--malformed 1.5 is out of range"), "{err}");
+}

@@ -1,0 +1,126 @@
+//! The normalization topology end to end through the TestDriver, on generated feeds with
+//! malformed records mixed in.
+
+use std::collections::{HashMap, HashSet};
+
+use sluice_engine::serde::Serdes;
+use sluice_engine::{ErrorKind, Serde, TestDriver};
+use sluice_topologies::canonical::{MedicationOrder, SourceSystem};
+use sluice_topologies::generator::{Malformation, OrderGenerator, SampleRecord};
+use sluice_topologies::normalization::{self, EHR_TOPIC, OUTPUT_TOPIC, PHARMACY_TOPIC};
+
+const ORDERS_PER_FEED: usize = 5_000;
+
+struct Fed {
+    driver: TestDriver,
+    /// (topic, offset) -> the sample piped there.
+    inputs: HashMap<(String, i64), SampleRecord>,
+}
+
+fn feed(malformed: f64, seed: u64) -> Fed {
+    let mut driver = TestDriver::new(normalization::topology(normalization::local_output_serde()));
+    let mut generator = OrderGenerator::new(seed).with_malformed_ratio(malformed);
+    let mut inputs = HashMap::new();
+    for i in 0..ORDERS_PER_FEED {
+        for (topic, sample) in [
+            (EHR_TOPIC, generator.next_ehr()),
+            (PHARMACY_TOPIC, generator.next_pharmacy()),
+        ] {
+            driver
+                .pipe_raw(topic, Some(sample.key.as_bytes()), Some(&sample.value))
+                .unwrap();
+            inputs.insert((topic.to_string(), i as i64), sample);
+        }
+    }
+    Fed { driver, inputs }
+}
+
+#[test]
+fn every_valid_order_is_written_once_and_every_malformed_one_is_dead_lettered_with_its_reason() {
+    let Fed { mut driver, inputs } = feed(0.02, 11);
+    let output = normalization::local_output_serde();
+
+    let written = driver.read_raw(OUTPUT_TOPIC);
+    let dead = driver.dead_letters();
+    let valid = inputs.values().filter(|s| s.malformed.is_none()).count();
+    assert_eq!(written.len(), valid);
+    assert_eq!(dead.len(), inputs.len() - valid);
+    assert!(!dead.is_empty());
+
+    let mut event_ids = HashSet::new();
+    let mut keys = HashSet::new();
+    for record in &written {
+        let order: MedicationOrder = output
+            .deserialize(OUTPUT_TOPIC, record.value.as_deref())
+            .unwrap();
+        let key = Serdes::string()
+            .deserialize(OUTPUT_TOPIC, record.key.as_deref())
+            .unwrap();
+        assert_eq!(key, order.order_id, "keyed by orderId");
+        assert!(keys.insert(key), "each order once");
+        assert_eq!(order.medication.ndc.len(), 11);
+        let source = record.headers.get_str("source-system").unwrap();
+        assert_eq!(source, order.source_system.as_str());
+        assert!(
+            record
+                .headers
+                .get_str("event-type")
+                .unwrap()
+                .starts_with("MedicationOrder")
+        );
+        assert!(event_ids.insert(record.headers.get_str("event-id").unwrap().to_string()));
+    }
+    let sources: HashSet<_> = written
+        .iter()
+        .map(|r| r.headers.get_str("source-system").unwrap().to_string())
+        .collect();
+    assert_eq!(sources.len(), 2, "both feeds reach the canonical topic");
+
+    let mut kinds_seen = HashSet::new();
+    for d in &dead {
+        let sample = &inputs[&(d.source_topic.clone(), d.source_offset)];
+        let malformation = sample
+            .malformed
+            .expect("only malformed inputs are dead-lettered");
+        kinds_seen.insert(malformation);
+        assert!(
+            d.message.contains(malformation.expected_reason()),
+            "{malformation:?}: {}",
+            d.message
+        );
+        let expected_kind = match malformation {
+            Malformation::InvalidJson => ErrorKind::Deserialization,
+            _ => ErrorKind::Validation,
+        };
+        assert_eq!(d.kind, expected_kind);
+        assert_eq!(
+            d.value.as_deref(),
+            Some(sample.value.as_slice()),
+            "input kept whole"
+        );
+        assert_eq!(d.topology, "normalization");
+    }
+    assert!(
+        kinds_seen.len() >= 6,
+        "most malformations occur: {kinds_seen:?}"
+    );
+}
+
+#[test]
+fn source_system_follows_the_feed() {
+    let Fed { mut driver, .. } = feed(0.0, 5);
+    let output = normalization::local_output_serde();
+    for record in driver.read_raw(OUTPUT_TOPIC) {
+        let order: MedicationOrder = output
+            .deserialize(OUTPUT_TOPIC, record.value.as_deref())
+            .unwrap();
+        let key = String::from_utf8(record.key.unwrap()).unwrap();
+        // EHR order ids are `mr-...`, pharmacy ids are numeric (see the generator).
+        let expected = if key.starts_with("mr-") {
+            SourceSystem::Ehr
+        } else {
+            SourceSystem::Pharmacy
+        };
+        assert_eq!(order.source_system, expected, "{key}");
+    }
+}

@@ -1,0 +1,31 @@
+//! The healthcare integration topologies built on Sluice, with their Avro schemas and
+//! sample-data generators. This crate's one job is the healthcare side of the broker: what
+//! the external feeds send, the canonical shapes the platform publishes ([`canonical`],
+//! backed by the `.avsc` files under `src/schemas/`), the pure mappings between them
+//! ([`normalize`]), the topologies that run those mappings on the engine
+//! ([`normalization`]), and deterministic sample data for demos and tests ([`generator`]).
+
+pub mod canonical;
+pub mod demo;
+pub mod generator;
+pub mod normalization;
+pub mod normalize;
+
+use sluice_engine::Topology;
+
+/// A topology this crate ships, for the command line.
+pub struct CatalogEntry {
+    pub name: &'static str,
+    pub description: &'static str,
+    /// Builds the topology with its local (registry-less) serdes.
+    pub build: fn() -> Topology,
+}
+
+/// Every topology this crate ships.
+pub fn catalog() -> Vec<CatalogEntry> {
+    vec![CatalogEntry {
+        name: normalization::NAME,
+        description: "EHR and pharmacy medication orders -> canonical.medication-orders (Avro)",
+        build: || normalization::topology(normalization::local_output_serde()),
+    }]
+}

@@ -1,0 +1,88 @@
+//! The normalization topology: EHR and pharmacy medication orders in, one canonical
+//! medication-order event out.
+//!
+//! ```text
+//! external.ehr.medication-orders  (JSON) --> normalize-ehr      --\
+//!                                                                   merge --> canonical.medication-orders (Avro)
+//! external.pharmacy.prescriptions (JSON) --> normalize-pharmacy --/
+//! ```
+//!
+//! Each feed is decoded as schemaless JSON and mapped by [`normalize`](crate::normalize)
+//! with the platform's field fallbacks. The output is keyed by `orderId` (so every change
+//! of one order lands in one partition, in order), carries the `source-system` and
+//! `event-type` headers, and is written as Avro in the Confluent wire format. A record
+//! that is not JSON, or lacks what the canonical schema requires, goes to
+//! `normalization.dlq` with the missing field or broken rule named.
+
+use apache_avro::Schema;
+use serde_json::Value;
+use sluice_engine::serde::{AvroSerde, JsonSerde, Serdes};
+use sluice_engine::{ProcessError, Record, Topology, TopologyBuilder};
+
+use crate::canonical::{self, MedicationOrder};
+use crate::normalize;
+
+pub const NAME: &str = "normalization";
+pub const EHR_TOPIC: &str = "external.ehr.medication-orders";
+pub const PHARMACY_TOPIC: &str = "external.pharmacy.prescriptions";
+pub const OUTPUT_TOPIC: &str = "canonical.medication-orders";
+pub const DEAD_LETTER_TOPIC: &str = "normalization.dlq";
+/// The schema id written when no schema registry is configured (demo, TestDriver).
+pub const LOCAL_SCHEMA_ID: u32 = 1;
+
+/// The output serde when no registry is configured: the canonical schema under
+/// [`LOCAL_SCHEMA_ID`].
+pub fn local_output_serde() -> AvroSerde<MedicationOrder> {
+    AvroSerde::with_schema_id(canonical_schema(), LOCAL_SCHEMA_ID)
+}
+
+fn canonical_schema() -> Schema {
+    canonical::schema().clone()
+}
+
+/// The topology, writing canonical orders with `output` (registered or local).
+pub fn topology(output: AvroSerde<MedicationOrder>) -> Topology {
+    let builder = TopologyBuilder::new(NAME);
+    // Input keys are ignored: the output is re-keyed by orderId.
+    let ehr = builder
+        .source(
+            "ehr-orders",
+            &[EHR_TOPIC],
+            Serdes::unit(),
+            JsonSerde::<Value>::new(),
+        )
+        .try_map("normalize-ehr", |r| {
+            canonical_record(r, normalize::from_ehr)
+        });
+    let pharmacy = builder
+        .source(
+            "pharmacy-prescriptions",
+            &[PHARMACY_TOPIC],
+            Serdes::unit(),
+            JsonSerde::<Value>::new(),
+        )
+        .try_map("normalize-pharmacy", |r| {
+            canonical_record(r, normalize::from_pharmacy)
+        });
+    ehr.merge("canonical-orders", &pharmacy).to(
+        "canonical-sink",
+        OUTPUT_TOPIC,
+        Serdes::string(),
+        output,
+    );
+    builder
+        .build()
+        .expect("the normalization topology is valid by construction")
+}
+
+fn canonical_record(
+    input: Record<(), Value>,
+    map: fn(&Value) -> Result<MedicationOrder, ProcessError>,
+) -> Result<Record<String, MedicationOrder>, ProcessError> {
+    let order = map(&input.value)?;
+    let mut record = input.with_key_value(order.order_id.clone(), order);
+    for (name, value) in normalize::headers(&record.value).iter() {
+        record.headers.insert(name, value);
+    }
+    Ok(record)
+}
