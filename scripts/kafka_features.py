@@ -231,7 +231,7 @@ def connect(bootstrap, deadline, io_timeout):
     """Connects, retrying until the deadline (the broker may still be starting)."""
     host, _, port = bootstrap.rpartition(":")
     if not host or not port.isdigit():
-        raise SystemExit(f"kafka_features: error: --bootstrap must be host:port, got {bootstrap!r}")
+        usage_error(f"--bootstrap must be host:port, got {bootstrap!r}")
     host = host.strip("[]")
     last = None
     while True:
@@ -261,12 +261,17 @@ def describe(conn):
     return info
 
 
+def usage_error(msg):
+    print(f"kafka_features: error: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
 def parse_set(values):
     updates = {}
     for v in values:
         name, sep, level = v.partition("=")
         if not sep or not name or not level.lstrip("-").isdigit():
-            raise SystemExit(f"kafka_features: error: --set wants feature=level, got {v!r}")
+            usage_error(f"--set wants FEATURE=LEVEL, got {v!r}")
         updates[name] = int(level)
     return updates
 

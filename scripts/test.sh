@@ -19,9 +19,13 @@ apt_install() {
 }
 
 # C toolchain for the -sys crates.
-apt_install build-essential pkg-config
+apt_install build-essential pkg-config libssl-dev libsasl2-dev zlib1g-dev
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || apt_install nodejs npm
 command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
+
+# The Kafka-protocol broker the integration tests start (one per test, on its own
+# loopback address): built once from crates.io, skipped when installed.
+bash scripts/install-broker.sh
 
 # Mermaid's own parser, to check `sluice describe --mermaid` (tests/cli.rs).
 mermaid_dir=scripts/mermaid-check

@@ -1,10 +1,16 @@
-//! `sluice`: the command-line worker. Lists, describes and demonstrates the topologies
-//! that ship with Sluice.
+//! `sluice`: the command-line worker. Runs, lists, describes and demonstrates the
+//! topologies that ship with Sluice.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use sluice_engine::runtime::{ConfigBuilder, Worker, WorkerStats};
 use sluice_topologies::catalog;
+use sluice_topologies::demo::{self, DemoOptions};
 
 #[derive(Parser)]
 #[command(
@@ -27,11 +33,13 @@ enum Command {
         #[arg(long)]
         mermaid: bool,
     },
-    /// Runs the normalization topology in-process on generated EHR and pharmacy orders and
-    /// prints a summary.
+    /// Runs a topology as a worker against a Kafka cluster until SIGTERM or SIGINT.
+    Run(RunArgs),
+    /// Runs the normalization topology through the real runtime on generated EHR and
+    /// pharmacy orders (on an in-process mock cluster unless --brokers is given).
     Demo {
-        /// How many orders to generate from each source.
-        #[arg(long, default_value_t = 50_000)]
+        /// How many orders to generate from each feed.
+        #[arg(long, default_value_t = 20_000)]
         orders: usize,
         /// Share of generated orders that are malformed, 0.0-1.0.
         #[arg(long, default_value_t = 0.01)]
@@ -39,10 +47,19 @@ enum Command {
         /// Seed of the generator: the same seed gives the same orders.
         #[arg(long, default_value_t = 7)]
         seed: u64,
+        /// A real cluster instead of the in-process mock.
+        #[arg(long)]
+        brokers: Option<String>,
+        #[arg(long, default_value_t = 8)]
+        partitions: i32,
     },
 }
 
 fn main() -> ExitCode {
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("info,rdkafka=error"),
+    )
+    .init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::List => {
@@ -52,11 +69,21 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Describe { topology, mermaid } => describe(&topology, mermaid),
+        Command::Run(args) => run(args),
         Command::Demo {
             orders,
             malformed,
             seed,
-        } => demo(orders, malformed, seed),
+            brokers,
+            partitions,
+        } => run_demo(DemoOptions {
+            orders,
+            malformed,
+            seed,
+            brokers,
+            partitions,
+            timeout: Duration::from_secs(600),
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -67,8 +94,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn describe(name: &str, mermaid: bool) -> Result<(), String> {
-    let entry = catalog()
+fn find_topology(name: &str) -> Result<sluice_topologies::CatalogEntry, String> {
+    catalog()
         .into_iter()
         .find(|t| t.name == name)
         .ok_or_else(|| {
@@ -77,8 +104,11 @@ fn describe(name: &str, mermaid: bool) -> Result<(), String> {
                 "no topology named `{name}`; the topologies are: {}",
                 known.join(", ")
             )
-        })?;
-    let topology = (entry.build)();
+        })
+}
+
+fn describe(name: &str, mermaid: bool) -> Result<(), String> {
+    let topology = (find_topology(name)?.build)();
     if mermaid {
         print!("{}", topology.to_mermaid());
     } else {
@@ -87,33 +117,183 @@ fn describe(name: &str, mermaid: bool) -> Result<(), String> {
     Ok(())
 }
 
-fn demo(orders: usize, malformed: f64, seed: u64) -> Result<(), String> {
-    if !(0.0..=1.0).contains(&malformed) {
+#[derive(clap::Args)]
+struct RunArgs {
+    topology: String,
+    /// bootstrap.servers: host:port[,host:port...]
+    #[arg(long)]
+    brokers: Option<String>,
+    /// A TOML config file; its keys may be overridden by SLUICE_* variables and flags.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// application.id (default: sluice-<topology>).
+    #[arg(long)]
+    application_id: Option<String>,
+    /// num.stream.threads
+    #[arg(long)]
+    threads: Option<usize>,
+    /// processing.guarantee: exactly_once_v2 or at_least_once
+    #[arg(long)]
+    guarantee: Option<String>,
+    /// Any other key, as key=value (repeatable), e.g. --set kafka.security.protocol=SSL
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    settings: Vec<String>,
+}
+
+fn run(args: RunArgs) -> Result<(), String> {
+    let entry = find_topology(&args.topology)?;
+    let mut builder = ConfigBuilder::new();
+    builder.set(
+        "application.id",
+        format!("sluice-{}", entry.name),
+        "default",
+    );
+    if let Some(path) = &args.config {
+        builder.file(path);
+    }
+    builder.env(std::env::vars());
+    let flags = [
+        ("bootstrap.servers", args.brokers),
+        ("application.id", args.application_id),
+        ("num.stream.threads", args.threads.map(|n| n.to_string())),
+        ("processing.guarantee", args.guarantee),
+    ];
+    for (key, value) in flags {
+        if let Some(value) = value {
+            builder.set(key, value, "flag");
+        }
+    }
+    for setting in &args.settings {
+        match setting.split_once('=') {
+            Some((key, value)) => {
+                builder.set(key, value, "--set");
+            }
+            None => {
+                return Err(format!(
+                    "--set {setting:?} is not KEY=VALUE: write e.g. --set commit.interval.ms=200"
+                ));
+            }
+        }
+    }
+    let config = builder.build().map_err(|e| e.to_string())?;
+
+    // First SIGTERM/SIGINT: graceful stop. A second one while stopping: exit at once.
+    let stopping = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, stopping.clone())
+            .map_err(|e| format!("cannot install the signal handler: {e}"))?;
+        signal_hook::flag::register(signal, stopping.clone())
+            .map_err(|e| format!("cannot install the signal handler: {e}"))?;
+    }
+
+    let worker = Worker::start((entry.build)(), config).map_err(|e| e.to_string())?;
+    let stats = worker.stats().clone();
+    let started = Instant::now();
+    let mut last = (Instant::now(), Snapshot::of(&stats));
+    while !stopping.load(Ordering::Relaxed) && !worker.any_thread_finished() {
+        std::thread::sleep(Duration::from_millis(100));
+        if last.0.elapsed() >= Duration::from_secs(5) {
+            let now = Snapshot::of(&stats);
+            log::info!(
+                "{}",
+                now.summary(&last.1, last.0.elapsed(), started.elapsed())
+            );
+            last = (Instant::now(), now);
+        }
+    }
+    log::info!("stopping: committing and leaving the group");
+    worker.stop();
+    worker.join().map_err(|e| e.to_string())
+}
+
+/// The worker's counters at one moment.
+struct Snapshot {
+    consumed: u64,
+    produced: u64,
+    dead_lettered: u64,
+    commits: u64,
+    aborts: u64,
+}
+
+impl Snapshot {
+    fn of(stats: &WorkerStats) -> Self {
+        let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        Self {
+            consumed: get(&stats.consumed),
+            produced: get(&stats.produced),
+            dead_lettered: get(&stats.dead_lettered),
+            commits: get(&stats.commits),
+            aborts: get(&stats.aborts),
+        }
+    }
+
+    fn summary(&self, before: &Snapshot, over: Duration, uptime: Duration) -> String {
+        let rate = |now: u64, then: u64| (now - then) as f64 / over.as_secs_f64().max(1e-9);
+        format!(
+            "in {:.0}/s, out {:.0}/s | total in {}, out {}, dead-lettered {} | commits {}, aborts {} | up {:.0}s",
+            rate(self.consumed, before.consumed),
+            rate(self.produced, before.produced),
+            self.consumed,
+            self.produced - self.dead_lettered,
+            self.dead_lettered,
+            self.commits,
+            self.aborts,
+            uptime.as_secs_f64()
+        )
+    }
+}
+
+fn run_demo(options: DemoOptions) -> Result<(), String> {
+    if !(0.0..=1.0).contains(&options.malformed) {
         return Err(format!(
-            "--malformed {malformed} is out of range: give a share between 0.0 and 1.0"
+            "--malformed {} is out of range: give a share between 0.0 and 1.0",
+            options.malformed
         ));
     }
+    let cluster = match &options.brokers {
+        Some(b) => format!("the cluster at {b}"),
+        None => "an in-process mock Kafka cluster".to_string(),
+    };
     println!(
-        "Sluice demo: the normalization topology on {orders} EHR and {orders} pharmacy orders"
+        "Sluice demo: normalization of {} EHR and {} pharmacy orders ({:.1}% malformed, seed {})",
+        options.orders,
+        options.orders,
+        options.malformed * 100.0,
+        options.seed
     );
     println!(
-        "(generated, seed {seed}, {:.1}% malformed), run in-process by the TestDriver.\n",
-        malformed * 100.0
+        "through the Kafka runtime (exactly_once_v2) on {cluster}, {} partitions.\n",
+        options.partitions
     );
-    let report =
-        sluice_topologies::demo::run(orders, malformed, seed).map_err(|e| e.to_string())?;
+    let report = demo::run(&options, |stats, elapsed| {
+        let s = Snapshot::of(stats);
+        eprint!(
+            "\r  {:>6.1}s  in {:>8}  out {:>8}  dead-lettered {:>6}  commits {:>5}",
+            elapsed.as_secs_f64(),
+            s.consumed,
+            s.produced - s.dead_lettered,
+            s.dead_lettered,
+            s.commits
+        );
+    })
+    .map_err(|e| e.to_string())?;
+    eprintln!();
     let seconds = report.elapsed.as_secs_f64();
     println!("records in        {:>10}", report.records_in);
     println!("canonical out     {:>10}", report.records_out);
     println!("dead-lettered     {:>10}", report.dead_lettered);
-    for (reason, count) in &report.dead_letter_reasons {
-        println!("  {count:>8}  {reason}");
-    }
+    println!("commits           {:>10}", report.commits);
     println!(
         "throughput        {:>10.0} records/s ({seconds:.2} s)",
         report.records_in as f64 / seconds
     );
-    println!("\nA few canonical events (synthetic data):");
+    println!("\nDead-letter reasons (read back from normalization.dlq):");
+    for (reason, count) in &report.dead_letter_reasons {
+        println!("  {count:>8}  {reason}");
+    }
+    println!(
+        "\nA few canonical events (synthetic data, read back from canonical.medication-orders):"
+    );
     for line in &report.samples {
         println!("  {line}");
     }

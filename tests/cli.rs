@@ -137,3 +137,67 @@ fn demo_rejects_a_malformed_share_out_of_range() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--malformed 1.5 is out of range"), "{err}");
 }
+
+#[test]
+fn run_with_unreachable_brokers_fails_within_the_startup_timeout() {
+    let started = std::time::Instant::now();
+    let out = sluice(&[
+        "run",
+        "normalization",
+        "--brokers",
+        "127.0.0.1:1",
+        "--set",
+        "startup.timeout.ms=2000",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach the Kafka cluster at 127.0.0.1:1"),
+        "{err}"
+    );
+    assert!(err.contains("startup.timeout.ms"), "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "bounded, not a hang"
+    );
+}
+
+#[test]
+fn run_with_bad_config_names_every_bad_key_and_what_it_accepts() {
+    let dir = std::env::temp_dir().join(format!("sluice-cli-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("sluice.toml");
+    std::fs::write(
+        &file,
+        "commit.interval.ms = \"soon\"\n[kafka]\n\"sasl.password\" = \"hunter2\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "run",
+            "normalization",
+            "--brokers",
+            "127.0.0.1:9092",
+            "--config",
+        ])
+        .arg(&file)
+        .args(["--guarantee", "sometimes"])
+        .env("SLUICE_NUM_STREAM_THREAD", "2")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("3 configuration problems"), "{err}");
+    assert!(
+        err.contains("commit.interval.ms = \"soon\" is invalid: a whole number of milliseconds"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "processing.guarantee = \"sometimes\" is invalid: exactly_once_v2 or at_least_once"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("unknown configuration key `num.stream.thread` (from environment variable SLUICE_NUM_STREAM_THREAD)"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}

@@ -8,6 +8,8 @@
 //! * [`operators`]: one file per operator, each with the semantics it guarantees.
 //! * [`task`]: one (sub-topology, partition) running its operators over input records, with
 //!   the topology's [`ErrorPolicy`] applied to every failure.
+//! * [`runtime`]: the Kafka runtime — a [`Worker`](runtime::Worker) of stream threads in a
+//!   consumer group, with exactly-once transactions or at-least-once commits.
 //! * [`test_driver`]: the [`TestDriver`], running a topology in-process on in-memory topics
 //!   through the same task code that production runs.
 //!
@@ -21,6 +23,7 @@ pub mod metrics;
 pub mod operators;
 pub mod policy;
 pub mod record;
+pub mod runtime;
 pub mod serde;
 pub mod task;
 pub mod test_driver;

@@ -1,0 +1,170 @@
+//! What a worker checks and creates before it consumes: the cluster answers, the source
+//! topics exist and are co-partitioned, and the topics it writes exist.
+//!
+//! Every failure here is an error the operator can act on, raised within
+//! `startup.timeout.ms` — an unreachable cluster never turns into a silent hang.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+
+use super::config::{KafkaClient, WorkerConfig};
+use crate::topology::Topology;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(
+        "cannot reach the Kafka cluster at {servers} within {timeout:?} (startup.timeout.ms): check bootstrap.servers and the kafka.security.*/kafka.sasl.* settings ({reason})"
+    )]
+    Unreachable {
+        servers: String,
+        timeout: Duration,
+        reason: String,
+    },
+    #[error(
+        "source topic `{topic}` does not exist: create it, or check the topology's topic names"
+    )]
+    MissingSourceTopic { topic: String },
+    #[error(
+        "sub-topology {subtopology} reads topics with different partition counts ({counts}): co-partition them (same partition count), as a task reads partition p of each"
+    )]
+    NotCoPartitioned { subtopology: usize, counts: String },
+    #[error("cannot create topic `{topic}`: {reason}")]
+    CreateTopic { topic: String, reason: String },
+    #[error("Kafka admin call failed: {0}")]
+    Kafka(#[from] KafkaError),
+}
+
+/// Partition counts of the topics that exist, from cluster metadata.
+pub fn partition_counts(
+    admin: &AdminClient<DefaultClientContext>,
+    timeout: Duration,
+) -> Result<BTreeMap<String, i32>, KafkaError> {
+    let metadata = admin.inner().fetch_metadata(None, timeout)?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .map(|t| (t.name().to_string(), t.partitions().len() as i32))
+        .collect())
+}
+
+pub fn admin_client(
+    config: &WorkerConfig,
+) -> Result<AdminClient<DefaultClientContext>, KafkaError> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.bootstrap_servers);
+    for (key, value) in config.kafka_for(KafkaClient::Admin) {
+        c.set(key, value);
+    }
+    c.create()
+}
+
+/// Checks the cluster and the source topics, and creates missing sink and dead-letter
+/// topics with `topic.partitions` partitions (default: the source topics' count).
+pub fn prepare(topology: &Topology, config: &WorkerConfig) -> Result<(), AdminError> {
+    let admin = admin_client(config)?;
+    let counts =
+        partition_counts(&admin, config.startup_timeout).map_err(|e| AdminError::Unreachable {
+            servers: config.bootstrap_servers.clone(),
+            timeout: config.startup_timeout,
+            reason: e.to_string(),
+        })?;
+    for sub in topology.subtopologies() {
+        let mut sizes = Vec::new();
+        for topic in &sub.source_topics {
+            match counts.get(topic) {
+                Some(n) => sizes.push((topic.clone(), *n)),
+                None => {
+                    return Err(AdminError::MissingSourceTopic {
+                        topic: topic.clone(),
+                    });
+                }
+            }
+        }
+        if sizes.windows(2).any(|w| w[0].1 != w[1].1) {
+            return Err(AdminError::NotCoPartitioned {
+                subtopology: sub.id,
+                counts: sizes
+                    .iter()
+                    .map(|(t, n)| format!("{t}: {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+    }
+    let source_partitions = topology
+        .source_topics()
+        .iter()
+        .filter_map(|t| counts.get(t))
+        .copied()
+        .max()
+        .unwrap_or(1);
+    let partitions = config.topic_partitions.unwrap_or(source_partitions);
+    let missing: Vec<String> = topology
+        .sink_topics()
+        .into_iter()
+        .filter(|t| !counts.contains_key(t) && !topology.source_topics().contains(t))
+        .collect();
+    create_topics(
+        &admin,
+        &missing,
+        partitions,
+        config.topic_replication_factor,
+        config.startup_timeout,
+    )
+}
+
+/// Creates `topics` (an existing one is fine) and waits until metadata shows them.
+pub fn create_topics(
+    admin: &AdminClient<DefaultClientContext>,
+    topics: &[String],
+    partitions: i32,
+    replication_factor: i32,
+    timeout: Duration,
+) -> Result<(), AdminError> {
+    if topics.is_empty() {
+        return Ok(());
+    }
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication_factor)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(timeout));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a current-thread runtime builds");
+    let results = runtime.block_on(admin.create_topics(&new, &options))?;
+    for result in results {
+        if let Err((topic, code)) = result
+            && code != RDKafkaErrorCode::TopicAlreadyExists
+        {
+            return Err(AdminError::CreateTopic {
+                topic,
+                reason: code.to_string(),
+            });
+        }
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let counts = partition_counts(admin, timeout)?;
+        let pending: Vec<&String> = topics.iter().filter(|t| !counts.contains_key(*t)).collect();
+        if pending.is_empty() {
+            log::info!("created topics {topics:?} with {partitions} partitions");
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(AdminError::CreateTopic {
+                topic: pending[0].clone(),
+                reason: format!("not visible in metadata after {timeout:?}"),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

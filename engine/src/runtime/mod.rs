@@ -1,0 +1,160 @@
+//! The Kafka runtime: runs a topology as a worker in a consumer group.
+//!
+//! A [`Worker`] checks the cluster and the topics ([`admin`]), then runs
+//! `num.stream.threads` [stream threads](stream_thread), each an OS thread with its own
+//! consumer and producer and the tasks of the partitions assigned to it. Scaling out is
+//! running more workers with the same `application.id`: Kafka's group protocol moves
+//! partitions, and their tasks, between them.
+//!
+//! Guarantees, per `processing.guarantee`:
+//! * `exactly_once_v2` (default): every input record's outputs, dead-letter records and
+//!   offset commit are one Kafka transaction; read_committed consumers of the outputs see
+//!   each input's effect exactly once, across crashes, restarts and rebalances.
+//! * `at_least_once`: outputs are flushed before offsets are committed; after a crash,
+//!   the records since the last commit are processed again (duplicates, never losses).
+
+pub mod admin;
+pub mod config;
+pub(crate) mod metrics;
+pub mod stream_thread;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+pub use config::{ConfigBuilder, ConfigError, ProcessingGuarantee, WorkerConfig};
+pub use stream_thread::StreamThreadError;
+
+use crate::topology::Topology;
+
+/// Counters a worker keeps for its own summaries (the metrics carry the same facts).
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    pub consumed: AtomicU64,
+    /// Input records whose processing has been committed (offsets, and under exactly-once
+    /// the transaction with their outputs).
+    pub committed: AtomicU64,
+    pub produced: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub commits: AtomicU64,
+    pub aborts: AtomicU64,
+    pub rebalances: AtomicU64,
+}
+
+/// Why a worker could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Admin(#[from] admin::AdminError),
+    #[error(transparent)]
+    Thread(#[from] StreamThreadError),
+    #[error("cannot start a stream thread: {0}")]
+    Spawn(String),
+    #[error("cannot use state directory {path}: {reason}")]
+    StateDir { path: String, reason: String },
+}
+
+/// A running worker; stop it with [`Worker::stop`] and wait with [`Worker::join`].
+pub struct Worker {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<Result<(), StreamThreadError>>>,
+    stats: Arc<WorkerStats>,
+}
+
+impl Worker {
+    /// Checks the cluster and topics, then starts the stream threads.
+    pub fn start(topology: Topology, config: WorkerConfig) -> Result<Self, WorkerError> {
+        let config = Arc::new(config);
+        admin::prepare(&topology, &config)?;
+        let process_id = process_id(&config.state_dir, &config.application_id)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(WorkerStats::default());
+        let mut threads = Vec::new();
+        for index in 0..config.num_stream_threads {
+            let thread = stream_thread::StreamThread::new(
+                index,
+                config.clone(),
+                topology.clone(),
+                stats.clone(),
+                stop.clone(),
+                &process_id,
+            )?;
+            let process_id = process_id.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("sluice-stream-{index}"))
+                .spawn(move || thread.run(&process_id))
+                .map_err(|e| WorkerError::Spawn(e.to_string()))?;
+            threads.push(handle);
+        }
+        log::info!(
+            "worker {} started: {} stream thread(s), {}",
+            config.application_id,
+            config.num_stream_threads,
+            config.processing_guarantee.as_str()
+        );
+        Ok(Self {
+            stop,
+            threads,
+            stats,
+        })
+    }
+
+    pub fn stats(&self) -> &Arc<WorkerStats> {
+        &self.stats
+    }
+
+    /// The flag that stops the worker; setting it starts a graceful shutdown.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Asks every stream thread to commit and leave the group.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a stream thread has ended (by a stop or an error).
+    pub fn any_thread_finished(&self) -> bool {
+        self.threads.iter().any(JoinHandle::is_finished)
+    }
+
+    /// Waits for every thread; the first error wins.
+    pub fn join(self) -> Result<(), WorkerError> {
+        let mut first_error = None;
+        for handle in self.threads {
+            match handle.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    self.stop.store(true, Ordering::Relaxed);
+                    first_error.get_or_insert(WorkerError::Thread(e));
+                }
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// This worker's id, kept in the state directory so a restarted worker reuses its
+/// transactional ids and fences its own zombie at once.
+fn process_id(state_dir: &Path, application_id: &str) -> Result<String, WorkerError> {
+    let dir = state_dir.join(application_id);
+    let path = dir.join("process-id");
+    let error = |e: std::io::Error| WorkerError::StateDir {
+        path: dir.display().to_string(),
+        reason: e.to_string(),
+    };
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim();
+        if !id.is_empty() {
+            return Ok(id.to_string());
+        }
+    }
+    std::fs::create_dir_all(&dir).map_err(error)?;
+    let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+    std::fs::write(&path, &id).map_err(error)?;
+    Ok(id)
+}

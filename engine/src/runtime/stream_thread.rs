@@ -1,0 +1,766 @@
+//! A stream thread: one consumer in the group, its tasks, and (under exactly-once) one
+//! transactional producer.
+//!
+//! The loop polls one record at a time, hands it to the task of its (sub-topology,
+//! partition), and sends what the task produced. Every `commit.interval.ms` it commits:
+//!
+//! * exactly_once_v2: the open transaction holds every output and dead-letter record
+//!   since the last commit; the input offsets join it through
+//!   `send_offsets_to_transaction` with the consumer's group metadata (so a zombie of an
+//!   older group generation is fenced), then the transaction commits. Any error aborts
+//!   the transaction and rewinds every assigned partition to its committed offset, and the
+//!   tasks are rebuilt, so nothing uncommitted survives. A fenced or fatally failed
+//!   producer is replaced after the rewind.
+//! * at_least_once: the producer is flushed and every delivery checked, then the offsets
+//!   are committed. A crash replays from the last commit: duplicates, never losses.
+//!
+//! Before partitions are revoked in a rebalance, what was processed is committed, so the
+//! next owner starts exactly where this thread stopped. A record whose operator reports a
+//! transient failure (a service down) is retried after a backoff: its partition is paused
+//! and rewound to it, and the thread keeps polling so it stays in the group.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Header, Headers as _, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use super::WorkerStats;
+use super::config::{KafkaClient, ProcessingGuarantee, WorkerConfig};
+use crate::record::{Headers, Origin, ProducerRecord, RawRecord};
+use crate::task::{Task, TaskError, TaskId};
+use crate::topology::Topology;
+
+/// How long a Kafka call that must finish before the loop goes on may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest a poll blocks, so that commits, ticks and shutdown are never late by more.
+const POLL_TIMEOUT: Duration = Duration::from_millis(20);
+/// Backoff of a record whose operator reported a transient failure.
+const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Why a stream thread stopped for good.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamThreadError {
+    #[error(transparent)]
+    Task(#[from] TaskError),
+    #[error(
+        "stream thread {thread}: the consumer has no group metadata to fence the transaction with"
+    )]
+    NoGroupMetadata { thread: usize },
+    #[error("stream thread {thread}: {what}: {source}")]
+    Kafka {
+        thread: usize,
+        what: &'static str,
+        source: KafkaError,
+    },
+}
+
+/// Counts failed deliveries; under at-least-once a commit checks it is still zero.
+#[derive(Default)]
+pub(crate) struct ProducerStats {
+    failed_deliveries: AtomicU64,
+}
+
+pub(crate) struct DeliveryContext(Arc<ProducerStats>);
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if result.is_err() {
+            self.0.failed_deliveries.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+type OutputProducer = ThreadedProducer<DeliveryContext>;
+
+/// The thread's state, behind a mutex so that rebalance callbacks (which run inside
+/// `poll`, on this same thread) can commit and close tasks. The loop never holds the lock
+/// across `poll`, so the lock is never contended.
+pub(crate) struct ThreadState {
+    index: usize,
+    config: Arc<WorkerConfig>,
+    topology: Topology,
+    stats: Arc<WorkerStats>,
+    producer: OutputProducer,
+    producer_stats: Arc<ProducerStats>,
+    tasks: HashMap<TaskId, Task>,
+    /// Next offset to commit per input partition, since the last commit.
+    uncommitted: HashMap<(String, i32), i64>,
+    transaction_open: bool,
+    /// Input records processed since the last commit.
+    processed_since_commit: u64,
+    /// A failure inside a rebalance callback, surfaced by the loop after `poll` returns.
+    callback_error: Option<StreamThreadError>,
+    /// Partitions whose record waits for an unavailable service.
+    retries: HashMap<(String, i32), Retry>,
+}
+
+/// A record retried after a transient failure.
+struct Retry {
+    offset: i64,
+    /// When the paused partition resumes; `None` once it has resumed and the record is
+    /// being tried again.
+    due: Option<Instant>,
+    backoff: Duration,
+}
+
+pub(crate) struct ThreadContext {
+    state: Mutex<Option<ThreadState>>,
+}
+
+impl ClientContext for ThreadContext {}
+
+impl ConsumerContext for ThreadContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let mut guard = self.lock();
+        let Some(state) = guard.as_mut() else { return };
+        state.stats.rebalances.fetch_add(1, Ordering::Relaxed);
+        if let Rebalance::Revoke(revoked) = rebalance {
+            // Commit what is done before the partitions go to another member.
+            if let Err(e) = state.commit(consumer) {
+                log::warn!(
+                    "stream thread {}: commit before giving up partitions failed ({e}); rewinding",
+                    state.index
+                );
+                if let Err(e) = state.abort_and_rewind(consumer) {
+                    state.callback_error = Some(e);
+                }
+            }
+            let gone: Vec<(String, i32)> = revoked
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_string(), e.partition()))
+                .collect();
+            state.close_tasks(&gone);
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(assigned) = rebalance {
+            let guard = self.lock();
+            if let Some(state) = guard.as_ref() {
+                log::info!(
+                    "stream thread {}: assigned {} partitions",
+                    state.index,
+                    assigned.count()
+                );
+            }
+        }
+    }
+}
+
+impl ThreadContext {
+    fn lock(&self) -> MutexGuard<'_, Option<ThreadState>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub(crate) struct StreamThread {
+    consumer: BaseConsumer<ThreadContext>,
+    index: usize,
+    commit_interval: Duration,
+    stop: Arc<AtomicBool>,
+}
+
+impl StreamThread {
+    pub(crate) fn new(
+        index: usize,
+        config: Arc<WorkerConfig>,
+        topology: Topology,
+        stats: Arc<WorkerStats>,
+        stop: Arc<AtomicBool>,
+        process_id: &str,
+    ) -> Result<Self, StreamThreadError> {
+        let kafka = |what, source| StreamThreadError::Kafka {
+            thread: index,
+            what,
+            source,
+        };
+        let context = ThreadContext {
+            state: Mutex::new(None),
+        };
+        let consumer: BaseConsumer<ThreadContext> = consumer_config(&config, index, process_id)
+            .create_with_context(context)
+            .map_err(|e| kafka("creating the consumer", e))?;
+        let topics: Vec<String> = topology.source_topics().into_iter().collect();
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(|e| kafka("subscribing to the source topics", e))?;
+        let producer_stats = Arc::new(ProducerStats::default());
+        let producer = create_producer(
+            &config,
+            index,
+            process_id,
+            &producer_stats,
+            &consumer,
+            &topology,
+        )
+        .map_err(|e| kafka("creating the producer", e))?;
+        let commit_interval = config.commit_interval;
+        *consumer.context().lock() = Some(ThreadState {
+            index,
+            config,
+            topology,
+            stats,
+            producer,
+            producer_stats,
+            tasks: HashMap::new(),
+            uncommitted: HashMap::new(),
+            transaction_open: false,
+            processed_since_commit: 0,
+            callback_error: None,
+            retries: HashMap::new(),
+        });
+        Ok(Self {
+            consumer,
+            index,
+            commit_interval,
+            stop,
+        })
+    }
+
+    /// Runs until `stop` is set, then commits and leaves the group.
+    pub(crate) fn run(self, process_id: &str) -> Result<(), StreamThreadError> {
+        let mut last_commit = Instant::now();
+        let mut out = Vec::new();
+        while !self.stop.load(Ordering::Relaxed) {
+            let polled = self.consumer.poll(POLL_TIMEOUT);
+            let mut guard = self.consumer.context().lock();
+            let state = guard.as_mut().expect("state is set at creation");
+            if let Some(e) = state.callback_error.take() {
+                return Err(e);
+            }
+            let result = match polled {
+                Some(Ok(message)) => state.process(&self.consumer, &message, &mut out),
+                Some(Err(e)) => {
+                    // librdkafka reports broker trouble here and recovers by itself.
+                    log::warn!("stream thread {}: consumer error: {e}", self.index);
+                    Ok(())
+                }
+                None => Ok(()),
+            };
+            let result = result.and_then(|()| {
+                state.resume_due_retries(&self.consumer);
+                state.tick(&mut out)?;
+                if last_commit.elapsed() >= self.commit_interval {
+                    state.commit(&self.consumer)?;
+                    // Measured from the end of the commit: a commit slower than the interval
+                    // must not leave the thread committing after every record.
+                    last_commit = Instant::now();
+                }
+                Ok(())
+            });
+            if let Err(e) = result {
+                match e {
+                    // The topology asked to stop on this error.
+                    StreamThreadError::Task(TaskError::Failed { .. }) => {
+                        let _ = state.abort_and_rewind(&self.consumer);
+                        return Err(e);
+                    }
+                    e => {
+                        log::warn!("stream thread {}: {e}; aborting and rewinding", self.index);
+                        state.stats.aborts.fetch_add(1, Ordering::Relaxed);
+                        state.abort_and_rewind(&self.consumer)?;
+                        if state.producer_is_unusable(&e) {
+                            state.replace_producer(&self.consumer, process_id)?;
+                        }
+                    }
+                }
+            }
+        }
+        // Graceful stop: commit what is done, then leave the group (the consumer's drop
+        // closes it).
+        let mut guard = self.consumer.context().lock();
+        let state = guard.as_mut().expect("state is set at creation");
+        if let Err(e) = state.commit(&self.consumer) {
+            log::warn!(
+                "stream thread {}: final commit failed ({e}); aborting",
+                self.index
+            );
+            let _ = state.abort_and_rewind(&self.consumer);
+        }
+        drop(guard);
+        self.consumer.unsubscribe();
+        Ok(())
+    }
+}
+
+impl ThreadState {
+    fn kafka(&self, what: &'static str, source: KafkaError) -> StreamThreadError {
+        StreamThreadError::Kafka {
+            thread: self.index,
+            what,
+            source,
+        }
+    }
+
+    fn exactly_once(&self) -> bool {
+        self.config.processing_guarantee == ProcessingGuarantee::ExactlyOnceV2
+    }
+
+    fn process(
+        &mut self,
+        consumer: &BaseConsumer<ThreadContext>,
+        message: &BorrowedMessage<'_>,
+        out: &mut Vec<ProducerRecord>,
+    ) -> Result<(), StreamThreadError> {
+        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+        if self
+            .retries
+            .get(&(topic.to_string(), partition))
+            .is_some_and(|r| r.due.is_some())
+        {
+            // Fetched before the pause took effect; it will be read again after the retry.
+            return Ok(());
+        }
+        let raw = raw_record(message);
+        let subtopology = self
+            .topology
+            .subtopology_of(topic)
+            .map(|s| s.id)
+            .expect("the consumer subscribes to source topics only");
+        let id = TaskId {
+            subtopology,
+            partition,
+        };
+        let topology = &self.topology;
+        let task = self
+            .tasks
+            .entry(id)
+            .or_insert_with(|| Task::new(topology, subtopology, partition));
+        out.clear();
+        match task.process(&raw, out) {
+            Ok(outcome) => {
+                if outcome == crate::task::Outcome::DeadLettered {
+                    self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(TaskError::Unavailable { .. }) => {
+                self.schedule_retry(consumer, topic, partition, offset);
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.retries.remove(&(topic.to_string(), partition));
+        self.begin_transaction_if_needed()?;
+        for record in out.drain(..) {
+            self.send(record)?;
+        }
+        self.stats.consumed.fetch_add(1, Ordering::Relaxed);
+        self.processed_since_commit += 1;
+        self.uncommitted
+            .insert((topic.to_string(), partition), offset + 1);
+        Ok(())
+    }
+
+    fn tick(&mut self, out: &mut Vec<ProducerRecord>) -> Result<(), StreamThreadError> {
+        if self.tasks.is_empty() {
+            return Ok(());
+        }
+        let now = chrono::Utc::now().timestamp_millis();
+        out.clear();
+        for task in self.tasks.values_mut() {
+            task.tick(now, out)?;
+        }
+        if !out.is_empty() {
+            self.begin_transaction_if_needed()?;
+            for record in std::mem::take(out) {
+                self.send(record)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn begin_transaction_if_needed(&mut self) -> Result<(), StreamThreadError> {
+        if self.exactly_once() && !self.transaction_open {
+            self.producer
+                .begin_transaction()
+                .map_err(|e| self.kafka("beginning a transaction", e))?;
+            self.transaction_open = true;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, record: ProducerRecord) -> Result<(), StreamThreadError> {
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+        for (key, value) in record.headers.iter() {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+        let mut base = BaseRecord::<[u8], [u8]>::to(&record.topic)
+            .headers(headers)
+            .timestamp(record.timestamp);
+        if let Some(key) = record.key.as_deref() {
+            base = base.key(key);
+        }
+        if let Some(value) = record.value.as_deref() {
+            base = base.payload(value);
+        }
+        if let Some(partition) = record.partition {
+            base = base.partition(partition);
+        }
+        loop {
+            match self.producer.send(base) {
+                Ok(()) => {
+                    self.stats.produced.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err((
+                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    back,
+                )) => {
+                    // The producer's own thread drains the queue; wait for room.
+                    base = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(self.kafka("producing a record", e)),
+            }
+        }
+    }
+
+    /// Commits the processed offsets (and, under exactly-once, the transaction).
+    fn commit(&mut self, consumer: &BaseConsumer<ThreadContext>) -> Result<(), StreamThreadError> {
+        for task in self.tasks.values_mut() {
+            task.commit()?;
+        }
+        if self.uncommitted.is_empty() && !self.transaction_open {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut offsets = TopicPartitionList::new();
+        for ((topic, partition), offset) in &self.uncommitted {
+            offsets
+                .add_partition_offset(topic, *partition, Offset::Offset(*offset))
+                .map_err(|e| self.kafka("listing offsets to commit", e))?;
+        }
+        if self.exactly_once() {
+            self.begin_transaction_if_needed()?;
+            let metadata = consumer
+                .group_metadata()
+                .ok_or(StreamThreadError::NoGroupMetadata { thread: self.index })?;
+            if !self.uncommitted.is_empty() {
+                self.producer
+                    .send_offsets_to_transaction(&offsets, &metadata, CALL_TIMEOUT)
+                    .map_err(|e| self.kafka("adding offsets to the transaction", e))?;
+            }
+            self.producer
+                .commit_transaction(CALL_TIMEOUT)
+                .map_err(|e| self.kafka("committing the transaction", e))?;
+            self.transaction_open = false;
+        } else {
+            self.producer
+                .flush(CALL_TIMEOUT)
+                .map_err(|e| self.kafka("flushing the producer", e))?;
+            let failed = self
+                .producer_stats
+                .failed_deliveries
+                .swap(0, Ordering::Relaxed);
+            if failed > 0 {
+                return Err(self.kafka(
+                    "delivering records",
+                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::Fail),
+                ));
+            }
+            consumer
+                .commit(&offsets, CommitMode::Sync)
+                .map_err(|e| self.kafka("committing offsets", e))?;
+        }
+        self.uncommitted.clear();
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        self.stats.committed.fetch_add(
+            std::mem::take(&mut self.processed_since_commit),
+            Ordering::Relaxed,
+        );
+        super::metrics::commit_duration(&self.config.application_id, started.elapsed());
+        Ok(())
+    }
+
+    /// Drops everything since the last commit: aborts the transaction, rewinds every
+    /// assigned partition to its committed offset and rebuilds the tasks.
+    fn abort_and_rewind(
+        &mut self,
+        consumer: &BaseConsumer<ThreadContext>,
+    ) -> Result<(), StreamThreadError> {
+        if self.exactly_once() && self.transaction_open {
+            if let Err(e) = self.producer.abort_transaction(CALL_TIMEOUT) {
+                // A fenced or fatally failed producer cannot abort; it is replaced.
+                log::warn!("stream thread {}: abort failed: {e}", self.index);
+            }
+            self.transaction_open = false;
+        } else {
+            // Records already queued must not reach Kafka after the rewind.
+            self.producer
+                .purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+        }
+        self.producer_stats
+            .failed_deliveries
+            .store(0, Ordering::Relaxed);
+        self.processed_since_commit = 0;
+        self.uncommitted.clear();
+        self.retries.clear();
+        self.tasks.clear();
+        let assignment = consumer
+            .assignment()
+            .map_err(|e| self.kafka("reading the assignment", e))?;
+        if assignment.count() == 0 {
+            return Ok(());
+        }
+        let committed = consumer
+            .committed_offsets(assignment, CALL_TIMEOUT)
+            .map_err(|e| self.kafka("reading committed offsets", e))?;
+        let mut rewind = TopicPartitionList::new();
+        for element in committed.elements() {
+            let offset = match element.offset() {
+                Offset::Offset(offset) => Offset::Offset(offset),
+                // Nothing committed yet: start over, as auto.offset.reset=earliest does.
+                _ => Offset::Beginning,
+            };
+            rewind
+                .add_partition_offset(element.topic(), element.partition(), offset)
+                .map_err(|e| self.kafka("listing offsets to rewind to", e))?;
+        }
+        consumer
+            .seek_partitions(rewind, CALL_TIMEOUT)
+            .map_err(|e| self.kafka("rewinding to the committed offsets", e))?;
+        let _ = consumer.resume(&consumer.assignment().unwrap_or_default());
+        Ok(())
+    }
+
+    fn producer_is_unusable(&self, error: &StreamThreadError) -> bool {
+        match error {
+            StreamThreadError::Kafka {
+                source: KafkaError::Transaction(e),
+                ..
+            } => e.is_fatal(),
+            StreamThreadError::Kafka { source, .. } => {
+                source.rdkafka_error_code().is_some_and(|c| {
+                    c == rdkafka::types::RDKafkaErrorCode::Fenced
+                        || c == rdkafka::types::RDKafkaErrorCode::ProducerFenced
+                })
+            }
+            StreamThreadError::Task(_) | StreamThreadError::NoGroupMetadata { .. } => false,
+        }
+    }
+
+    fn replace_producer(
+        &mut self,
+        consumer: &BaseConsumer<ThreadContext>,
+        process_id: &str,
+    ) -> Result<(), StreamThreadError> {
+        log::warn!("stream thread {}: replacing the producer", self.index);
+        self.producer = create_producer(
+            &self.config,
+            self.index,
+            process_id,
+            &self.producer_stats,
+            consumer,
+            &self.topology,
+        )
+        .map_err(|e| self.kafka("recreating the producer", e))?;
+        Ok(())
+    }
+
+    fn close_tasks(&mut self, partitions: &[(String, i32)]) {
+        for (topic, partition) in partitions {
+            if let Some(sub) = self.topology.subtopology_of(topic) {
+                self.tasks.remove(&TaskId {
+                    subtopology: sub.id,
+                    partition: *partition,
+                });
+            }
+            self.uncommitted.remove(&(topic.clone(), *partition));
+            self.retries.remove(&(topic.clone(), *partition));
+        }
+    }
+
+    fn schedule_retry(
+        &mut self,
+        consumer: &BaseConsumer<ThreadContext>,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) {
+        let key = (topic.to_string(), partition);
+        let backoff = match self.retries.get(&key) {
+            Some(previous) => (previous.backoff * 2).min(RETRY_BACKOFF_MAX),
+            None => RETRY_BACKOFF_MIN,
+        };
+        // Jitter keeps many threads from retrying a recovering service at once.
+        let wait = backoff.mul_f64(0.5 + rand_unit() / 2.0);
+        log::warn!(
+            "stream thread {}: {topic}/{partition}@{offset} waits {wait:?} for an unavailable service",
+            self.index
+        );
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, partition);
+        let _ = consumer.pause(&tpl);
+        self.retries.insert(
+            key,
+            Retry {
+                offset,
+                due: Some(Instant::now() + wait),
+                backoff,
+            },
+        );
+    }
+
+    fn resume_due_retries(&mut self, consumer: &BaseConsumer<ThreadContext>) {
+        let now = Instant::now();
+        for ((topic, partition), retry) in &mut self.retries {
+            if retry.due.is_some_and(|due| due <= now) {
+                retry.due = None;
+                let _ = consumer.seek(
+                    topic,
+                    *partition,
+                    Offset::Offset(retry.offset),
+                    CALL_TIMEOUT,
+                );
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition(topic, *partition);
+                let _ = consumer.resume(&tpl);
+            }
+        }
+    }
+}
+
+/// Aborts one transaction that holds the group, so the broker drops any transactional
+/// offsets still pending for this producer id.
+///
+/// A crashed incarnation may leave offsets it sent to its open transaction. Kafka drops
+/// them when `init_transactions` aborts that transaction; crabka-broker 0.3 (the test
+/// broker) keeps them, keyed by producer id, and applies them at the *next* commit of
+/// the same transactional id — moving the group's offsets past records whose outputs
+/// were aborted, which loses them. Every broker drops pending offsets on an explicit
+/// abort (EndTxn), so one empty abort at start-up makes the restart safe everywhere; on
+/// Kafka it costs one round trip.
+fn discard_pending_offsets(
+    producer: &OutputProducer,
+    consumer: &BaseConsumer<ThreadContext>,
+    topology: &Topology,
+) -> Result<(), KafkaError> {
+    let Some(metadata) = consumer.group_metadata() else {
+        return Ok(());
+    };
+    let Some(topic) = topology.source_topics().into_iter().next() else {
+        return Ok(());
+    };
+    let mut offsets = TopicPartitionList::new();
+    offsets.add_partition_offset(&topic, 0, Offset::Offset(0))?;
+    producer.begin_transaction()?;
+    // Before this consumer has joined the group the broker may refuse the offsets as of an
+    // unknown generation; the group is in the transaction all the same, which is what
+    // makes the abort reach the broker.
+    if let Err(e) = producer.send_offsets_to_transaction(&offsets, &metadata, CALL_TIMEOUT) {
+        log::debug!("offsets of the discarding transaction refused (as expected): {e}");
+    }
+    producer.abort_transaction(CALL_TIMEOUT)
+}
+
+fn rand_unit() -> f64 {
+    // Not cryptographic: only spreads retries apart.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    f64::from(nanos % 1000) / 1000.0
+}
+
+fn raw_record(message: &BorrowedMessage<'_>) -> RawRecord {
+    let mut headers = Headers::new();
+    if let Some(h) = message.headers() {
+        for header in h.iter() {
+            headers.add(header.key, header.value.unwrap_or_default());
+        }
+    }
+    RawRecord {
+        key: message.key().map(<[u8]>::to_vec),
+        value: message.payload().map(<[u8]>::to_vec),
+        headers,
+        timestamp: message.timestamp().to_millis().unwrap_or(0),
+        origin: Origin {
+            topic: Arc::from(message.topic()),
+            partition: message.partition(),
+            offset: message.offset(),
+        },
+    }
+}
+
+fn consumer_config(config: &WorkerConfig, index: usize, process_id: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.bootstrap_servers)
+        .set("group.id", &config.application_id)
+        // Static membership: a restarted worker (same state dir, so same process id) takes
+        // its old place in the group at once instead of waiting for the dead member's
+        // session to expire, and gets the same partitions back.
+        .set(
+            "group.instance.id",
+            format!("{}-{process_id}-{index}", config.application_id),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        // Range assignment gives partition p of every co-partitioned topic to one member,
+        // so a task sees all of its inputs.
+        .set("partition.assignment.strategy", "range")
+        .set(
+            "isolation.level",
+            match config.processing_guarantee {
+                ProcessingGuarantee::ExactlyOnceV2 => "read_committed",
+                ProcessingGuarantee::AtLeastOnce => "read_uncommitted",
+            },
+        );
+    for (key, value) in config.kafka_for(KafkaClient::Consumer) {
+        c.set(key, value);
+    }
+    c
+}
+
+fn create_producer(
+    config: &WorkerConfig,
+    index: usize,
+    process_id: &str,
+    stats: &Arc<ProducerStats>,
+    consumer: &BaseConsumer<ThreadContext>,
+    topology: &Topology,
+) -> Result<OutputProducer, KafkaError> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.bootstrap_servers)
+        // Java's partitioner: keys land where Kafka Streams and Java clients put them.
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5");
+    if config.processing_guarantee == ProcessingGuarantee::ExactlyOnceV2 {
+        c.set(
+            "transactional.id",
+            format!("{}-{process_id}-{index}", config.application_id),
+        )
+        .set("transaction.timeout.ms", "10000");
+    } else {
+        c.set("enable.idempotence", "true");
+    }
+    for (key, value) in config.kafka_for(KafkaClient::Producer) {
+        c.set(key, value);
+    }
+    let producer: OutputProducer = c.create_with_context(DeliveryContext(stats.clone()))?;
+    if config.processing_guarantee == ProcessingGuarantee::ExactlyOnceV2 {
+        // Fences the previous incarnation of this transactional id and aborts its open
+        // transaction.
+        producer.init_transactions(CALL_TIMEOUT)?;
+        discard_pending_offsets(&producer, consumer, topology)?;
+    }
+    Ok(producer)
+}
