@@ -25,7 +25,9 @@ fn start_worker(broker: &TestBroker, guarantee: &str, state_dir: &std::path::Pat
     command
         .args(["run", "normalization", "--brokers", &broker.brokers])
         .args(["--application-id", &format!("crash-{guarantee}")])
-        .args(["--guarantee", guarantee]);
+        .args(["--guarantee", guarantee])
+        // Restarted workers take their old place in the group at once.
+        .args(["--set", "static.membership=true"]);
     if guarantee == "at_least_once" {
         // The default 5 s would let few workers that live a few seconds commit anything.
         command.args(["--set", "commit.interval.ms=1000"]);

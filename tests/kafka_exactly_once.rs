@@ -135,3 +135,31 @@ fn when_one_of_two_workers_leaves_mid_run_the_other_takes_over_exactly_once() {
     );
     assert_exactly_once(&broker, &inputs);
 }
+
+#[test]
+fn start_fails_clearly_on_missing_sources_and_on_an_output_topic_with_other_partitions() {
+    let broker = TestBroker::start();
+    let config =
+        |settings: &[(&str, &str)]| broker.worker_config("checks", &state_dir("checks"), settings);
+    let err = Worker::start(topology(), config(&[]))
+        .err()
+        .expect("sources are missing");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "source topic `{EHR_TOPIC}` does not exist: create it, or check the topology's topic names"
+        )
+    );
+
+    broker.create_topics(&[EHR_TOPIC, PHARMACY_TOPIC], 8);
+    broker.create_topics(&[OUTPUT_TOPIC], 3);
+    let err = Worker::start(topology(), config(&[("topic.partitions", "8")]))
+        .err()
+        .expect("the output topic disagrees with topic.partitions");
+    assert!(
+        err.to_string().starts_with(&format!(
+            "topic `{OUTPUT_TOPIC}` exists with 3 partitions but topic.partitions is 8"
+        )),
+        "{err}"
+    );
+}

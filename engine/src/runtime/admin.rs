@@ -34,6 +34,14 @@ pub enum AdminError {
         "sub-topology {subtopology} reads topics with different partition counts ({counts}): co-partition them (same partition count), as a task reads partition p of each"
     )]
     NotCoPartitioned { subtopology: usize, counts: String },
+    #[error(
+        "topic `{topic}` exists with {actual} partitions but topic.partitions is {configured}: change topic.partitions, or repartition the topic"
+    )]
+    PartitionMismatch {
+        topic: String,
+        actual: i32,
+        configured: i32,
+    },
     #[error("cannot create topic `{topic}`: {reason}")]
     CreateTopic { topic: String, reason: String },
     #[error("Kafka admin call failed: {0}")]
@@ -106,10 +114,29 @@ pub fn prepare(topology: &Topology, config: &WorkerConfig) -> Result<(), AdminEr
         .max()
         .unwrap_or(1);
     let partitions = config.topic_partitions.unwrap_or(source_partitions);
-    let missing: Vec<String> = topology
+    let written: Vec<String> = topology
         .sink_topics()
         .into_iter()
-        .filter(|t| !counts.contains_key(t) && !topology.source_topics().contains(t))
+        .filter(|t| !topology.source_topics().contains(t))
+        .collect();
+    // An explicit partition count is a statement about the topics the worker writes: an
+    // existing one that disagrees would silently route keys differently.
+    if let Some(configured) = config.topic_partitions {
+        for topic in &written {
+            if let Some(&actual) = counts.get(topic)
+                && actual != configured
+            {
+                return Err(AdminError::PartitionMismatch {
+                    topic: topic.clone(),
+                    actual,
+                    configured,
+                });
+            }
+        }
+    }
+    let missing: Vec<String> = written
+        .into_iter()
+        .filter(|t| !counts.contains_key(t))
         .collect();
     create_topics(
         &admin,

@@ -141,6 +141,8 @@ pub struct WorkerConfig {
     pub topic_partitions: Option<i32>,
     pub topic_replication_factor: i32,
     pub startup_timeout: Duration,
+    /// Kafka static group membership (KIP-345) for the stream threads.
+    pub static_membership: bool,
     /// librdkafka properties, without the `kafka.` prefix.
     pub kafka: BTreeMap<String, String>,
 }
@@ -171,6 +173,7 @@ impl fmt::Debug for WorkerConfig {
             .field("topic_partitions", &self.topic_partitions)
             .field("topic_replication_factor", &self.topic_replication_factor)
             .field("startup_timeout", &self.startup_timeout)
+            .field("static_membership", &self.static_membership)
             .field("kafka", &kafka)
             .finish()
     }
@@ -388,6 +391,14 @@ impl ConfigBuilder {
         let startup_timeout = Duration::from_millis(
             number("startup.timeout.ms", 100..=600_000, &mut errors).unwrap_or(30_000) as u64,
         );
+        let static_membership = match get("static.membership").unwrap_or("false") {
+            "true" => true,
+            "false" => false,
+            other => {
+                errors.push(invalid("static.membership", other));
+                false
+            }
+        };
         let kafka = self
             .values
             .iter()
@@ -405,6 +416,7 @@ impl ConfigBuilder {
                 topic_partitions,
                 topic_replication_factor,
                 startup_timeout,
+                static_membership,
                 kafka,
             }),
             1 => Err(errors.remove(0)),

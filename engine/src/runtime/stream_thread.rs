@@ -704,13 +704,6 @@ fn consumer_config(config: &WorkerConfig, index: usize, process_id: &str) -> Cli
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.bootstrap_servers)
         .set("group.id", &config.application_id)
-        // Static membership: a restarted worker (same state dir, so same process id) takes
-        // its old place in the group at once instead of waiting for the dead member's
-        // session to expire, and gets the same partitions back.
-        .set(
-            "group.instance.id",
-            format!("{}-{process_id}-{index}", config.application_id),
-        )
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
@@ -724,6 +717,15 @@ fn consumer_config(config: &WorkerConfig, index: usize, process_id: &str) -> Cli
                 ProcessingGuarantee::AtLeastOnce => "read_uncommitted",
             },
         );
+    if config.static_membership {
+        // A restarted worker (same state dir, so same process id) takes its old place in
+        // the group at once, with the same partitions, instead of waiting for the dead
+        // member's session to expire.
+        c.set(
+            "group.instance.id",
+            format!("{}-{process_id}-{index}", config.application_id),
+        );
+    }
     for (key, value) in config.kafka_for(KafkaClient::Consumer) {
         c.set(key, value);
     }
