@@ -73,10 +73,21 @@ fn kill_repeatedly(guarantee: &str) -> (usize, usize, usize) {
     );
     let group = format!("crash-{guarantee}");
     eprintln!("worker log: {}", state_dir.join("worker.log").display());
+    let log = state_dir.join("worker.log");
     support::wait_until(
         "the last worker catching up",
         Duration::from_secs(300),
-        || support::caught_up(&broker.brokers, &group, &[EHR_TOPIC, PHARMACY_TOPIC]),
+        || {
+            if let Some(status) = worker.try_wait().unwrap() {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(10).collect();
+                panic!(
+                    "the worker exited on its own ({status}); last log lines:\n{}",
+                    tail.join("\n")
+                );
+            }
+            support::caught_up(&broker.brokers, &group, &[EHR_TOPIC, PHARMACY_TOPIC])
+        },
     );
     // A graceful stop of the last one.
     send_sigterm(&worker);

@@ -107,6 +107,9 @@ pub struct Task {
     forwarded: Vec<(usize, DynRecord)>,
     produced_by_topic: HashMap<Arc<str>, Counter>,
     metrics: TaskMetrics,
+    /// Ticks so far: a tick's outputs take it as their origin offset, so that each tick's
+    /// derived event ids are distinct even within one millisecond.
+    ticks: i64,
 }
 
 impl Task {
@@ -165,6 +168,7 @@ impl Task {
             forwarded: Vec::new(),
             produced_by_topic: HashMap::new(),
             metrics: TaskMetrics::new(&def.name, partition),
+            ticks: 0,
         }
     }
 
@@ -198,7 +202,7 @@ impl Task {
                     lineage,
                 };
                 self.pending.push((source_node, record));
-                self.run_pending(&meta, out)
+                self.run_pending(&meta, out, &mut 0)
             }
             Err(error) => Err((source_node, error)),
         };
@@ -230,17 +234,19 @@ impl Task {
     /// Lets every operator act on wall-clock time `now_ms` (punctuation), in topological
     /// order; what they forward runs through their children before the next one ticks.
     pub fn tick(&mut self, now_ms: i64, out: &mut Vec<ProducerRecord>) -> Result<(), TaskError> {
+        self.ticks += 1;
         let meta = InputMeta {
             origin: Origin {
                 topic: Arc::from("sluice.tick"),
                 partition: self.id.partition,
-                offset: now_ms,
+                offset: self.ticks,
             },
             lineage: Lineage::default(),
         };
+        // One numbering for every output of this tick, whichever node emits it.
+        let mut outputs_for_input = 0;
         for index in 0..self.nodes.len() {
             let first_output = out.len();
-            let mut outputs_for_input = 0;
             let TaskNode { node, children, .. } = &mut self.nodes[index];
             let mut ctx = NodeContext {
                 forwarded: &mut self.forwarded,
@@ -250,10 +256,14 @@ impl Task {
                 outputs_for_input: &mut outputs_for_input,
             };
             let ticked = node.tick(now_ms, &mut ctx);
-            self.pending.extend(self.forwarded.drain(..).rev());
+            if ticked.is_ok() {
+                self.pending.extend(self.forwarded.drain(..).rev());
+            } else {
+                self.forwarded.clear();
+            }
             let result = ticked
                 .map_err(|e| (index, e))
-                .and_then(|()| self.run_pending(&meta, out));
+                .and_then(|()| self.run_pending(&meta, out, &mut outputs_for_input));
             match result {
                 Ok(()) => self.count_produced(&out[first_output..]),
                 Err((node, error)) if error.transient => {
@@ -296,8 +306,8 @@ impl Task {
         &mut self,
         meta: &InputMeta,
         out: &mut Vec<ProducerRecord>,
+        outputs_for_input: &mut u32,
     ) -> Result<(), (usize, ProcessError)> {
-        let mut outputs_for_input = 0;
         while let Some((index, record)) = self.pending.pop() {
             let TaskNode {
                 node,
@@ -311,7 +321,7 @@ impl Task {
                 children,
                 produced: out,
                 input: meta,
-                outputs_for_input: &mut outputs_for_input,
+                outputs_for_input,
             };
             if let Err(error) = node.process(record, &mut ctx) {
                 self.pending.clear();

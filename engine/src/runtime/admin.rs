@@ -70,7 +70,7 @@ pub fn admin_client(
     for (key, value) in config.kafka_for(KafkaClient::Admin) {
         c.set(key, value);
     }
-    c.create()
+    c.create().map_err(super::config::redact_kafka_error)
 }
 
 /// Checks the cluster and the source topics, and creates missing sink and dead-letter

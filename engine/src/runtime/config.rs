@@ -108,10 +108,32 @@ const KEYS: &[(&str, Option<&str>, &str)] = &[
         "-1 (the broker's default) or a whole number from 1 to 32",
     ),
     (
+        "static.membership",
+        Some("false"),
+        "true or false: true gives each stream thread a group.instance.id derived from the state dir, so a restarted worker takes its old place at once, but a stopped worker's partitions move only after kafka.consumer.session.timeout.ms",
+    ),
+    (
         "startup.timeout.ms",
         Some("30000"),
         "a whole number of milliseconds from 100 to 600000: how long to wait for the cluster at start",
     ),
+];
+
+/// librdkafka properties the worker sets itself, because its guarantees rest on them.
+const ENGINE_OWNED: &[(&str, &str)] = &[
+    ("group.id", "use application.id"),
+    ("group.instance.id", "use static.membership"),
+    ("enable.auto.commit", "commits follow processing.guarantee"),
+    (
+        "enable.auto.offset.store",
+        "commits follow processing.guarantee",
+    ),
+    ("isolation.level", "it follows processing.guarantee"),
+    (
+        "transactional.id",
+        "it derives from application.id and the state dir",
+    ),
+    ("enable.idempotence", "it follows processing.guarantee"),
 ];
 
 /// Substrings of key names whose values are secret.
@@ -123,6 +145,16 @@ const SECRET_MARKERS: &[&str] = &[
     "private",
     "sasl.jaas",
 ];
+
+/// librdkafka's configuration errors quote the rejected value: hide it when the key is secret.
+pub fn redact_kafka_error(e: rdkafka::error::KafkaError) -> rdkafka::error::KafkaError {
+    match e {
+        rdkafka::error::KafkaError::ClientConfig(res, desc, key, _) if is_secret(&key) => {
+            rdkafka::error::KafkaError::ClientConfig(res, desc, key, "<redacted>".into())
+        }
+        other => other,
+    }
+}
 
 pub fn is_secret(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
@@ -399,6 +431,24 @@ impl ConfigBuilder {
                 false
             }
         };
+        for (key, _) in self.values.iter() {
+            let property = key.strip_prefix("kafka.").map(|k| {
+                k.strip_prefix("consumer.")
+                    .or(k.strip_prefix("producer."))
+                    .unwrap_or(k)
+            });
+            if let Some(property) = property
+                && let Some((_, instead)) = ENGINE_OWNED.iter().find(|(p, _)| *p == property)
+            {
+                errors.push(ConfigError::Invalid {
+                    key: key.clone(),
+                    value: "<set>".into(),
+                    accepted: format!(
+                        "the worker sets {property} itself for its guarantees; {instead}"
+                    ),
+                });
+            }
+        }
         let kafka = self
             .values
             .iter()
@@ -561,6 +611,47 @@ mod tests {
             [("linger.ms", "20"), ("security.protocol", "SSL")]
         );
         assert_eq!(admin, [("security.protocol", "SSL")]);
+    }
+
+    #[test]
+    fn librdkafka_config_errors_hide_secret_values() {
+        let e = rdkafka::config::ClientConfig::new()
+            .set("ssl.key.password", "hunter2")
+            .set("no.such.property", "x")
+            .create::<rdkafka::consumer::BaseConsumer>()
+            .err()
+            .unwrap();
+        // The unknown key is reported with its (non-secret) value…
+        assert!(
+            redact_kafka_error(e)
+                .to_string()
+                .contains("no.such.property")
+        );
+        let secret = rdkafka::error::KafkaError::ClientConfig(
+            rdkafka::types::RDKafkaConfRes::RD_KAFKA_CONF_INVALID,
+            "invalid value".into(),
+            "sasl.password".into(),
+            "hunter2".into(),
+        );
+        // …and a secret one never is.
+        let text = redact_kafka_error(secret).to_string();
+        assert!(
+            !text.contains("hunter2") && text.contains("<redacted>"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn kafka_properties_the_guarantees_rest_on_are_refused() {
+        let err = minimal()
+            .set("kafka.consumer.isolation.level", "read_uncommitted", "flag")
+            .build()
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("the worker sets isolation.level itself for its guarantees"),
+            "{err}"
+        );
     }
 
     #[test]

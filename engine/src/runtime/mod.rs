@@ -74,20 +74,32 @@ impl Worker {
         let stats = Arc::new(WorkerStats::default());
         let mut threads = Vec::new();
         for index in 0..config.num_stream_threads {
-            let thread = stream_thread::StreamThread::new(
+            let started = stream_thread::StreamThread::new(
                 index,
                 config.clone(),
                 topology.clone(),
                 stats.clone(),
                 stop.clone(),
                 &process_id,
-            )?;
-            let process_id = process_id.clone();
-            let handle = std::thread::Builder::new()
-                .name(format!("sluice-stream-{index}"))
-                .spawn(move || thread.run(&process_id))
-                .map_err(|e| WorkerError::Spawn(e.to_string()))?;
-            threads.push(handle);
+            )
+            .map_err(WorkerError::from)
+            .and_then(|thread| {
+                std::thread::Builder::new()
+                    .name(format!("sluice-stream-{index}"))
+                    .spawn(move || thread.run())
+                    .map_err(|e| WorkerError::Spawn(e.to_string()))
+            });
+            match started {
+                Ok(handle) => threads.push(handle),
+                Err(e) => {
+                    // Leave no thread of a worker that failed to start behind.
+                    stop.store(true, Ordering::Relaxed);
+                    for handle in threads {
+                        let _ = handle.join();
+                    }
+                    return Err(e);
+                }
+            }
         }
         log::info!(
             "worker {} started: {} stream thread(s), {}",

@@ -33,7 +33,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::WorkerStats;
-use super::config::{KafkaClient, ProcessingGuarantee, WorkerConfig};
+use super::config::{KafkaClient, ProcessingGuarantee, WorkerConfig, redact_kafka_error};
 use crate::record::{Headers, Origin, ProducerRecord, RawRecord};
 use crate::task::{Task, TaskError, TaskId};
 use crate::topology::Topology;
@@ -42,6 +42,8 @@ use crate::topology::Topology;
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest a poll blocks, so that commits, ticks and shutdown are never late by more.
 const POLL_TIMEOUT: Duration = Duration::from_millis(20);
+/// How often operators' `on_tick` runs.
+const TICK_INTERVAL: Duration = Duration::from_millis(100);
 /// Backoff of a record whose operator reported a transient failure.
 const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -55,6 +57,14 @@ pub enum StreamThreadError {
         "stream thread {thread}: the consumer has no group metadata to fence the transaction with"
     )]
     NoGroupMetadata { thread: usize },
+    #[error(
+        "stream thread {thread}: a record for topic `{topic}` (from input {input}) is larger than the producer's message.max.bytes: raise kafka.producer.message.max.bytes (and the topic's max.message.bytes) or make the operator emit smaller records"
+    )]
+    RecordTooLarge {
+        thread: usize,
+        topic: String,
+        input: String,
+    },
     #[error("stream thread {thread}: {what}: {source}")]
     Kafka {
         thread: usize,
@@ -90,6 +100,10 @@ type OutputProducer = ThreadedProducer<DeliveryContext>;
 /// across `poll`, so the lock is never contended.
 pub(crate) struct ThreadState {
     index: usize,
+    process_id: String,
+    last_tick: Instant,
+    /// `topic/partition@offset` of the input being handled, for errors.
+    current_input: String,
     config: Arc<WorkerConfig>,
     topology: Topology,
     stats: Arc<WorkerStats>,
@@ -186,7 +200,7 @@ impl StreamThread {
         let kafka = |what, source| StreamThreadError::Kafka {
             thread: index,
             what,
-            source,
+            source: redact_kafka_error(source),
         };
         let context = ThreadContext {
             state: Mutex::new(None),
@@ -212,6 +226,9 @@ impl StreamThread {
         let commit_interval = config.commit_interval;
         *consumer.context().lock() = Some(ThreadState {
             index,
+            process_id: process_id.to_string(),
+            last_tick: Instant::now(),
+            current_input: String::new(),
             config,
             topology,
             stats,
@@ -233,7 +250,7 @@ impl StreamThread {
     }
 
     /// Runs until `stop` is set, then commits and leaves the group.
-    pub(crate) fn run(self, process_id: &str) -> Result<(), StreamThreadError> {
+    pub(crate) fn run(self) -> Result<(), StreamThreadError> {
         let mut last_commit = Instant::now();
         let mut out = Vec::new();
         while !self.stop.load(Ordering::Relaxed) {
@@ -245,6 +262,9 @@ impl StreamThread {
             }
             let result = match polled {
                 Some(Ok(message)) => state.process(&self.consumer, &message, &mut out),
+                Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
+                    Err(state.kafka("consuming", e))
+                }
                 Some(Err(e)) => {
                     // librdkafka reports broker trouble here and recovers by itself.
                     log::warn!("stream thread {}: consumer error: {e}", self.index);
@@ -265,18 +285,23 @@ impl StreamThread {
             });
             if let Err(e) = result {
                 match e {
-                    // The topology asked to stop on this error.
-                    StreamThreadError::Task(TaskError::Failed { .. }) => {
+                    // The topology asked to stop on this error, or no retry can help.
+                    StreamThreadError::Task(TaskError::Failed { .. })
+                    | StreamThreadError::RecordTooLarge { .. }
+                    | StreamThreadError::Kafka {
+                        source: KafkaError::MessageConsumptionFatal(_),
+                        ..
+                    } => {
                         let _ = state.abort_and_rewind(&self.consumer);
                         return Err(e);
                     }
                     e => {
                         log::warn!("stream thread {}: {e}; aborting and rewinding", self.index);
                         state.stats.aborts.fetch_add(1, Ordering::Relaxed);
-                        state.abort_and_rewind(&self.consumer)?;
                         if state.producer_is_unusable(&e) {
-                            state.replace_producer(&self.consumer, process_id)?;
+                            state.replace_producer(&self.consumer)?;
                         }
+                        state.abort_and_rewind(&self.consumer)?;
                     }
                 }
             }
@@ -303,7 +328,7 @@ impl ThreadState {
         StreamThreadError::Kafka {
             thread: self.index,
             what,
-            source,
+            source: redact_kafka_error(source),
         }
     }
 
@@ -327,6 +352,7 @@ impl ThreadState {
             return Ok(());
         }
         let raw = raw_record(message);
+        self.current_input = format!("{topic}/{partition}@{offset}");
         let subtopology = self
             .topology
             .subtopology_of(topic)
@@ -367,9 +393,11 @@ impl ThreadState {
     }
 
     fn tick(&mut self, out: &mut Vec<ProducerRecord>) -> Result<(), StreamThreadError> {
-        if self.tasks.is_empty() {
+        if self.tasks.is_empty() || self.last_tick.elapsed() < TICK_INTERVAL {
             return Ok(());
         }
+        self.last_tick = Instant::now();
+        self.current_input = "a punctuation".to_string();
         let now = chrono::Utc::now().timestamp_millis();
         out.clear();
         for task in self.tasks.values_mut() {
@@ -427,6 +455,18 @@ impl ThreadState {
                     // The producer's own thread drains the queue; wait for room.
                     base = back;
                     std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((
+                    KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge,
+                    ),
+                    _,
+                )) => {
+                    return Err(StreamThreadError::RecordTooLarge {
+                        thread: self.index,
+                        topic: record.topic.to_string(),
+                        input: self.current_input.clone(),
+                    });
                 }
                 Err((e, _)) => return Err(self.kafka("producing a record", e)),
             }
@@ -498,14 +538,22 @@ impl ThreadState {
     ) -> Result<(), StreamThreadError> {
         if self.exactly_once() && self.transaction_open {
             if let Err(e) = self.producer.abort_transaction(CALL_TIMEOUT) {
-                // A fenced or fatally failed producer cannot abort; it is replaced.
-                log::warn!("stream thread {}: abort failed: {e}", self.index);
+                // A producer that cannot abort (fenced, failed, or the abort timed out) is
+                // replaced: the new one's init_transactions fences it and aborts its
+                // transaction on the broker.
+                log::warn!(
+                    "stream thread {}: abort failed ({e}); replacing the producer",
+                    self.index
+                );
+                self.replace_producer(consumer)?;
             }
             self.transaction_open = false;
-        } else {
-            // Records already queued must not reach Kafka after the rewind.
+        } else if !self.exactly_once() {
+            // Records already queued must not reach Kafka after the rewind; their failed
+            // delivery reports arrive during the flush, before the counter is reset.
             self.producer
                 .purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+            let _ = self.producer.flush(Duration::from_secs(1));
         }
         self.producer_stats
             .failed_deliveries
@@ -534,9 +582,18 @@ impl ThreadState {
                 .add_partition_offset(element.topic(), element.partition(), offset)
                 .map_err(|e| self.kafka("listing offsets to rewind to", e))?;
         }
-        consumer
+        let rewound = consumer
             .seek_partitions(rewind, CALL_TIMEOUT)
             .map_err(|e| self.kafka("rewinding to the committed offsets", e))?;
+        for element in rewound.elements() {
+            if let Err(e) = element.error()
+                && e.rdkafka_error_code() != Some(rdkafka::types::RDKafkaErrorCode::State)
+            {
+                // Not fetching yet (State) is fine: its fetch starts at the committed
+                // offset. Going on from an unknown position could skip records: stop.
+                return Err(self.kafka("rewinding a partition to its committed offset", e));
+            }
+        }
         let _ = consumer.resume(&consumer.assignment().unwrap_or_default());
         Ok(())
     }
@@ -553,20 +610,21 @@ impl ThreadState {
                         || c == rdkafka::types::RDKafkaErrorCode::ProducerFenced
                 })
             }
-            StreamThreadError::Task(_) | StreamThreadError::NoGroupMetadata { .. } => false,
+            StreamThreadError::Task(_)
+            | StreamThreadError::NoGroupMetadata { .. }
+            | StreamThreadError::RecordTooLarge { .. } => false,
         }
     }
 
     fn replace_producer(
         &mut self,
         consumer: &BaseConsumer<ThreadContext>,
-        process_id: &str,
     ) -> Result<(), StreamThreadError> {
         log::warn!("stream thread {}: replacing the producer", self.index);
         self.producer = create_producer(
             &self.config,
             self.index,
-            process_id,
+            &self.process_id,
             &self.producer_stats,
             consumer,
             &self.topology,
@@ -623,13 +681,20 @@ impl ThreadState {
         let now = Instant::now();
         for ((topic, partition), retry) in &mut self.retries {
             if retry.due.is_some_and(|due| due <= now) {
+                if consumer
+                    .seek(
+                        topic,
+                        *partition,
+                        Offset::Offset(retry.offset),
+                        CALL_TIMEOUT,
+                    )
+                    .is_err()
+                {
+                    // Resuming from another position would skip the record: try again soon.
+                    retry.due = Some(now + RETRY_BACKOFF_MIN);
+                    continue;
+                }
                 retry.due = None;
-                let _ = consumer.seek(
-                    topic,
-                    *partition,
-                    Offset::Offset(retry.offset),
-                    CALL_TIMEOUT,
-                );
                 let mut tpl = TopicPartitionList::new();
                 tpl.add_partition(topic, *partition);
                 let _ = consumer.resume(&tpl);
