@@ -35,9 +35,9 @@ if ! cmp -s "$mermaid_dir/package-lock.json" "$mermaid_dir/node_modules/.package
   cp "$mermaid_dir/package-lock.json" "$mermaid_dir/node_modules/.package-lock.json.installed"
 fi
 
-log "unit and integration tests"
-cargo nextest run --workspace --no-fail-fast
-log "doc examples"
-cargo test --workspace --doc
 log "benchmarks, once each as tests"
 cargo test --workspace --bench '*'
+log "doc examples"
+cargo test --workspace --doc
+log "unit and integration tests"
+cargo nextest run --workspace --no-fail-fast
