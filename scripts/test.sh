@@ -6,21 +6,10 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\n== %s\n' "$*"; }
 
-apt_install() {
-  local missing=()
-  for pkg in "$@"; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
-    log "installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-  fi
-}
-
-# C toolchain for the -sys crates.
-apt_install build-essential pkg-config libssl-dev libsasl2-dev zlib1g-dev
-command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+# C toolchain and libraries for the -sys crates; node and npm for the Mermaid check.
+extra=()
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || extra=(nodejs npm)
+bash scripts/install-build-deps.sh "${extra[@]}"
 command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
 
 # The Kafka-protocol broker the integration tests start (one per test, on its own
