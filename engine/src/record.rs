@@ -9,11 +9,15 @@
 //! and the task keeps it beside the record, so that a dead-letter record or a derived
 //! event id can always name the exact input it came from.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// Kafka record headers, in order. Keys may repeat, as in Kafka.
+///
+/// Keys are `Cow<'static, str>`: the engine's own header names (lineage, dead-letter
+/// reasons) are static strings and cost no allocation per record.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Headers(Vec<(String, Vec<u8>)>);
+pub struct Headers(Vec<(Cow<'static, str>, Vec<u8>)>);
 
 impl Headers {
     pub fn new() -> Self {
@@ -21,12 +25,12 @@ impl Headers {
     }
 
     /// Appends a header, keeping any earlier one with the same key.
-    pub fn add(&mut self, key: impl Into<String>, value: impl Into<Vec<u8>>) {
+    pub fn add(&mut self, key: impl Into<Cow<'static, str>>, value: impl Into<Vec<u8>>) {
         self.0.push((key.into(), value.into()));
     }
 
     /// Sets a header: removes every earlier header with this key, then appends.
-    pub fn insert(&mut self, key: impl Into<String>, value: impl Into<Vec<u8>>) {
+    pub fn insert(&mut self, key: impl Into<Cow<'static, str>>, value: impl Into<Vec<u8>>) {
         let key = key.into();
         self.0.retain(|(k, _)| *k != key);
         self.0.push((key, value.into()));
@@ -51,7 +55,7 @@ impl Headers {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+        self.0.iter().map(|(k, v)| (k.as_ref(), v.as_slice()))
     }
 
     pub fn len(&self) -> usize {
@@ -63,7 +67,7 @@ impl Headers {
     }
 }
 
-impl<K: Into<String>, V: Into<Vec<u8>>> FromIterator<(K, V)> for Headers {
+impl<K: Into<Cow<'static, str>>, V: Into<Vec<u8>>> FromIterator<(K, V)> for Headers {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
         Self(
             iter.into_iter()

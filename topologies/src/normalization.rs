@@ -81,8 +81,15 @@ fn canonical_record(
 ) -> Result<Record<String, MedicationOrder>, ProcessError> {
     let order = map(&input.value)?;
     let mut record = input.with_key_value(order.order_id.clone(), order);
-    for (name, value) in normalize::headers(&record.value).iter() {
-        record.headers.insert(name, value);
-    }
+    let (source_system, event_type) = (
+        record.value.source_system.as_str(),
+        normalize::event_type(&record.value),
+    );
+    record
+        .headers
+        .insert(normalize::HEADER_SOURCE_SYSTEM, source_system);
+    record
+        .headers
+        .insert(normalize::HEADER_EVENT_TYPE, event_type);
     Ok(record)
 }

@@ -102,7 +102,7 @@ where
             Some(own) => own.write_headers(&mut record.headers),
             None => {
                 let event_id = derived_event_id(&ctx.input.origin, &sink.name, index);
-                stamp_headers(&mut record.headers, cause, &event_id);
+                stamp_headers(&mut record.headers, cause, event_id);
             }
         }
         let encode_error = |what: &str, e: crate::SerdeError| {

@@ -749,7 +749,7 @@ fn raw_record(message: &BorrowedMessage<'_>) -> RawRecord {
     let mut headers = Headers::new();
     if let Some(h) = message.headers() {
         for header in h.iter() {
-            headers.add(header.key, header.value.unwrap_or_default());
+            headers.add(header.key.to_string(), header.value.unwrap_or_default());
         }
     }
     RawRecord {
