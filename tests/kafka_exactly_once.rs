@@ -163,3 +163,70 @@ fn start_fails_clearly_on_missing_sources_and_on_an_output_topic_with_other_part
         "{err}"
     );
 }
+
+#[test]
+fn a_record_whose_service_is_down_is_retried_with_backoff_and_nothing_is_skipped() {
+    use std::collections::HashSet;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+
+    use sluice_engine::serde::Serdes;
+    use sluice_engine::{ProcessError, TopologyBuilder};
+
+    let broker = TestBroker::start();
+    broker.create_topics(&["lookups.in"], 2);
+    let producer: rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
+        rdkafka::config::ClientConfig::new()
+            .set("bootstrap.servers", &broker.brokers)
+            .create()
+            .unwrap();
+    let keys: HashSet<String> = (0..200).map(|i| format!("k{i}")).collect();
+    for key in &keys {
+        sluice_topologies::demo::send_waiting(&producer, "lookups.in", key, b"v");
+    }
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(30)).unwrap();
+
+    // The drug reference service is down for the first five attempts at one record.
+    let failures_left = Arc::new(AtomicUsize::new(5));
+    let failures = failures_left.clone();
+    let b = TopologyBuilder::new("lookups");
+    b.source("in", &["lookups.in"], Serdes::string(), Serdes::string())
+        .try_map("lookup", move |r| {
+            let down = r.key == "k7"
+                && failures
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+            if down {
+                Err(ProcessError::unavailable("drug reference service is down"))
+            } else {
+                Ok(r)
+            }
+        })
+        .to("out", "lookups.out", Serdes::string(), Serdes::string());
+    let worker = Worker::start(
+        b.build().unwrap(),
+        broker.worker_config("lookups", &state_dir("lookups"), &[]),
+    )
+    .unwrap();
+    let stats = worker.stats().clone();
+    support::wait_until("every record committed", Duration::from_secs(120), || {
+        stats.committed.load(Ordering::Relaxed) >= 200 || worker.any_thread_finished()
+    });
+    worker.stop();
+    worker.join().unwrap();
+
+    assert_eq!(
+        failures_left.load(Ordering::SeqCst),
+        0,
+        "the record was retried until the service came back"
+    );
+    let out = support::read_committed(&broker.brokers, "lookups.out");
+    let (written, duplicates) = support::output_summary(&out);
+    assert_eq!((written, duplicates), (200, 0));
+    let written_keys: HashSet<String> = out.iter().map(|r| r.key.clone().unwrap()).collect();
+    assert_eq!(written_keys, keys, "no record was skipped or dead-lettered");
+    assert!(
+        support::read_committed(&broker.brokers, "lookups.dlq").is_empty(),
+        "a service outage never fills the dead-letter topic"
+    );
+}
