@@ -32,8 +32,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::merge::Forward;
-use super::{Output, Processor};
+use super::{Output, Processor, pass_through};
 use crate::error::ProcessError;
 use crate::metrics;
 use crate::record::Record;
@@ -108,11 +107,11 @@ where
             .chain(self.default);
         let mut streams = HashMap::new();
         for branch in names {
-            let output: Stream<K, V> = branch_node.add_operator(
+            let output: Stream<K, V> = branch_node.add_node(
                 &format!("{}-{branch}", self.name),
                 "branch-output",
                 false,
-                || Forward,
+                pass_through(|| |_: &K, _: &V| true),
             );
             output.graph.borrow_mut().nodes[output.node].branch_of =
                 Some((branch_node.node, branch.clone()));

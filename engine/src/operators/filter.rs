@@ -23,9 +23,7 @@
 
 use std::sync::Arc;
 
-use super::{Output, Processor};
-use crate::error::ProcessError;
-use crate::record::Record;
+use super::pass_through;
 use crate::topology::Stream;
 
 impl<K, V> Stream<K, V>
@@ -39,33 +37,14 @@ where
         F: Fn(&K, &V) -> bool + Send + Sync + 'static,
     {
         let predicate = Arc::new(predicate);
-        self.add_operator(name, "filter", false, move || Filter {
-            predicate: predicate.clone(),
-        })
-    }
-}
-
-struct Filter<F> {
-    predicate: Arc<F>,
-}
-
-impl<K, V, F> Processor<K, V> for Filter<F>
-where
-    K: Clone + Send + 'static,
-    V: Clone + Send + 'static,
-    F: Fn(&K, &V) -> bool + Send + Sync + 'static,
-{
-    type KeyOut = K;
-    type ValueOut = V;
-
-    fn process(
-        &mut self,
-        record: Record<K, V>,
-        out: &mut Output<'_, '_, K, V>,
-    ) -> Result<(), ProcessError> {
-        if (self.predicate)(&record.key, &record.value) {
-            out.forward(record);
-        }
-        Ok(())
+        self.add_node(
+            name,
+            "filter",
+            false,
+            pass_through(move || {
+                let predicate = predicate.clone();
+                move |k: &K, v: &V| predicate(k, v)
+            }),
+        )
     }
 }

@@ -21,9 +21,7 @@
 //! assert_eq!(driver.read_raw("orders").len(), 2);
 //! ```
 
-use super::{Output, Processor};
-use crate::error::ProcessError;
-use crate::record::Record;
+use super::pass_through;
 use crate::topology::{Stream, TopologyError};
 
 impl<K, V> Stream<K, V>
@@ -33,7 +31,8 @@ where
 {
     /// The records of this stream and of `other`, as one stream.
     pub fn merge(&self, name: &str, other: &Stream<K, V>) -> Stream<K, V> {
-        let merged: Stream<K, V> = self.add_operator(name, "merge", false, || Forward);
+        let merged: Stream<K, V> =
+            self.add_node(name, "merge", false, pass_through(|| |_: &K, _: &V| true));
         if std::rc::Rc::ptr_eq(&self.graph, &other.graph) {
             let mut graph = self.graph.borrow_mut();
             graph.nodes[other.node].children.push(merged.node);
@@ -45,26 +44,5 @@ where
                 .push(TopologyError::ForeignStream { node: name.into() });
         }
         merged
-    }
-}
-
-/// Forwards every record unchanged: the body of `merge` and of each named branch.
-pub(crate) struct Forward;
-
-impl<K, V> Processor<K, V> for Forward
-where
-    K: Clone + Send + 'static,
-    V: Clone + Send + 'static,
-{
-    type KeyOut = K;
-    type ValueOut = V;
-
-    fn process(
-        &mut self,
-        record: Record<K, V>,
-        out: &mut Output<'_, '_, K, V>,
-    ) -> Result<(), ProcessError> {
-        out.forward(record);
-        Ok(())
     }
 }

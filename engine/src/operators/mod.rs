@@ -21,7 +21,7 @@ mod flat_map;
 mod for_each;
 mod map;
 mod map_values;
-pub(crate) mod merge;
+mod merge;
 mod peek;
 mod process;
 pub(crate) mod sink;
@@ -37,7 +37,7 @@ use std::sync::Arc;
 use crate::error::ProcessError;
 use crate::lineage::Lineage;
 use crate::record::{Headers, Origin, ProducerRecord, Record};
-use crate::topology::Stream;
+use crate::topology::{NodeFactory, Stream};
 
 impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
     /// Adds a node running the processors that `make` creates, one per task.
@@ -185,6 +185,61 @@ impl<K: Clone + Send + 'static, V: Clone + Send + 'static> Output<'_, '_, K, V> 
                 .push((child, DynRecord::from_typed(record)));
         }
     }
+}
+
+/// A node that forwards records unchanged, or drops them, deciding by a look at the
+/// record in place. Pass-through operators (filter, peek, merge, branch outputs, the
+/// source's own hop) use it so that a record is not unboxed and boxed again at every hop.
+pub(crate) struct PassThroughNode<K, V, F> {
+    keep: F,
+    _marker: PhantomData<fn(K, V)>,
+}
+
+impl<K, V, F> Node for PassThroughNode<K, V, F>
+where
+    K: Clone + Send + 'static,
+    V: Clone + Send + 'static,
+    F: FnMut(&K, &V) -> bool + Send,
+{
+    fn process(
+        &mut self,
+        record: DynRecord,
+        ctx: &mut NodeContext<'_>,
+    ) -> Result<(), ProcessError> {
+        let (key, value) = record
+            .key_value
+            .downcast_ref::<(K, V)>()
+            .expect("the topology builder connects only operators whose types agree");
+        if !(self.keep)(key, value) {
+            return Ok(());
+        }
+        match ctx.children {
+            // The common case: hand the same box on.
+            [only] => ctx.forwarded.push((*only, record)),
+            // Fan-out needs typed clones.
+            _ => Output {
+                ctx,
+                _marker: PhantomData,
+            }
+            .forward(record.into_typed::<K, V>()),
+        }
+        Ok(())
+    }
+}
+
+/// The factory of a pass-through node; `keep` makes its per-task predicate.
+pub(crate) fn pass_through<K, V, F>(keep: impl Fn() -> F + Send + Sync + 'static) -> NodeFactory
+where
+    K: Clone + Send + 'static,
+    V: Clone + Send + 'static,
+    F: FnMut(&K, &V) -> bool + Send + 'static,
+{
+    Arc::new(move || {
+        Box::new(PassThroughNode::<K, V, F> {
+            keep: keep(),
+            _marker: PhantomData,
+        }) as Box<dyn Node>
+    })
 }
 
 /// Runs a typed [`Processor`] as a task node.

@@ -25,9 +25,7 @@
 
 use std::sync::Arc;
 
-use super::{Output, Processor};
-use crate::error::ProcessError;
-use crate::record::Record;
+use super::pass_through;
 use crate::topology::Stream;
 
 impl<K, V> Stream<K, V>
@@ -41,30 +39,17 @@ where
         F: Fn(&K, &V) + Send + Sync + 'static,
     {
         let f = Arc::new(f);
-        self.add_operator(name, "peek", false, move || Peek { f: f.clone() })
-    }
-}
-
-struct Peek<F> {
-    f: Arc<F>,
-}
-
-impl<K, V, F> Processor<K, V> for Peek<F>
-where
-    K: Clone + Send + 'static,
-    V: Clone + Send + 'static,
-    F: Fn(&K, &V) + Send + Sync + 'static,
-{
-    type KeyOut = K;
-    type ValueOut = V;
-
-    fn process(
-        &mut self,
-        record: Record<K, V>,
-        out: &mut Output<'_, '_, K, V>,
-    ) -> Result<(), ProcessError> {
-        (self.f)(&record.key, &record.value);
-        out.forward(record);
-        Ok(())
+        self.add_node(
+            name,
+            "peek",
+            false,
+            pass_through(move || {
+                let f = f.clone();
+                move |k: &K, v: &V| {
+                    f(k, v);
+                    true
+                }
+            }),
+        )
     }
 }

@@ -8,9 +8,8 @@ use std::sync::Arc;
 use super::{
     NodeDef, NodeFactory, NodeKind, SubTopology, Topology, TopologyDef, TopologyError, valid_name,
 };
-use crate::operators::merge::Forward;
+use crate::operators::pass_through;
 use crate::operators::source::SourceDecoder;
-use crate::operators::{Node, ProcessorNode};
 use crate::policy::ErrorPolicy;
 use crate::serde::Serde;
 use crate::topology::Stream;
@@ -108,8 +107,7 @@ impl TopologyBuilder {
             }
         }
         let decoder = Arc::new(SourceDecoder::new(key_serde, value_serde));
-        let factory: NodeFactory =
-            Arc::new(|| Box::new(ProcessorNode::<Forward, K, V>::new(Forward)) as Box<dyn Node>);
+        let factory: NodeFactory = pass_through(|| |_: &K, _: &V| true);
         let kind = NodeKind::Source {
             topics: topics.iter().map(|t| t.to_string()).collect(),
             decoder,
