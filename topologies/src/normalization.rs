@@ -81,15 +81,6 @@ fn canonical_record(
 ) -> Result<Record<String, MedicationOrder>, ProcessError> {
     let order = map(&input.value)?;
     let mut record = input.with_key_value(order.order_id.clone(), order);
-    let (source_system, event_type) = (
-        record.value.source_system.as_str(),
-        normalize::event_type(&record.value),
-    );
-    record
-        .headers
-        .insert(normalize::HEADER_SOURCE_SYSTEM, source_system);
-    record
-        .headers
-        .insert(normalize::HEADER_EVENT_TYPE, event_type);
+    normalize::set_headers(&record.value, &mut record.headers);
     Ok(record)
 }

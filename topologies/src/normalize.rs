@@ -95,12 +95,10 @@ pub fn event_type(order: &MedicationOrder) -> &'static str {
     }
 }
 
-/// The `source-system` and `event-type` headers of a canonical record.
-pub fn headers(order: &MedicationOrder) -> Headers {
-    let mut headers = Headers::new();
+/// Sets the `source-system` and `event-type` headers of a canonical record.
+pub fn set_headers(order: &MedicationOrder, headers: &mut Headers) {
     headers.insert(HEADER_SOURCE_SYSTEM, order.source_system.as_str());
     headers.insert(HEADER_EVENT_TYPE, event_type(order));
-    headers
 }
 
 /// The NPI check digit for the first nine digits of an NPI.
@@ -1491,7 +1489,8 @@ mod tests {
     #[test]
     fn headers_name_the_source_system_and_event_type() {
         let order = from_ehr(&without(ehr_payload(), &["lastUpdated"])).unwrap();
-        let headers = headers(&order);
+        let mut headers = Headers::new();
+        set_headers(&order, &mut headers);
         assert_eq!(headers.get_str(HEADER_SOURCE_SYSTEM), Some("EHR"));
         assert_eq!(headers.get_str(HEADER_EVENT_TYPE), Some(EVENT_CREATED));
         assert_eq!(headers.len(), 2);

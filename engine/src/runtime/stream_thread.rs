@@ -102,8 +102,11 @@ pub(crate) struct ThreadState {
     index: usize,
     process_id: String,
     last_tick: Instant,
-    /// `topic/partition@offset` of the input being handled, for errors.
-    current_input: String,
+    /// Each source topic, shared as the `Arc` that records and offsets carry, with the
+    /// sub-topology reading it: the per-record path allocates no topic strings.
+    sources: HashMap<String, (Arc<str>, usize)>,
+    /// The input being handled (`None` during a punctuation), for errors.
+    current_input: Option<Origin>,
     config: Arc<WorkerConfig>,
     topology: Topology,
     stats: Arc<WorkerStats>,
@@ -111,14 +114,14 @@ pub(crate) struct ThreadState {
     producer_stats: Arc<ProducerStats>,
     tasks: HashMap<TaskId, Task>,
     /// Next offset to commit per input partition, since the last commit.
-    uncommitted: HashMap<(String, i32), i64>,
+    uncommitted: HashMap<(Arc<str>, i32), i64>,
     transaction_open: bool,
     /// Input records processed since the last commit.
     processed_since_commit: u64,
     /// A failure inside a rebalance callback, surfaced by the loop after `poll` returns.
     callback_error: Option<StreamThreadError>,
     /// Partitions whose record waits for an unavailable service.
-    retries: HashMap<(String, i32), Retry>,
+    retries: HashMap<(Arc<str>, i32), Retry>,
 }
 
 /// A record retried after a transient failure.
@@ -228,7 +231,16 @@ impl StreamThread {
             index,
             process_id: process_id.to_string(),
             last_tick: Instant::now(),
-            current_input: String::new(),
+            sources: topology
+                .subtopologies()
+                .iter()
+                .flat_map(|s| {
+                    s.source_topics
+                        .iter()
+                        .map(move |t| (t.clone(), (Arc::from(t.as_str()), s.id)))
+                })
+                .collect(),
+            current_input: None,
             config,
             topology,
             stats,
@@ -342,22 +354,19 @@ impl ThreadState {
         message: &BorrowedMessage<'_>,
         out: &mut Vec<ProducerRecord>,
     ) -> Result<(), StreamThreadError> {
-        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
-        if self
-            .retries
-            .get(&(topic.to_string(), partition))
-            .is_some_and(|r| r.due.is_some())
-        {
+        let (partition, offset) = (message.partition(), message.offset());
+        let (topic, subtopology) = self
+            .sources
+            .get(message.topic())
+            .cloned()
+            .expect("the consumer subscribes to source topics only");
+        let key = (topic.clone(), partition);
+        if !self.retries.is_empty() && self.retries.get(&key).is_some_and(|r| r.due.is_some()) {
             // Fetched before the pause took effect; it will be read again after the retry.
             return Ok(());
         }
-        let raw = raw_record(message);
-        self.current_input = format!("{topic}/{partition}@{offset}");
-        let subtopology = self
-            .topology
-            .subtopology_of(topic)
-            .map(|s| s.id)
-            .expect("the consumer subscribes to source topics only");
+        let raw = raw_record(message, topic);
+        self.current_input = Some(raw.origin.clone());
         let id = TaskId {
             subtopology,
             partition,
@@ -375,20 +384,21 @@ impl ThreadState {
                 }
             }
             Err(TaskError::Unavailable { .. }) => {
-                self.schedule_retry(consumer, topic, partition, offset);
+                self.schedule_retry(consumer, key, offset);
                 return Ok(());
             }
             Err(e) => return Err(e.into()),
         }
-        self.retries.remove(&(topic.to_string(), partition));
+        if !self.retries.is_empty() {
+            self.retries.remove(&key);
+        }
         self.begin_transaction_if_needed()?;
         for record in out.drain(..) {
             self.send(record)?;
         }
         self.stats.consumed.fetch_add(1, Ordering::Relaxed);
         self.processed_since_commit += 1;
-        self.uncommitted
-            .insert((topic.to_string(), partition), offset + 1);
+        self.uncommitted.insert(key, offset + 1);
         Ok(())
     }
 
@@ -397,7 +407,7 @@ impl ThreadState {
             return Ok(());
         }
         self.last_tick = Instant::now();
-        self.current_input = "a punctuation".to_string();
+        self.current_input = None;
         let now = chrono::Utc::now().timestamp_millis();
         out.clear();
         for task in self.tasks.values_mut() {
@@ -465,7 +475,10 @@ impl ThreadState {
                     return Err(StreamThreadError::RecordTooLarge {
                         thread: self.index,
                         topic: record.topic.to_string(),
-                        input: self.current_input.clone(),
+                        input: match &self.current_input {
+                            Some(o) => format!("{}/{}@{}", o.topic, o.partition, o.offset),
+                            None => "a punctuation".to_string(),
+                        },
                     });
                 }
                 Err((e, _)) => return Err(self.kafka("producing a record", e)),
@@ -641,19 +654,19 @@ impl ThreadState {
                     partition: *partition,
                 });
             }
-            self.uncommitted.remove(&(topic.clone(), *partition));
-            self.retries.remove(&(topic.clone(), *partition));
+            let key = (Arc::from(topic.as_str()), *partition);
+            self.uncommitted.remove(&key);
+            self.retries.remove(&key);
         }
     }
 
     fn schedule_retry(
         &mut self,
         consumer: &BaseConsumer<ThreadContext>,
-        topic: &str,
-        partition: i32,
+        key: (Arc<str>, i32),
         offset: i64,
     ) {
-        let key = (topic.to_string(), partition);
+        let (topic, partition) = (&*key.0, key.1);
         let backoff = match self.retries.get(&key) {
             Some(previous) => (previous.backoff * 2).min(RETRY_BACKOFF_MAX),
             None => RETRY_BACKOFF_MIN,
@@ -745,7 +758,7 @@ fn rand_unit() -> f64 {
     f64::from(nanos % 1000) / 1000.0
 }
 
-fn raw_record(message: &BorrowedMessage<'_>) -> RawRecord {
+fn raw_record(message: &BorrowedMessage<'_>, topic: Arc<str>) -> RawRecord {
     let mut headers = Headers::new();
     if let Some(h) = message.headers() {
         for header in h.iter() {
@@ -758,7 +771,7 @@ fn raw_record(message: &BorrowedMessage<'_>) -> RawRecord {
         headers,
         timestamp: message.timestamp().to_millis().unwrap_or(0),
         origin: Origin {
-            topic: Arc::from(message.topic()),
+            topic,
             partition: message.partition(),
             offset: message.offset(),
         },
