@@ -3,7 +3,7 @@
 # librdkafka's TLS and SASL support), skipping those already present.
 set -euo pipefail
 missing=()
-for pkg in build-essential pkg-config libssl-dev libsasl2-dev zlib1g-dev "$@"; do
+for pkg in build-essential pkg-config libssl-dev libsasl2-dev zlib1g-dev libclang-dev "$@"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -9,7 +9,8 @@ log() { printf '\n== %s\n' "$*"; }
 # C toolchain and libraries for the -sys crates; node and npm for the Mermaid check.
 extra=()
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || extra=(nodejs npm)
-bash scripts/install-build-deps.sh "${extra[@]}"
+# prometheus: the real Prometheus server (and promtool) of tests/observability.rs.
+bash scripts/install-build-deps.sh "${extra[@]}" prometheus
 command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
 
 # The Kafka-protocol broker the integration tests start (one per test, on its own

@@ -213,6 +213,7 @@ struct Snapshot {
     dead_lettered: u64,
     commits: u64,
     aborts: u64,
+    lag: u64,
 }
 
 impl Snapshot {
@@ -224,15 +225,17 @@ impl Snapshot {
             dead_lettered: get(&stats.dead_lettered),
             commits: get(&stats.commits),
             aborts: get(&stats.aborts),
+            lag: stats.lag(),
         }
     }
 
     fn summary(&self, before: &Snapshot, over: Duration, uptime: Duration) -> String {
         let rate = |now: u64, then: u64| (now - then) as f64 / over.as_secs_f64().max(1e-9);
         format!(
-            "in {:.0}/s, out {:.0}/s | total in {}, out {}, dead-lettered {} | commits {}, aborts {} | up {:.0}s",
+            "in {:.0}/s, out {:.0}/s, lag {} | total in {}, out {}, dead-lettered {} | commits {}, aborts {} | up {:.0}s",
             rate(self.consumed, before.consumed),
             rate(self.produced, before.produced),
+            self.lag,
             self.consumed,
             self.produced - self.dead_lettered,
             self.dead_lettered,
@@ -268,12 +271,13 @@ fn run_demo(options: DemoOptions) -> Result<(), String> {
     let report = demo::run(&options, |stats, elapsed| {
         let s = Snapshot::of(stats);
         eprint!(
-            "\r  {:>6.1}s  in {:>8}  out {:>8}  dead-lettered {:>6}  commits {:>5}",
+            "\r  {:>6.1}s  in {:>8}  out {:>8}  dead-lettered {:>6}  commits {:>5}  lag {:>7}",
             elapsed.as_secs_f64(),
             s.consumed,
             s.produced - s.dead_lettered,
             s.dead_lettered,
-            s.commits
+            s.commits,
+            s.lag
         );
     })
     .map_err(|e| e.to_string())?;

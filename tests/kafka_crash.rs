@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use rand::Rng;
@@ -15,16 +15,13 @@ const KILLS: usize = 20;
 
 /// Starts a worker process; its log is appended to `<state_dir>/worker.log`.
 fn start_worker(broker: &TestBroker, guarantee: &str, state_dir: &std::path::Path) -> Child {
-    std::fs::create_dir_all(state_dir).unwrap();
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(state_dir.join("worker.log"))
-        .unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    let mut command = support::worker_command(
+        broker,
+        "normalization",
+        &format!("crash-{guarantee}"),
+        state_dir,
+    );
     command
-        .args(["run", "normalization", "--brokers", &broker.brokers])
-        .args(["--application-id", &format!("crash-{guarantee}")])
         .args(["--guarantee", guarantee])
         // Restarted workers take their old place in the group at once.
         .args(["--set", "static.membership=true"]);
@@ -32,16 +29,7 @@ fn start_worker(broker: &TestBroker, guarantee: &str, state_dir: &std::path::Pat
         // The default 5 s would let few workers that live a few seconds commit anything.
         command.args(["--set", "commit.interval.ms=1000"]);
     }
-    command.args(["--set", &format!("state.dir={}", state_dir.display())]);
-    for (key, value) in support::base_settings() {
-        command.args(["--set", &format!("{key}={value}")]);
-    }
-    command
-        .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("the sluice binary starts")
+    command.spawn().expect("the sluice binary starts")
 }
 
 /// Returns (valid inputs, outputs, duplicates).

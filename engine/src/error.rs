@@ -19,6 +19,9 @@ pub enum ErrorKind {
     Validation,
     /// An operator failed for another reason.
     Processing,
+    /// A state store could not be read or written. Not the record's fault: the task stops
+    /// whatever the error policy, and a restart restores the store from its changelog.
+    State,
 }
 
 impl ErrorKind {
@@ -28,6 +31,7 @@ impl ErrorKind {
             ErrorKind::Serialization => "serialization",
             ErrorKind::Validation => "validation",
             ErrorKind::Processing => "processing",
+            ErrorKind::State => "state",
         }
     }
 
@@ -37,6 +41,7 @@ impl ErrorKind {
             "serialization" => ErrorKind::Serialization,
             "validation" => ErrorKind::Validation,
             "processing" => ErrorKind::Processing,
+            "state" => ErrorKind::State,
             _ => return None,
         })
     }
@@ -66,6 +71,12 @@ impl ProcessError {
             message: message.into(),
             transient: false,
         }
+    }
+
+    /// A state store failed (never carries keys or values: the store error names the store
+    /// and the operation).
+    pub fn state(error: sluice_state::StoreError) -> Self {
+        Self::new(ErrorKind::State, error.to_string())
     }
 
     /// A service the record needs is unavailable; retry the record later.

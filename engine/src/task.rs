@@ -10,8 +10,12 @@
 //! fault: the task returns [`TaskError::Unavailable`] and the runtime retries the same
 //! record after a backoff, so an outage never fills the dead-letter topic.
 //!
-//! A task holds no Kafka client and does no I/O: the runtime around it owns consuming,
-//! producing and committing, which keeps this code path identical in tests.
+//! A task holds no Kafka client: the runtime around it owns consuming, producing and
+//! committing, which keeps this code path identical in tests. Its state stores are given
+//! to it (RocksDB in production, in memory in the TestDriver); their writes stay in a
+//! per-transaction overlay, undone with the input if any operator fails on it, until the
+//! runtime has committed their changelog records
+//! ([`Task::changelog_records`], [`Task::commit_stores`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -20,7 +24,7 @@ use std::time::Instant;
 
 use ::metrics::Counter;
 
-use crate::error::ProcessError;
+use crate::error::{ErrorKind, ProcessError};
 use crate::lineage::Lineage;
 use crate::metrics::{self, TaskMetrics};
 use crate::operators::source::Decoder;
@@ -28,6 +32,7 @@ use crate::operators::{DynRecord, InputMeta, Node, NodeContext};
 use crate::policy::{ErrorPolicy, FailedInput, dead_letter_record};
 use crate::record::{Origin, ProducerRecord, RawRecord};
 use crate::topology::{NodeKind, Topology};
+use sluice_state::{InMemoryKeyValueStore, TransactionalStore};
 
 /// A task's id, written `<sub-topology>_<partition>` as in Kafka Streams.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -87,6 +92,8 @@ struct TaskNode {
     node: Box<dyn Node>,
     children: Vec<usize>,
     records_in: Counter,
+    /// Indexes of the task's stores this node uses.
+    stores: Vec<usize>,
 }
 
 struct Source {
@@ -110,6 +117,10 @@ pub struct Task {
     /// Ticks so far: a tick's outputs take it as their origin offset, so that each tick's
     /// derived event ids are distinct even within one millisecond.
     ticks: i64,
+    /// The state stores of this task, in the order of [`Topology::stores`].
+    stores: Vec<TransactionalStore>,
+    /// Each store's changelog topic.
+    changelogs: Vec<Arc<str>>,
 }
 
 impl Task {
@@ -118,7 +129,44 @@ impl Task {
     /// # Panics
     /// If `subtopology` is not an index of `topology.subtopologies()`.
     pub fn new(topology: &Topology, subtopology: usize, partition: i32) -> Self {
+        let stores = topology
+            .stores()
+            .iter()
+            .filter(|s| s.subtopology == subtopology)
+            .map(|s| TransactionalStore::new(Box::new(InMemoryKeyValueStore::new(s.name.clone()))))
+            .collect();
+        Self::with_stores(topology, subtopology, partition, topology.name(), stores)
+    }
+
+    /// Instantiates the operators of `subtopology` for `partition` over the given stores:
+    /// one for each of the sub-topology's [`Topology::stores`], in that order. Changelog
+    /// topics are named after `application_id`.
+    ///
+    /// # Panics
+    /// If `subtopology` is not an index of `topology.subtopologies()`, or the stores do
+    /// not match the sub-topology's.
+    pub fn with_stores(
+        topology: &Topology,
+        subtopology: usize,
+        partition: i32,
+        application_id: &str,
+        stores: Vec<TransactionalStore>,
+    ) -> Self {
         let def = &topology.def;
+        let store_defs: Vec<_> = def
+            .stores
+            .iter()
+            .filter(|s| s.subtopology == subtopology)
+            .collect();
+        assert_eq!(
+            store_defs.len(),
+            stores.len(),
+            "one store per store of the sub-topology"
+        );
+        let changelogs = store_defs
+            .iter()
+            .map(|s| Arc::from(s.changelog_topic(application_id)))
+            .collect();
         let sub = &def.subtopologies[subtopology];
         let local: HashMap<usize, usize> = sub
             .nodes
@@ -151,6 +199,11 @@ impl Task {
                     node: (def_node.factory())(),
                     children: def_node.children.iter().map(|c| local[c]).collect(),
                     records_in: metrics::operator_records(&def.name, &def_node.name, partition),
+                    stores: def_node
+                        .stores
+                        .iter()
+                        .filter_map(|name| store_defs.iter().position(|s| &s.name == name))
+                        .collect(),
                 }
             })
             .collect();
@@ -169,6 +222,8 @@ impl Task {
             produced_by_topic: HashMap::new(),
             metrics: TaskMetrics::new(&def.name, partition),
             ticks: 0,
+            stores,
+            changelogs,
         }
     }
 
@@ -193,6 +248,9 @@ impl Task {
                     topic: input.origin.topic.to_string(),
                 })?;
         self.metrics.consumed.increment(1);
+        for store in &mut self.stores {
+            store.begin_input();
+        }
         let first_output = out.len();
         let source_node = source.node;
         let result = match source.decoder.decode(input) {
@@ -213,10 +271,17 @@ impl Task {
             }
             Err((node, error)) if error.transient => {
                 out.truncate(first_output);
+                self.rollback_stores();
                 Err(self.unavailable(node, error, &input.origin))
+            }
+            Err((node, error)) if error.kind == ErrorKind::State => {
+                out.truncate(first_output);
+                self.rollback_stores();
+                Err(self.failed(node, error, &input.origin))
             }
             Err((node, error)) => {
                 out.truncate(first_output);
+                self.rollback_stores();
                 let failed = FailedInput {
                     origin: &input.origin,
                     key: input.key.as_deref(),
@@ -247,13 +312,23 @@ impl Task {
         let mut outputs_for_input = 0;
         for index in 0..self.nodes.len() {
             let first_output = out.len();
-            let TaskNode { node, children, .. } = &mut self.nodes[index];
+            for store in &mut self.stores {
+                store.begin_input();
+            }
+            let TaskNode {
+                node,
+                children,
+                stores: node_stores,
+                ..
+            } = &mut self.nodes[index];
             let mut ctx = NodeContext {
                 forwarded: &mut self.forwarded,
                 children,
                 produced: out,
                 input: &meta,
                 outputs_for_input: &mut outputs_for_input,
+                stores: &mut self.stores,
+                node_stores,
             };
             let ticked = node.tick(now_ms, &mut ctx);
             if ticked.is_ok() {
@@ -268,10 +343,17 @@ impl Task {
                 Ok(()) => self.count_produced(&out[first_output..]),
                 Err((node, error)) if error.transient => {
                     out.truncate(first_output);
+                    self.rollback_stores();
                     return Err(self.unavailable(node, error, &meta.origin));
+                }
+                Err((node, error)) if error.kind == ErrorKind::State => {
+                    out.truncate(first_output);
+                    self.rollback_stores();
+                    return Err(self.failed(node, error, &meta.origin));
                 }
                 Err((node, error)) => {
                     out.truncate(first_output);
+                    self.rollback_stores();
                     let failed = FailedInput {
                         origin: &meta.origin,
                         key: None,
@@ -301,6 +383,68 @@ impl Task {
         Ok(())
     }
 
+    fn rollback_stores(&mut self) {
+        for store in &mut self.stores {
+            store.rollback_input();
+        }
+    }
+
+    /// Whether the task keeps state.
+    pub fn is_stateful(&self) -> bool {
+        !self.stores.is_empty()
+    }
+
+    /// The changelog records of every store's writes since the last commit, to be sent in
+    /// the transaction about to commit: the latest value of each key written (`None`, a
+    /// tombstone, for a delete), to the task's partition of the store's changelog topic.
+    pub fn changelog_records(&self, now_ms: i64, out: &mut Vec<ProducerRecord>) {
+        for (store, topic) in self.stores.iter().zip(&self.changelogs) {
+            for (key, value) in store.changes() {
+                out.push(ProducerRecord {
+                    topic: topic.clone(),
+                    partition: Some(self.id.partition),
+                    key: Some(key.to_vec()),
+                    value: value.map(<[u8]>::to_vec),
+                    headers: Default::default(),
+                    timestamp: now_ms,
+                });
+            }
+        }
+    }
+
+    /// After the transaction committed: writes each store's overlay to the store with its
+    /// new checkpoint, `checkpoint(changelog topic)` (the changelog offset after this
+    /// transaction's records, when it wrote any).
+    pub fn commit_stores(
+        &mut self,
+        checkpoint: impl Fn(&str) -> Option<i64>,
+    ) -> Result<(), sluice_state::StoreError> {
+        for (store, topic) in self.stores.iter_mut().zip(&self.changelogs) {
+            store.commit(checkpoint(topic))?;
+        }
+        Ok(())
+    }
+
+    /// After the transaction aborted: drops every store's writes since the last commit.
+    pub fn abort_stores(&mut self) {
+        for store in &mut self.stores {
+            store.abort();
+        }
+    }
+
+    /// Each store with its changelog topic (for restoring and for size metrics).
+    pub fn stores_mut(&mut self) -> impl Iterator<Item = (&mut TransactionalStore, &str)> {
+        self.stores
+            .iter_mut()
+            .zip(self.changelogs.iter().map(|t| &**t))
+    }
+
+    /// Gives the stores back, so a task rebuilt after an abort reuses them open.
+    pub fn into_stores(mut self) -> Vec<TransactionalStore> {
+        self.abort_stores();
+        std::mem::take(&mut self.stores)
+    }
+
     /// Runs the work list depth-first until it is empty.
     fn run_pending(
         &mut self,
@@ -313,6 +457,7 @@ impl Task {
                 node,
                 children,
                 records_in,
+                stores: node_stores,
                 ..
             } = &mut self.nodes[index];
             records_in.increment(1);
@@ -322,6 +467,8 @@ impl Task {
                 produced: out,
                 input: meta,
                 outputs_for_input,
+                stores: &mut self.stores,
+                node_stores,
             };
             if let Err(error) = node.process(record, &mut ctx) {
                 self.pending.clear();

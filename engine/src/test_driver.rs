@@ -6,6 +6,10 @@
 //! a topic that another sub-topology reads is fed to that sub-topology too, so multi-stage
 //! topologies run end to end. Every topic has one partition (0), and offsets count from 0.
 //!
+//! State: stateful operators get in-memory stores. As Kafka Streams' driver does, the
+//! driver commits after every piped record: each store's changes go to its changelog topic
+//! (`<topology>-<store>-changelog`, readable like any topic) and then into the store.
+//!
 //! Time: record timestamps default to the driver's wall clock, which starts at
 //! [`TestDriver::DEFAULT_START_MS`] and moves only when the test calls
 //! [`TestDriver::advance_wall_clock`], which also runs every operator's `on_tick`.
@@ -132,7 +136,30 @@ impl TestDriver {
             first_outcome.get_or_insert(outcome);
             queue.extend(produced);
         }
+        self.commit_state();
         Ok(first_outcome.unwrap_or(Outcome::Processed))
+    }
+
+    /// Sends every store's changes to its changelog topic and commits them to the store,
+    /// as the runtime does at each commit.
+    fn commit_state(&mut self) {
+        let mut changelog = Vec::new();
+        for task in &mut self.tasks {
+            if !task.is_stateful() {
+                continue;
+            }
+            changelog.clear();
+            task.changelog_records(self.wall_clock_ms, &mut changelog);
+            for record in changelog.drain(..) {
+                self.topics
+                    .entry(record.topic.to_string())
+                    .or_default()
+                    .push(record);
+            }
+            let topics = &self.topics;
+            task.commit_stores(|topic| topics.get(topic).map(|log| log.len() as i64))
+                .unwrap_or_else(|e| panic!("an in-memory store does not fail: {e}"));
+        }
     }
 
     /// Moves the wall clock forward and lets every operator act on the new time.
@@ -150,7 +177,9 @@ impl TestDriver {
 
     /// Runs every operator's commit hook, as the runtime does before it commits.
     pub fn commit(&mut self) -> Result<(), TaskError> {
-        self.tasks.iter_mut().try_for_each(Task::commit)
+        self.tasks.iter_mut().try_for_each(Task::commit)?;
+        self.commit_state();
+        Ok(())
     }
 
     /// The records written to `topic` since the last read of it.

@@ -112,6 +112,8 @@ impl Drop for TestBroker {
 pub fn base_settings() -> Vec<(&'static str, &'static str)> {
     vec![
         ("topic.replication.factor", "1"),
+        // Tests run in parallel: each worker serves its metrics on a free port.
+        ("metrics.address", "127.0.0.1:0"),
         ("startup.timeout.ms", "20000"),
         ("kafka.consumer.session.timeout.ms", "6000"),
         ("kafka.consumer.heartbeat.interval.ms", "1000"),
@@ -186,6 +188,7 @@ pub fn produce_orders_paced(
 /// One record read back: its key and its `event-id` header.
 pub struct ReadBack {
     pub key: Option<String>,
+    pub value: Option<Vec<u8>>,
     pub event_id: Option<String>,
     pub headers: HashMap<String, String>,
 }
@@ -239,6 +242,7 @@ pub fn read_all(brokers: &str, topic: &str, isolation: &str) -> Vec<ReadBack> {
                 .unwrap_or_default();
             out.push(ReadBack {
                 key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                value: m.payload().map(<[u8]>::to_vec),
                 event_id: headers.get("event-id").cloned(),
                 headers,
             });
@@ -291,6 +295,36 @@ pub fn caught_up(brokers: &str, group: &str, topics: &[&str]) -> bool {
             _ => end == 0,
         }
     })
+}
+
+/// A `sluice run` child process of a test: `topology` on the test broker as
+/// `application_id`, with the tests' base settings and the state dir, its log appended to
+/// `<state_dir>/worker.log`. Add flags and start it with `spawn`.
+pub fn worker_command(
+    broker: &TestBroker,
+    topology: &str,
+    application_id: &str,
+    state_dir: &Path,
+) -> Command {
+    std::fs::create_dir_all(state_dir).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(state_dir.join("worker.log"))
+        .unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    command
+        .args(["run", topology, "--brokers", &broker.brokers])
+        .args(["--application-id", application_id])
+        .args(["--set", &format!("state.dir={}", state_dir.display())]);
+    for (key, value) in base_settings() {
+        command.args(["--set", &format!("{key}={value}")]);
+    }
+    command
+        .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(log);
+    command
 }
 
 /// Waits until `condition` holds, polling; panics with `what` after `timeout`.

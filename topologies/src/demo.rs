@@ -97,6 +97,8 @@ pub fn run(
                 .to_string(),
             "demo",
         )
+        // Any free port: a demo must not fail because a worker already serves 9464.
+        .set("metrics.address", "127.0.0.1:0", "demo")
         // SLUICE_* variables apply, e.g. SLUICE_TOPIC_REPLICATION_FACTOR for a small cluster.
         .env(std::env::vars());
     let config = config.build().map_err(WorkerError::from)?;

@@ -3,13 +3,14 @@
 //! the external feeds send, the canonical shapes the platform publishes ([`canonical`],
 //! backed by the `.avsc` files under `src/schemas/`), the pure mappings between them
 //! ([`normalize`]), the topologies that run those mappings on the engine
-//! ([`normalization`]), and deterministic sample data for demos and tests ([`generator`]).
+//! ([`normalization`], [`order_activity`]), and deterministic sample data for demos and tests ([`generator`]).
 
 pub mod canonical;
 pub mod demo;
 pub mod generator;
 pub mod normalization;
 pub mod normalize;
+pub mod order_activity;
 
 use sluice_engine::Topology;
 
@@ -23,9 +24,16 @@ pub struct CatalogEntry {
 
 /// Every topology this crate ships.
 pub fn catalog() -> Vec<CatalogEntry> {
-    vec![CatalogEntry {
-        name: normalization::NAME,
-        description: "EHR and pharmacy medication orders -> canonical.medication-orders (Avro)",
-        build: || normalization::topology(normalization::local_output_serde()),
-    }]
+    vec![
+        CatalogEntry {
+            name: normalization::NAME,
+            description: "EHR and pharmacy medication orders -> canonical.medication-orders (Avro)",
+            build: || normalization::topology(normalization::local_output_serde()),
+        },
+        CatalogEntry {
+            name: order_activity::NAME,
+            description: "canonical.medication-orders -> running count of events per order (RocksDB state)",
+            build: order_activity::topology,
+        },
+    ]
 }

@@ -15,6 +15,7 @@
 //! Forwarding is depth-first: a record forwarded to several children reaches the first
 //! child's whole subtree before the second child sees it, as in Kafka Streams.
 
+mod aggregate;
 mod branch;
 mod filter;
 mod flat_map;
@@ -28,6 +29,7 @@ pub(crate) mod sink;
 pub(crate) mod source;
 mod try_map;
 
+pub use aggregate::GroupedStream;
 pub use branch::{BranchBuilder, Branches};
 
 use std::any::Any;
@@ -38,6 +40,7 @@ use crate::error::ProcessError;
 use crate::lineage::Lineage;
 use crate::record::{Headers, Origin, ProducerRecord, Record};
 use crate::topology::{NodeFactory, Stream};
+use sluice_state::TransactionalStore;
 
 impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
     /// Adds a node running the processors that `make` creates, one per task.
@@ -105,6 +108,33 @@ pub(crate) struct NodeContext<'a> {
     pub(crate) input: &'a InputMeta,
     /// How many records sinks have written for this input so far: numbers derived event ids.
     pub(crate) outputs_for_input: &'a mut u32,
+    /// The task's state stores.
+    pub(crate) stores: &'a mut [TransactionalStore],
+    /// Which of them this node uses, in the order the node declared them.
+    pub(crate) node_stores: &'a [usize],
+}
+
+impl NodeContext<'_> {
+    /// The node's `index`-th store.
+    ///
+    /// # Panics
+    /// If the node declared fewer stores: a bug in the operator, not in user code.
+    pub(crate) fn store(&mut self, index: usize) -> &mut TransactionalStore {
+        &mut self.stores[self.node_stores[index]]
+    }
+
+    /// Sends a typed record to every child.
+    pub(crate) fn forward_typed<K, V>(&mut self, record: Record<K, V>)
+    where
+        K: Clone + Send + 'static,
+        V: Clone + Send + 'static,
+    {
+        Output {
+            ctx: self,
+            _marker: PhantomData,
+        }
+        .forward(record);
+    }
 }
 
 /// An operator as the task runs it: type-erased.

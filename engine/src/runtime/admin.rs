@@ -42,6 +42,14 @@ pub enum AdminError {
         actual: i32,
         configured: i32,
     },
+    #[error(
+        "changelog topic `{topic}` has {actual} partitions but its store's source topics have {expected}: a changelog partition belongs to the task of the same partition; delete the changelog (its state is rebuilt from the sources only by reprocessing them) or restore the source partition count"
+    )]
+    ChangelogMismatch {
+        topic: String,
+        actual: i32,
+        expected: i32,
+    },
     #[error("cannot create topic `{topic}`: {reason}")]
     CreateTopic { topic: String, reason: String },
     #[error("Kafka admin call failed: {0}")]
@@ -144,7 +152,48 @@ pub fn prepare(topology: &Topology, config: &WorkerConfig) -> Result<(), AdminEr
         partitions,
         config.topic_replication_factor,
         config.startup_timeout,
-    )
+    )?;
+    prepare_changelogs(&admin, topology, config, &counts)
+}
+
+/// Creates each store's compacted changelog topic, with the partition count of the
+/// sub-topology that owns the store: task p writes partition p. An existing changelog
+/// with another count would send a task's state to another task's restore.
+fn prepare_changelogs(
+    admin: &AdminClient<DefaultClientContext>,
+    topology: &Topology,
+    config: &WorkerConfig,
+    counts: &BTreeMap<String, i32>,
+) -> Result<(), AdminError> {
+    for store in topology.stores() {
+        let partitions = topology.subtopologies()[store.subtopology]
+            .source_topics
+            .iter()
+            .filter_map(|t| counts.get(t))
+            .copied()
+            .max()
+            .unwrap_or(1);
+        let topic = store.changelog_topic(&config.application_id);
+        match counts.get(&topic) {
+            Some(&actual) if actual != partitions => {
+                return Err(AdminError::ChangelogMismatch {
+                    topic,
+                    actual,
+                    expected: partitions,
+                });
+            }
+            Some(_) => {}
+            None => create_topics_with(
+                admin,
+                std::slice::from_ref(&topic),
+                partitions,
+                config.topic_replication_factor,
+                &[("cleanup.policy", "compact")],
+                config.startup_timeout,
+            )?,
+        }
+    }
+    Ok(())
 }
 
 /// Creates `topics` (an existing one is fine) and waits until metadata shows them.
@@ -155,12 +204,29 @@ pub fn create_topics(
     replication_factor: i32,
     timeout: Duration,
 ) -> Result<(), AdminError> {
+    create_topics_with(admin, topics, partitions, replication_factor, &[], timeout)
+}
+
+/// Like [`create_topics`], with topic configs (`cleanup.policy` = `compact`, say).
+pub fn create_topics_with(
+    admin: &AdminClient<DefaultClientContext>,
+    topics: &[String],
+    partitions: i32,
+    replication_factor: i32,
+    configs: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<(), AdminError> {
     if topics.is_empty() {
         return Ok(());
     }
     let new: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication_factor)))
+        .map(|t| {
+            configs.iter().fold(
+                NewTopic::new(t, partitions, TopicReplication::Fixed(replication_factor)),
+                |topic, (key, value)| topic.set(key, value),
+            )
+        })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(timeout));
     let runtime = tokio::runtime::Builder::new_current_thread()

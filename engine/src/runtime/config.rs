@@ -98,6 +98,16 @@ const KEYS: &[(&str, Option<&str>, &str)] = &[
     ),
     ("state.dir", Some("/tmp/sluice"), "a directory path"),
     (
+        "state.cache.max.bytes",
+        Some("67108864"),
+        "a whole number of bytes from 1048576 to 1099511627776: the block cache all RocksDB stores of the worker share",
+    ),
+    (
+        "state.write.buffer.max.bytes",
+        Some("33554432"),
+        "a whole number of bytes from 1048576 to 1099511627776: the memtables all RocksDB stores of the worker share",
+    ),
+    (
         "topic.partitions",
         None,
         "a whole number from 1 to 10000: partitions of topics the worker creates (default: as many as its source topics have)",
@@ -111,6 +121,11 @@ const KEYS: &[(&str, Option<&str>, &str)] = &[
         "static.membership",
         Some("false"),
         "true or false: true gives each stream thread a group.instance.id derived from the state dir, so a restarted worker takes its old place at once, but a stopped worker's partitions move only after kafka.consumer.session.timeout.ms",
+    ),
+    (
+        "metrics.address",
+        Some("0.0.0.0:9464"),
+        "host:port for /metrics, /healthz and /readyz (port 0 picks a free one), or `off`",
     ),
     (
         "startup.timeout.ms",
@@ -170,11 +185,17 @@ pub struct WorkerConfig {
     pub processing_guarantee: ProcessingGuarantee,
     pub commit_interval: Duration,
     pub state_dir: PathBuf,
+    /// Block cache shared by every RocksDB store of the worker.
+    pub state_cache_max_bytes: usize,
+    /// Write buffers (memtables) shared by every RocksDB store of the worker.
+    pub state_write_buffer_max_bytes: usize,
     pub topic_partitions: Option<i32>,
     pub topic_replication_factor: i32,
     pub startup_timeout: Duration,
     /// Kafka static group membership (KIP-345) for the stream threads.
     pub static_membership: bool,
+    /// Where /metrics, /healthz and /readyz are served; `None` when `metrics.address=off`.
+    pub metrics_address: Option<std::net::SocketAddr>,
     /// librdkafka properties, without the `kafka.` prefix.
     pub kafka: BTreeMap<String, String>,
 }
@@ -202,10 +223,16 @@ impl fmt::Debug for WorkerConfig {
             .field("processing_guarantee", &self.processing_guarantee)
             .field("commit_interval", &self.commit_interval)
             .field("state_dir", &self.state_dir)
+            .field("state_cache_max_bytes", &self.state_cache_max_bytes)
+            .field(
+                "state_write_buffer_max_bytes",
+                &self.state_write_buffer_max_bytes,
+            )
             .field("topic_partitions", &self.topic_partitions)
             .field("topic_replication_factor", &self.topic_replication_factor)
             .field("startup_timeout", &self.startup_timeout)
             .field("static_membership", &self.static_membership)
+            .field("metrics_address", &self.metrics_address)
             .field("kafka", &kafka)
             .finish()
     }
@@ -310,6 +337,10 @@ impl ConfigBuilder {
     /// Reads every `SLUICE_*` variable of `vars` (pass `std::env::vars()`).
     pub fn env(&mut self, vars: impl IntoIterator<Item = (String, String)>) -> &mut Self {
         for (name, value) in vars {
+            // The crash-test hook (see runtime::failpoint) is not a configuration key.
+            if name == super::failpoint::ENV {
+                continue;
+            }
             if let Some(rest) = name.strip_prefix("SLUICE_") {
                 let key = rest.to_ascii_lowercase().replace('_', ".");
                 self.set(&key, value, &format!("environment variable {name}"));
@@ -410,6 +441,14 @@ impl ConfigBuilder {
         );
         let topic_partitions =
             number("topic.partitions", 1..=10_000, &mut errors).map(|n| n as i32);
+        let state_cache_max_bytes = number("state.cache.max.bytes", 1 << 20..=1 << 40, &mut errors)
+            .unwrap_or(64 << 20) as usize;
+        let state_write_buffer_max_bytes = number(
+            "state.write.buffer.max.bytes",
+            1 << 20..=1 << 40,
+            &mut errors,
+        )
+        .unwrap_or(32 << 20) as usize;
         let topic_replication_factor = match get("topic.replication.factor") {
             Some(v) => match v.trim().parse::<i32>() {
                 Ok(n) if n == -1 || (1..=32).contains(&n) => n,
@@ -430,6 +469,19 @@ impl ConfigBuilder {
                 errors.push(invalid("static.membership", other));
                 false
             }
+        };
+        let metrics_address = match get("metrics.address").unwrap_or("0.0.0.0:9464").trim() {
+            "off" => None,
+            address => match std::net::ToSocketAddrs::to_socket_addrs(address)
+                .ok()
+                .and_then(|mut a| a.next())
+            {
+                Some(address) => Some(address),
+                None => {
+                    errors.push(invalid("metrics.address", address));
+                    None
+                }
+            },
         };
         for (key, _) in self.values.iter() {
             let property = key.strip_prefix("kafka.").map(|k| {
@@ -463,10 +515,13 @@ impl ConfigBuilder {
                 processing_guarantee,
                 commit_interval,
                 state_dir: PathBuf::from(get("state.dir").unwrap_or("/tmp/sluice")),
+                state_cache_max_bytes,
+                state_write_buffer_max_bytes,
                 topic_partitions,
                 topic_replication_factor,
                 startup_timeout,
                 static_membership,
+                metrics_address,
                 kafka,
             }),
             1 => Err(errors.remove(0)),

@@ -15,15 +15,21 @@
 
 pub mod admin;
 pub mod config;
-pub(crate) mod metrics;
+pub mod failpoint;
+pub mod metrics;
+pub mod observability;
+pub mod restore;
 pub mod stream_thread;
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 pub use config::{ConfigBuilder, ConfigError, ProcessingGuarantee, WorkerConfig};
+pub use observability::{Health, ThreadStatus};
 pub use stream_thread::StreamThreadError;
 
 use crate::topology::Topology;
@@ -40,6 +46,27 @@ pub struct WorkerStats {
     pub commits: AtomicU64,
     pub aborts: AtomicU64,
     pub rebalances: AtomicU64,
+    /// Changelog records restored into stores.
+    pub restored: AtomicU64,
+    /// Consumer lag per stream thread, from librdkafka's statistics.
+    lag_by_thread: Mutex<BTreeMap<usize, u64>>,
+}
+
+impl WorkerStats {
+    /// Records between the committed offsets and the ends of every assigned partition, as
+    /// of the latest statistics (every few seconds).
+    pub fn lag(&self) -> u64 {
+        self.lag_by_thread
+            .lock()
+            .map(|l| l.values().sum())
+            .unwrap_or(0)
+    }
+
+    pub(crate) fn set_thread_lag(&self, thread: usize, lag: u64) {
+        if let Ok(mut l) = self.lag_by_thread.lock() {
+            l.insert(thread, lag);
+        }
+    }
 }
 
 /// Why a worker could not start or stopped with an error.
@@ -55,6 +82,8 @@ pub enum WorkerError {
     Spawn(String),
     #[error("cannot use state directory {path}: {reason}")]
     StateDir { path: String, reason: String },
+    #[error(transparent)]
+    Observability(#[from] observability::ObservabilityError),
 }
 
 /// A running worker; stop it with [`Worker::stop`] and wait with [`Worker::join`].
@@ -62,6 +91,9 @@ pub struct Worker {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<Result<(), StreamThreadError>>>,
     stats: Arc<WorkerStats>,
+    health: Arc<Health>,
+    /// Serves /metrics, /healthz and /readyz until the worker is dropped.
+    endpoint: Option<observability::Endpoint>,
 }
 
 impl Worker {
@@ -72,21 +104,49 @@ impl Worker {
         let process_id = process_id(&config.state_dir, &config.application_id)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(WorkerStats::default());
+        let health = Arc::new(Health::new(config.num_stream_threads));
+        // One memory budget for every RocksDB store of every thread.
+        let budget = sluice_state::StateBudget::new(
+            config.state_cache_max_bytes,
+            config.state_write_buffer_max_bytes,
+        );
+        let endpoint = match config.metrics_address {
+            Some(address) => {
+                let handle = observability::prometheus(&config.application_id);
+                metrics::register_at_zero();
+                Some(observability::Endpoint::start(
+                    address,
+                    handle,
+                    health.clone(),
+                )?)
+            }
+            None => None,
+        };
         let mut threads = Vec::new();
         for index in 0..config.num_stream_threads {
             let started = stream_thread::StreamThread::new(
                 index,
                 config.clone(),
                 topology.clone(),
-                stats.clone(),
-                stop.clone(),
+                stream_thread::WorkerShared {
+                    stats: stats.clone(),
+                    health: health.clone(),
+                    budget: budget.clone(),
+                    stop: stop.clone(),
+                },
                 &process_id,
             )
             .map_err(WorkerError::from)
             .and_then(|thread| {
+                let health = health.clone();
                 std::thread::Builder::new()
                     .name(format!("sluice-stream-{index}"))
-                    .spawn(move || thread.run())
+                    .spawn(move || {
+                        let result = thread.run();
+                        health.set(index, ThreadStatus::Stopped);
+                        stream_thread::publish_running(&health);
+                        result
+                    })
                     .map_err(|e| WorkerError::Spawn(e.to_string()))
             });
             match started {
@@ -111,11 +171,23 @@ impl Worker {
             stop,
             threads,
             stats,
+            health,
+            endpoint,
         })
     }
 
     pub fn stats(&self) -> &Arc<WorkerStats> {
         &self.stats
+    }
+
+    /// Each stream thread's state, as `/readyz` reports it.
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
+    /// Where /metrics, /healthz and /readyz are served (`None` with `metrics.address=off`).
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.endpoint.as_ref().map(observability::Endpoint::address)
     }
 
     /// The flag that stops the worker; setting it starts a graceful shutdown.

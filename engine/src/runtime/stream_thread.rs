@@ -34,16 +34,27 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::WorkerStats;
 use super::config::{KafkaClient, ProcessingGuarantee, WorkerConfig, redact_kafka_error};
+use super::failpoint;
+use super::observability::{Health, ThreadStatus};
+use super::restore::{RestoreError, Restorer};
 use crate::record::{Headers, Origin, ProducerRecord, RawRecord};
 use crate::task::{Task, TaskError, TaskId};
 use crate::topology::Topology;
+use sluice_state::{RocksDbStore, StateBudget, StoreError, TransactionalStore};
 
 /// How long a Kafka call that must finish before the loop goes on may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest a poll blocks, so that commits, ticks and shutdown are never late by more.
 const POLL_TIMEOUT: Duration = Duration::from_millis(20);
+/// How often librdkafka reports statistics (consumer lag), unless
+/// `kafka.consumer.statistics.interval.ms` says otherwise.
+const STATISTICS_INTERVAL_MS: &str = "5000";
 /// How often operators' `on_tick` runs.
 const TICK_INTERVAL: Duration = Duration::from_millis(100);
+/// How often store sizes are published as metrics.
+const STORE_SIZE_INTERVAL: Duration = Duration::from_secs(5);
+/// The delivery opaque of a changelog record, whose offset becomes a store checkpoint.
+const CHANGELOG: usize = 1;
 /// Backoff of a record whose operator reported a transient failure.
 const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -71,12 +82,26 @@ pub enum StreamThreadError {
         what: &'static str,
         source: KafkaError,
     },
+    #[error("stream thread {thread}: {source}")]
+    State { thread: usize, source: StoreError },
+    #[error("stream thread {thread}: {source}")]
+    Restore {
+        thread: usize,
+        source: Box<RestoreError>,
+    },
 }
 
-/// Counts failed deliveries; under at-least-once a commit checks it is still zero.
+/// What delivery reports tell: failed deliveries (under at-least-once a commit checks
+/// there are none), and the end offset of each changelog partition written, which becomes
+/// the checkpoint of the store after the commit.
 #[derive(Default)]
 pub(crate) struct ProducerStats {
     failed_deliveries: AtomicU64,
+    changelog_sent: AtomicU64,
+    /// Changelog records whose delivery was reported, delivered or not.
+    changelog_reported: AtomicU64,
+    /// (changelog topic, partition) -> offset after the last record delivered.
+    changelog_ends: Mutex<HashMap<(String, i32), i64>>,
 }
 
 pub(crate) struct DeliveryContext(Arc<ProducerStats>);
@@ -84,11 +109,25 @@ pub(crate) struct DeliveryContext(Arc<ProducerStats>);
 impl ClientContext for DeliveryContext {}
 
 impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = ();
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
         if result.is_err() {
             self.0.failed_deliveries.fetch_add(1, Ordering::Relaxed);
+        }
+        if opaque == CHANGELOG {
+            if let Ok(message) = result {
+                let mut ends = self
+                    .0
+                    .changelog_ends
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                let end = ends
+                    .entry((message.topic().to_string(), message.partition()))
+                    .or_insert(0);
+                *end = (*end).max(message.offset() + 1);
+            }
+            self.0.changelog_reported.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -107,6 +146,7 @@ pub(crate) struct ThreadState {
     sources: HashMap<String, (Arc<str>, usize)>,
     /// The input being handled (`None` during a punctuation), for errors.
     current_input: Option<Origin>,
+    end_to_end_latency: metrics::Histogram,
     config: Arc<WorkerConfig>,
     topology: Topology,
     stats: Arc<WorkerStats>,
@@ -122,6 +162,15 @@ pub(crate) struct ThreadState {
     callback_error: Option<StreamThreadError>,
     /// Partitions whose record waits for an unavailable service.
     retries: HashMap<(Arc<str>, i32), Retry>,
+    /// The worker's shared memory budget for RocksDB stores.
+    budget: StateBudget,
+    /// Reads changelogs into stores; made when the first stateful task starts.
+    restorer: Option<Restorer>,
+    /// Open stores of tasks dropped by an abort, up to date with the last commit, for the
+    /// rebuilt tasks to take back without a restore.
+    idle_stores: HashMap<TaskId, Vec<TransactionalStore>>,
+    health: Arc<Health>,
+    last_store_sizes: Instant,
 }
 
 /// A record retried after a transient failure.
@@ -135,15 +184,109 @@ struct Retry {
 
 pub(crate) struct ThreadContext {
     state: Mutex<Option<ThreadState>>,
+    index: usize,
+    read_committed: bool,
+    stats: Arc<WorkerStats>,
+    health: Arc<Health>,
+    /// Partitions whose lag gauge this thread set, so a revoked one is set to 0 rather
+    /// than left at its last value on this worker.
+    lag_reported: Mutex<Vec<(String, i32)>>,
 }
 
-impl ClientContext for ThreadContext {}
+impl ClientContext for ThreadContext {
+    /// Consumer lag from librdkafka's statistics: per assigned partition, the records
+    /// between the thread's position and the end of the partition (its last stable offset
+    /// under read_committed). Runs inside `poll`, on the stream thread.
+    ///
+    /// librdkafka's own `consumer_lag` counts from the offset committed through the
+    /// consumer, which under exactly-once it never sees (offsets are committed through the
+    /// producer's transaction), so it stays unknown; the position is what the thread has
+    /// actually read. Only the few fields needed are decoded.
+    fn stats_raw(&self, statistics: &[u8]) {
+        let statistics: LagStatistics = match serde_json::from_slice(statistics) {
+            Ok(s) => s,
+            Err(e) => {
+                log::debug!("stream thread {}: unreadable statistics: {e}", self.index);
+                return;
+            }
+        };
+        let mut reported = Vec::new();
+        let mut total = 0u64;
+        for (topic, stats) in &statistics.topics {
+            for (partition, p) in &stats.partitions {
+                // Partition -1 is librdkafka's internal unassigned queue; a lag of -1 is
+                // unknown (not fetching, or nothing committed or fetched yet).
+                let Ok(partition) = partition.parse::<i32>() else {
+                    continue;
+                };
+                let end = if self.read_committed {
+                    p.ls_offset
+                } else {
+                    p.hi_offset
+                };
+                let position = if p.app_offset >= 0 {
+                    p.app_offset
+                } else {
+                    p.committed_offset
+                };
+                if partition < 0 || p.fetch_state == "none" || end < 0 || position < 0 {
+                    continue;
+                }
+                let lag = (end - position).max(0);
+                super::metrics::consumer_lag(topic, partition, lag);
+                total += lag as u64;
+                reported.push((topic.clone(), partition));
+            }
+        }
+        self.stats.set_thread_lag(self.index, total);
+        let mut previous = self.lag_reported.lock().unwrap_or_else(|p| p.into_inner());
+        for (topic, partition) in previous.iter() {
+            if !reported.contains(&(topic.clone(), *partition)) {
+                super::metrics::consumer_lag(topic, *partition, 0);
+            }
+        }
+        *previous = reported;
+    }
+}
+
+/// The part of librdkafka's statistics report that consumer lag needs.
+#[derive(serde::Deserialize)]
+struct LagStatistics {
+    #[serde(default)]
+    topics: HashMap<String, LagTopic>,
+}
+
+#[derive(serde::Deserialize)]
+struct LagTopic {
+    #[serde(default)]
+    partitions: HashMap<String, LagPartition>,
+}
+
+#[derive(serde::Deserialize)]
+struct LagPartition {
+    #[serde(default)]
+    fetch_state: String,
+    #[serde(default = "unknown_offset")]
+    hi_offset: i64,
+    #[serde(default = "unknown_offset")]
+    ls_offset: i64,
+    /// The offset after the last record handed to the thread.
+    #[serde(default = "unknown_offset")]
+    app_offset: i64,
+    #[serde(default = "unknown_offset")]
+    committed_offset: i64,
+}
+
+fn unknown_offset() -> i64 {
+    -1
+}
 
 impl ConsumerContext for ThreadContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let mut guard = self.lock();
         let Some(state) = guard.as_mut() else { return };
         state.stats.rebalances.fetch_add(1, Ordering::Relaxed);
+        super::metrics::rebalance();
         if let Rebalance::Revoke(revoked) = rebalance {
             // Commit what is done before the partitions go to another member.
             if let Err(e) = state.commit(consumer) {
@@ -166,14 +309,16 @@ impl ConsumerContext for ThreadContext {
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(assigned) = rebalance {
-            let guard = self.lock();
-            if let Some(state) = guard.as_ref() {
-                log::info!(
-                    "stream thread {}: assigned {} partitions",
-                    state.index,
-                    assigned.count()
-                );
-            }
+            log::info!(
+                "stream thread {}: assigned {} partitions",
+                self.index,
+                assigned.count()
+            );
+            // A member of the group with its assignment (possibly empty): ready. Later
+            // rebalances keep it ready; they take seconds and flapping readiness would
+            // only make an orchestrator restart a healthy worker.
+            self.health.set(self.index, ThreadStatus::Running);
+            publish_running(&self.health);
         }
     }
 }
@@ -182,6 +327,17 @@ impl ThreadContext {
     fn lock(&self) -> MutexGuard<'_, Option<ThreadState>> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// What every stream thread of a worker shares.
+#[derive(Clone)]
+pub(crate) struct WorkerShared {
+    pub(crate) stats: Arc<WorkerStats>,
+    pub(crate) health: Arc<Health>,
+    /// The memory budget of every RocksDB store of the worker.
+    pub(crate) budget: StateBudget,
+    /// Set to stop the worker.
+    pub(crate) stop: Arc<AtomicBool>,
 }
 
 pub(crate) struct StreamThread {
@@ -196,10 +352,15 @@ impl StreamThread {
         index: usize,
         config: Arc<WorkerConfig>,
         topology: Topology,
-        stats: Arc<WorkerStats>,
-        stop: Arc<AtomicBool>,
+        shared: WorkerShared,
         process_id: &str,
     ) -> Result<Self, StreamThreadError> {
+        let WorkerShared {
+            stats,
+            health,
+            budget,
+            stop,
+        } = shared;
         let kafka = |what, source| StreamThreadError::Kafka {
             thread: index,
             what,
@@ -207,6 +368,11 @@ impl StreamThread {
         };
         let context = ThreadContext {
             state: Mutex::new(None),
+            index,
+            read_committed: config.processing_guarantee == ProcessingGuarantee::ExactlyOnceV2,
+            stats: stats.clone(),
+            health: health.clone(),
+            lag_reported: Mutex::new(Vec::new()),
         };
         let consumer: BaseConsumer<ThreadContext> = consumer_config(&config, index, process_id)
             .create_with_context(context)
@@ -241,6 +407,7 @@ impl StreamThread {
                 })
                 .collect(),
             current_input: None,
+            end_to_end_latency: super::metrics::end_to_end_latency(topology.name()),
             config,
             topology,
             stats,
@@ -252,6 +419,11 @@ impl StreamThread {
             processed_since_commit: 0,
             callback_error: None,
             retries: HashMap::new(),
+            budget,
+            restorer: None,
+            idle_stores: HashMap::new(),
+            health,
+            last_store_sizes: Instant::now(),
         });
         Ok(Self {
             consumer,
@@ -300,6 +472,8 @@ impl StreamThread {
                     // The topology asked to stop on this error, or no retry can help.
                     StreamThreadError::Task(TaskError::Failed { .. })
                     | StreamThreadError::RecordTooLarge { .. }
+                    | StreamThreadError::State { .. }
+                    | StreamThreadError::Restore { .. }
                     | StreamThreadError::Kafka {
                         source: KafkaError::MessageConsumptionFatal(_),
                         ..
@@ -371,11 +545,8 @@ impl ThreadState {
             subtopology,
             partition,
         };
-        let topology = &self.topology;
-        let task = self
-            .tasks
-            .entry(id)
-            .or_insert_with(|| Task::new(topology, subtopology, partition));
+        self.ensure_task(id)?;
+        let task = self.tasks.get_mut(&id).expect("ensured above");
         out.clear();
         match task.process(&raw, out) {
             Ok(outcome) => {
@@ -397,6 +568,14 @@ impl ThreadState {
             self.send(record)?;
         }
         self.stats.consumed.fetch_add(1, Ordering::Relaxed);
+        if raw.timestamp > 0 {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as i64;
+            self.end_to_end_latency
+                .record((now - raw.timestamp).max(0) as f64 / 1000.0);
+        }
         self.processed_since_commit += 1;
         self.uncommitted.insert(key, offset + 1);
         Ok(())
@@ -433,6 +612,15 @@ impl ThreadState {
     }
 
     fn send(&mut self, record: ProducerRecord) -> Result<(), StreamThreadError> {
+        self.send_with(record, 0)
+    }
+
+    /// Sends a record; `opaque` is [`CHANGELOG`] for changelog records.
+    fn send_with(
+        &mut self,
+        record: ProducerRecord,
+        opaque: usize,
+    ) -> Result<(), StreamThreadError> {
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
         for (key, value) in record.headers.iter() {
             headers = headers.insert(Header {
@@ -440,7 +628,7 @@ impl ThreadState {
                 value: Some(value),
             });
         }
-        let mut base = BaseRecord::<[u8], [u8]>::to(&record.topic)
+        let mut base = BaseRecord::<[u8], [u8], usize>::with_opaque_to(&record.topic, opaque)
             .headers(headers)
             .timestamp(record.timestamp);
         if let Some(key) = record.key.as_deref() {
@@ -455,7 +643,13 @@ impl ThreadState {
         loop {
             match self.producer.send(base) {
                 Ok(()) => {
-                    self.stats.produced.fetch_add(1, Ordering::Relaxed);
+                    if opaque == CHANGELOG {
+                        self.producer_stats
+                            .changelog_sent
+                            .fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        self.stats.produced.fetch_add(1, Ordering::Relaxed);
+                    }
                     return Ok(());
                 }
                 Err((
@@ -491,7 +685,20 @@ impl ThreadState {
         for task in self.tasks.values_mut() {
             task.commit()?;
         }
-        if self.uncommitted.is_empty() && !self.transaction_open {
+        // State changes since the last commit join the transaction as changelog records.
+        let mut changelog = Vec::new();
+        let now = chrono::Utc::now().timestamp_millis();
+        for task in self.tasks.values() {
+            task.changelog_records(now, &mut changelog);
+        }
+        let state_changed = !changelog.is_empty();
+        if state_changed {
+            self.begin_transaction_if_needed()?;
+            for record in changelog {
+                self.send_with(record, CHANGELOG)?;
+            }
+        }
+        if self.uncommitted.is_empty() && !self.transaction_open && !state_changed {
             return Ok(());
         }
         let started = Instant::now();
@@ -534,12 +741,15 @@ impl ThreadState {
                 .map_err(|e| self.kafka("committing offsets", e))?;
         }
         self.uncommitted.clear();
+        if state_changed {
+            self.write_state()?;
+        }
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
         self.stats.committed.fetch_add(
             std::mem::take(&mut self.processed_since_commit),
             Ordering::Relaxed,
         );
-        super::metrics::commit_duration(&self.config.application_id, started.elapsed());
+        super::metrics::commit(started.elapsed());
         Ok(())
     }
 
@@ -560,6 +770,7 @@ impl ThreadState {
                 );
                 self.replace_producer(consumer)?;
             }
+            super::metrics::transaction_aborted();
             self.transaction_open = false;
         } else if !self.exactly_once() {
             // Records already queued must not reach Kafka after the rewind; their failed
@@ -574,7 +785,13 @@ impl ThreadState {
         self.processed_since_commit = 0;
         self.uncommitted.clear();
         self.retries.clear();
-        self.tasks.clear();
+        // Stateful tasks keep their stores open: the abort dropped the overlays, and what
+        // is in RocksDB is exactly the last commit's state.
+        for (id, task) in self.tasks.drain() {
+            if task.is_stateful() {
+                self.idle_stores.insert(id, task.into_stores());
+            }
+        }
         let assignment = consumer
             .assignment()
             .map_err(|e| self.kafka("reading the assignment", e))?;
@@ -611,6 +828,134 @@ impl ThreadState {
         Ok(())
     }
 
+    /// After a commit: waits for the delivery reports of the changelog records (they carry
+    /// the offsets that become checkpoints), then writes every store's overlay with its
+    /// checkpoint in one batch.
+    fn write_state(&mut self) -> Result<(), StreamThreadError> {
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        let stats = &self.producer_stats;
+        while stats.changelog_reported.load(Ordering::Acquire)
+            < stats.changelog_sent.load(Ordering::Acquire)
+        {
+            if Instant::now() >= deadline {
+                return Err(self.kafka(
+                    "waiting for changelog delivery reports",
+                    KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::MessageTimedOut,
+                    ),
+                ));
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        // A crash here leaves RocksDB behind the committed changelog; start-up repairs it
+        // by restoring from the checkpoint.
+        failpoint::hit(failpoint::AFTER_COMMIT_BEFORE_STATE_WRITE);
+        let ends = stats
+            .changelog_ends
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let index = self.index;
+        for (id, task) in &mut self.tasks {
+            let partition = id.partition;
+            task.commit_stores(|topic| ends.get(&(topic.to_string(), partition)).copied())
+                .map_err(|source| StreamThreadError::State {
+                    thread: index,
+                    source,
+                })?;
+        }
+        if self.last_store_sizes.elapsed() >= STORE_SIZE_INTERVAL {
+            self.last_store_sizes = Instant::now();
+            for (id, task) in &mut self.tasks {
+                for (store, _) in task.stores_mut() {
+                    super::metrics::store_size(store, id.partition);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the task if it does not exist yet. A stateful task takes back its stores
+    /// if an abort left them open; otherwise it opens them and restores each from its
+    /// changelog before processing anything.
+    fn ensure_task(&mut self, id: TaskId) -> Result<(), StreamThreadError> {
+        if self.tasks.contains_key(&id) {
+            return Ok(());
+        }
+        let task = if self.topology.is_stateful(id.subtopology) {
+            let stores = match self.idle_stores.remove(&id) {
+                Some(stores) => stores,
+                None => self.open_stores(id)?,
+            };
+            Task::with_stores(
+                &self.topology,
+                id.subtopology,
+                id.partition,
+                &self.config.application_id,
+                stores,
+            )
+        } else {
+            Task::new(&self.topology, id.subtopology, id.partition)
+        };
+        self.tasks.insert(id, task);
+        Ok(())
+    }
+
+    /// Opens the task's stores under `<state.dir>/<application.id>/<task>/<store>` and
+    /// restores each from its changelog, from its checkpoint on.
+    fn open_stores(&mut self, id: TaskId) -> Result<Vec<TransactionalStore>, StreamThreadError> {
+        let index = self.index;
+        let state = |source| StreamThreadError::State {
+            thread: index,
+            source,
+        };
+        if self.restorer.is_none() {
+            self.restorer = Some(
+                Restorer::new(&self.config)
+                    .map_err(|e| self.kafka("creating the restore consumer", e))?,
+            );
+        }
+        self.health.set(index, ThreadStatus::Restoring);
+        publish_running(&self.health);
+        let dir = self
+            .config
+            .state_dir
+            .join(&self.config.application_id)
+            .join(id.to_string());
+        let mut stores = Vec::new();
+        for def in self
+            .topology
+            .stores()
+            .iter()
+            .filter(|s| s.subtopology == id.subtopology)
+        {
+            let mut store =
+                RocksDbStore::open(&dir.join(&def.name), &def.name, &self.budget).map_err(state)?;
+            let restored = self
+                .restorer
+                .as_ref()
+                .expect("made above")
+                .restore(
+                    &def.changelog_topic(&self.config.application_id),
+                    id.partition,
+                    &mut store,
+                )
+                .map_err(|source| StreamThreadError::Restore {
+                    thread: index,
+                    source,
+                })?;
+            self.stats
+                .restored
+                .fetch_add(restored.records, Ordering::Relaxed);
+            let store = TransactionalStore::new(Box::new(store));
+            super::metrics::store_size(&store, id.partition);
+            stores.push(store);
+        }
+        self.health.set(index, ThreadStatus::Running);
+        publish_running(&self.health);
+        Ok(stores)
+    }
+
     fn producer_is_unusable(&self, error: &StreamThreadError) -> bool {
         match error {
             StreamThreadError::Kafka {
@@ -625,7 +970,9 @@ impl ThreadState {
             }
             StreamThreadError::Task(_)
             | StreamThreadError::NoGroupMetadata { .. }
-            | StreamThreadError::RecordTooLarge { .. } => false,
+            | StreamThreadError::RecordTooLarge { .. }
+            | StreamThreadError::State { .. }
+            | StreamThreadError::Restore { .. } => false,
         }
     }
 
@@ -649,10 +996,14 @@ impl ThreadState {
     fn close_tasks(&mut self, partitions: &[(String, i32)]) {
         for (topic, partition) in partitions {
             if let Some(sub) = self.topology.subtopology_of(topic) {
-                self.tasks.remove(&TaskId {
+                let id = TaskId {
                     subtopology: sub.id,
                     partition: *partition,
-                });
+                };
+                // Dropping a task's stores flushes and closes them; their directories stay,
+                // so a later assignment restores only the changelog's tail.
+                self.tasks.remove(&id);
+                self.idle_stores.remove(&id);
             }
             let key = (Arc::from(topic.as_str()), *partition);
             self.uncommitted.remove(&key);
@@ -788,6 +1139,15 @@ fn consumer_config(config: &WorkerConfig, index: usize, process_id: &str) -> Cli
         // Range assignment gives partition p of every co-partitioned topic to one member,
         // so a task sees all of its inputs.
         .set("partition.assignment.strategy", "range")
+        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
+        // Prefetch per stream thread. librdkafka's defaults (100,000 records per partition,
+        // up to 64 MiB of payload) make prefetch most of a worker's memory under a backlog
+        // of small records: each queued record also costs a few hundred bytes of
+        // bookkeeping that the byte limit does not count. 10,000 records per partition and
+        // 16 MiB keep fetches large enough for full speed with a bound people can plan for.
+        // Override with kafka.consumer.queued.min.messages / queued.max.messages.kbytes.
+        .set("queued.min.messages", "10000")
+        .set("queued.max.messages.kbytes", "16384")
         .set(
             "isolation.level",
             match config.processing_guarantee {
@@ -843,4 +1203,13 @@ fn create_producer(
         discard_pending_offsets(&producer, consumer, topology)?;
     }
     Ok(producer)
+}
+
+/// Sets the gauge of running stream threads from the worker's health.
+pub(crate) fn publish_running(health: &Health) {
+    let running = (0..)
+        .map_while(|t| health.state(t))
+        .filter(|s| *s == ThreadStatus::Running)
+        .count();
+    super::metrics::threads_running(running);
 }

@@ -15,7 +15,7 @@ pub mod registry;
 
 pub use avro::{AvroSerde, WIRE_MAGIC_BYTE};
 pub use json::{EnvelopeSerde, JsonSerde};
-pub use primitives::{BytesSerde, OptionalSerde, StringSerde, UnitSerde};
+pub use primitives::{BytesSerde, I64Serde, OptionalSerde, StringSerde, UnitSerde};
 
 use crate::error::SerdeError;
 use crate::lineage::Lineage;
@@ -53,6 +53,10 @@ impl Serdes {
 
     pub fn unit() -> UnitSerde {
         UnitSerde
+    }
+
+    pub fn i64() -> I64Serde {
+        I64Serde
     }
 
     pub fn json<T>() -> JsonSerde<T> {

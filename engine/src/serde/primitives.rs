@@ -115,3 +115,25 @@ mod tests {
         assert_eq!(BytesSerde.serialize("t", &Vec::new()).unwrap(), None);
     }
 }
+
+/// A signed 64-bit integer as 8 big-endian bytes, as Kafka's `LongSerializer` writes it:
+/// counts and sums read by Java consumers too.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct I64Serde;
+
+impl Serde<i64> for I64Serde {
+    fn serialize(&self, _topic: &str, value: &i64) -> Result<Option<Vec<u8>>, SerdeError> {
+        Ok(Some(value.to_be_bytes().to_vec()))
+    }
+
+    fn deserialize(&self, _topic: &str, bytes: Option<&[u8]>) -> Result<i64, SerdeError> {
+        let bytes = bytes.ok_or_else(|| SerdeError::new("a 64-bit integer is null"))?;
+        let array: [u8; 8] = bytes.try_into().map_err(|_| {
+            SerdeError::new(format!(
+                "a 64-bit integer is 8 bytes, these are {}",
+                bytes.len()
+            ))
+        })?;
+        Ok(i64::from_be_bytes(array))
+    }
+}

@@ -6,7 +6,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use super::{
-    NodeDef, NodeFactory, NodeKind, SubTopology, Topology, TopologyDef, TopologyError, valid_name,
+    NodeDef, NodeFactory, NodeKind, StoreDef, SubTopology, Topology, TopologyDef, TopologyError,
+    valid_name,
 };
 use crate::operators::pass_through;
 use crate::operators::source::SourceDecoder;
@@ -43,6 +44,7 @@ impl Graph {
             parents: parents.to_vec(),
             children: Vec::new(),
             branch_of: None,
+            stores: Vec::new(),
         });
         index
     }
@@ -125,6 +127,7 @@ impl TopologyBuilder {
         validate(&graph, &mut errors);
         let subtopologies = split_subtopologies(&graph.nodes);
         check_loops(&graph.nodes, &subtopologies, &mut errors);
+        let stores = collect_stores(&graph.nodes, &subtopologies, &mut errors);
         match errors.len() {
             0 => Ok(Topology {
                 def: Arc::new(TopologyDef {
@@ -132,6 +135,7 @@ impl TopologyBuilder {
                     nodes: graph.nodes.clone(),
                     subtopologies,
                     policy: graph.policy.clone(),
+                    stores,
                 }),
             }),
             1 => Err(errors.remove(0)),
@@ -263,6 +267,44 @@ fn split_subtopologies(nodes: &[NodeDef]) -> Vec<SubTopology> {
     by_root.into_iter().map(|(_, s)| s).collect()
 }
 
+/// Every store, owned by the sub-topology of the node that uses it; each store belongs to
+/// one node.
+fn collect_stores(
+    nodes: &[NodeDef],
+    subs: &[SubTopology],
+    errors: &mut Vec<TopologyError>,
+) -> Vec<StoreDef> {
+    let mut stores: Vec<StoreDef> = Vec::new();
+    let mut users: HashMap<&str, &str> = HashMap::new();
+    for (index, node) in nodes.iter().enumerate() {
+        for store in &node.stores {
+            if !valid_name(store) || store.len() > 200 {
+                errors.push(TopologyError::InvalidStoreName {
+                    node: node.name.clone(),
+                    store: store.clone(),
+                });
+            }
+            if let Some(first) = users.insert(store, &node.name) {
+                errors.push(TopologyError::StoreUsedTwice {
+                    store: store.clone(),
+                    first: first.to_string(),
+                    second: node.name.clone(),
+                });
+                continue;
+            }
+            let subtopology = subs
+                .iter()
+                .find(|s| s.nodes.contains(&index))
+                .map_or(0, |s| s.id);
+            stores.push(StoreDef {
+                name: store.clone(),
+                subtopology,
+            });
+        }
+    }
+    stores
+}
+
 fn check_loops(nodes: &[NodeDef], subs: &[SubTopology], errors: &mut Vec<TopologyError>) {
     for sub in subs {
         let sources: HashMap<&str, &str> = sub
@@ -309,5 +351,19 @@ impl<K, V> Stream<K, V> {
             &[self.node],
         );
         Stream::new(self.graph.clone(), node)
+    }
+
+    /// Adds a processor node that keeps its state in the named stores.
+    pub(crate) fn add_stateful_node<K2, V2>(
+        &self,
+        name: &str,
+        operator: &'static str,
+        stores: &[&str],
+        factory: NodeFactory,
+    ) -> Stream<K2, V2> {
+        let stream = self.add_node(name, operator, false, factory);
+        self.graph.borrow_mut().nodes[stream.node].stores =
+            stores.iter().map(|s| s.to_string()).collect();
+        stream
     }
 }

@@ -34,6 +34,12 @@ impl Topology {
                             topics.join(", ")
                         )
                     }
+                    NodeKind::Processor { operator, .. } if !node.stores.is_empty() => writeln!(
+                        s,
+                        "    Processor: {} (operator: {operator}, stores: [{}])",
+                        node.name,
+                        node.stores.join(", ")
+                    ),
                     NodeKind::Processor { operator, .. } => {
                         writeln!(s, "    Processor: {} (operator: {operator})", node.name)
                     }

@@ -63,6 +63,8 @@ pub(crate) struct NodeDef {
     pub(crate) children: Vec<usize>,
     /// For the output node of a named branch: (branch node, branch name).
     pub(crate) branch_of: Option<(usize, String)>,
+    /// Names of the state stores the node reads and writes.
+    pub(crate) stores: Vec<String>,
 }
 
 impl NodeDef {
@@ -90,6 +92,23 @@ pub(crate) struct TopologyDef {
     pub(crate) nodes: Vec<NodeDef>,
     pub(crate) subtopologies: Vec<SubTopology>,
     pub(crate) policy: ErrorPolicy,
+    pub(crate) stores: Vec<StoreDef>,
+}
+
+/// A state store of the topology: named by the topology author, so that its directory and
+/// its changelog topic keep their names however the topology around it changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreDef {
+    pub name: String,
+    /// The sub-topology whose tasks own it (one store instance per task).
+    pub subtopology: usize,
+}
+
+impl StoreDef {
+    /// The store's compacted changelog topic for an application: `<application.id>-<store>-changelog`.
+    pub fn changelog_topic(&self, application_id: &str) -> String {
+        format!("{application_id}-{}-changelog", self.name)
+    }
 }
 
 /// A validated topology, cheap to clone and share between stream threads.
@@ -130,6 +149,16 @@ impl Topology {
             topics.insert(dlq.to_string());
         }
         topics
+    }
+
+    /// Every state store, in the order its operator was added.
+    pub fn stores(&self) -> &[StoreDef] {
+        &self.def.stores
+    }
+
+    /// Whether the tasks of `subtopology` keep state.
+    pub fn is_stateful(&self, subtopology: usize) -> bool {
+        self.def.stores.iter().any(|s| s.subtopology == subtopology)
     }
 
     /// The sub-topology that reads `topic`.
@@ -201,6 +230,18 @@ pub enum TopologyError {
         "`{node}` merges a stream of another builder: build both streams with one TopologyBuilder"
     )]
     ForeignStream { node: String },
+    #[error(
+        "store name `{store}` (node `{node}`) is invalid: use 1-200 characters from [A-Za-z0-9._-]"
+    )]
+    InvalidStoreName { node: String, store: String },
+    #[error(
+        "store `{store}` is used by `{first}` and `{second}`: give each stateful operator a store of its own"
+    )]
+    StoreUsedTwice {
+        store: String,
+        first: String,
+        second: String,
+    },
     #[error("{} problems in topology:\n  - {}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  - "))]
     Many(Vec<TopologyError>),
 }

@@ -1,0 +1,617 @@
+//! The end-to-end throughput harness: Sluice against bare rdkafka loops on a real
+//! Kafka-protocol broker, in the same run.
+//!
+//! A backlog of N 200-byte records over 8 partitions is written once; then each variant
+//! consumes all of it, applies the same stateless map and writes it to a topic of its own:
+//!
+//! * (a) `bare-eos`: a consume→produce loop on rdkafka with transactions committed every
+//!   100 ms (offsets through `send_offsets_to_transaction`), read_committed;
+//! * (b) `bare-alos`: the same loop without transactions, offsets committed after a flush
+//!   every 5 s;
+//! * (c) `sluice-eos`: a Sluice stateless `map_values` topology under exactly_once_v2
+//!   (commit.interval.ms 100);
+//! * (d) `sluice-alos`: the same under at_least_once (commit.interval.ms 5000);
+//! * (e) `sluice-normalization`: the normalization topology under exactly_once_v2, over a
+//!   backlog of N generated EHR and pharmacy orders (their own sizes).
+//!
+//! Every variant runs as a child process of this one, one stream thread each, so its peak
+//! RSS is its own. Throughput is counted from the first record consumed to the commit of
+//! the last. Then, with the variant caught up, 2,000 records are written at 1,000 a second
+//! and read back (read_committed) from the variant's output: their end-to-end latency is
+//! the reader's clock minus the input record's timestamp, which every variant keeps.
+//!
+//! `cargo bench --bench e2e_throughput` runs N = `SLUICE_E2E_RECORDS` (default 1,000,000)
+//! `SLUICE_E2E_RUNS` times (default 3) and prints the medians and the ratios c/a and d/b.
+//! Run as a test (`cargo test --bench e2e_throughput`) it processes 20,000 records once
+//! and checks that every variant wrote every record.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use sluice_engine::runtime::{ConfigBuilder, Worker, admin};
+use sluice_engine::{Serdes, Topology, TopologyBuilder};
+use sluice_topologies::demo::send_waiting;
+use sluice_topologies::generator::OrderGenerator;
+use sluice_topologies::normalization::{self, EHR_TOPIC, OUTPUT_TOPIC, PHARMACY_TOPIC};
+
+const INPUT_TOPIC: &str = "e2e.input";
+const PARTITIONS: i32 = 8;
+const VALUE_BYTES: usize = 200;
+const LATENCY_RECORDS: u64 = 2_000;
+const LATENCY_RATE: f64 = 1_000.0;
+
+const VARIANTS: [&str; 5] = [
+    "bare-eos",
+    "bare-alos",
+    "sluice-eos",
+    "sluice-alos",
+    "sluice-normalization",
+];
+
+/// What one variant measured, printed by the child as one line.
+#[derive(Clone, Debug, Default)]
+struct Measured {
+    records: u64,
+    seconds: f64,
+    bytes: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+    peak_rss_mb: f64,
+    outputs: u64,
+}
+
+impl Measured {
+    fn records_per_second(&self) -> f64 {
+        self.records as f64 / self.seconds
+    }
+
+    fn megabytes_per_second(&self) -> f64 {
+        self.bytes as f64 / self.seconds / 1e6
+    }
+
+    fn to_line(&self) -> String {
+        format!(
+            "E2E-RESULT {} {} {} {} {} {} {}",
+            self.records,
+            self.seconds,
+            self.bytes,
+            self.p50_ms,
+            self.p99_ms,
+            self.peak_rss_mb,
+            self.outputs
+        )
+    }
+
+    fn from_line(line: &str) -> Option<Self> {
+        let f: Vec<&str> = line.strip_prefix("E2E-RESULT ")?.split(' ').collect();
+        Some(Self {
+            records: f[0].parse().ok()?,
+            seconds: f[1].parse().ok()?,
+            bytes: f[2].parse().ok()?,
+            p50_ms: f[3].parse().ok()?,
+            p99_ms: f[4].parse().ok()?,
+            peak_rss_mb: f[5].parse().ok()?,
+            outputs: f[6].parse().ok()?,
+        })
+    }
+}
+
+fn main() {
+    if let Ok(variant) = std::env::var("SLUICE_E2E_CHILD") {
+        let measured = run_child(&variant);
+        println!("{}", measured.to_line());
+        return;
+    }
+    let benching = std::env::args().any(|a| a == "--bench");
+    let env_number = |key: &str, default: u64| {
+        std::env::var(key)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let (records, runs) = if benching {
+        (
+            env_number("SLUICE_E2E_RECORDS", 1_000_000),
+            env_number("SLUICE_E2E_RUNS", 3),
+        )
+    } else {
+        (20_000, 1)
+    };
+    println!(
+        "end-to-end harness: {records} records of {VALUE_BYTES} bytes over {PARTITIONS} partitions, {runs} run(s), one stream thread per variant"
+    );
+    let mut results: HashMap<&str, Vec<Measured>> = HashMap::new();
+    for run in 0..runs {
+        // A fresh broker per run: every run starts from the same empty log.
+        let broker = support::TestBroker::start();
+        write_backlog(&broker, records);
+        for variant in VARIANTS {
+            let measured = run_variant(&broker, variant, run, records);
+            println!(
+                "run {run} {variant:<22} {:>9.0} rec/s {:>6.1} MB/s  p50 {:>6.1} ms  p99 {:>6.1} ms  peak RSS {:>6.1} MB",
+                measured.records_per_second(),
+                measured.megabytes_per_second(),
+                measured.p50_ms,
+                measured.p99_ms,
+                measured.peak_rss_mb
+            );
+            assert!(
+                measured.outputs >= records,
+                "{variant} wrote {} of {records} records",
+                measured.outputs
+            );
+            results.entry(variant).or_default().push(measured);
+        }
+    }
+    print_table(&results, runs);
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn print_table(results: &HashMap<&str, Vec<Measured>>, runs: u64) {
+    println!("\nmedians of {runs} run(s):\n");
+    println!(
+        "| variant | records/s | MB/s | p50 latency (ms) | p99 latency (ms) | peak RSS (MB) |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    let mut rate = HashMap::new();
+    for (letter, variant) in ["a", "b", "c", "d", "e"].iter().zip(VARIANTS) {
+        let m = &results[variant];
+        let pick = |f: fn(&Measured) -> f64| median(m.iter().map(f).collect());
+        let r = pick(Measured::records_per_second);
+        rate.insert(*letter, r);
+        println!(
+            "| ({letter}) {variant} | {r:.0} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            pick(Measured::megabytes_per_second),
+            pick(|m| m.p50_ms),
+            pick(|m| m.p99_ms),
+            pick(|m| m.peak_rss_mb)
+        );
+    }
+    println!(
+        "\nc/a (Sluice exactly-once / bare transactional loop) = {:.2}   (goal >= 0.90)",
+        rate["c"] / rate["a"]
+    );
+    println!(
+        "d/b (Sluice at-least-once / bare loop)               = {:.2}   (goal >= 0.95)",
+        rate["d"] / rate["b"]
+    );
+}
+
+/// N records of 200 bytes to the map variants' input, and N generated orders (half per
+/// feed) to the normalization inputs.
+fn write_backlog(broker: &support::TestBroker, records: u64) {
+    broker.create_topics(&[INPUT_TOPIC, EHR_TOPIC, PHARMACY_TOPIC], PARTITIONS);
+    let producer = backlog_producer(&broker.brokers);
+    for i in 0..records {
+        send_waiting(&producer, INPUT_TOPIC, &format!("k{i}"), &value_of(i));
+    }
+    let mut generator = OrderGenerator::new(5);
+    for _ in 0..records / 2 {
+        let ehr = generator.next_ehr();
+        send_waiting(&producer, EHR_TOPIC, &ehr.key, &ehr.value);
+        let pharmacy = generator.next_pharmacy();
+        send_waiting(&producer, PHARMACY_TOPIC, &pharmacy.key, &pharmacy.value);
+    }
+    producer.flush(Duration::from_secs(300)).unwrap();
+}
+
+fn backlog_producer(brokers: &str) -> ThreadedProducer<DefaultProducerContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "500000")
+        .create()
+        .unwrap()
+}
+
+fn value_of(i: u64) -> Vec<u8> {
+    let mut value = format!("{{\"seq\":{i},\"body\":\"").into_bytes();
+    while value.len() < VALUE_BYTES - 2 {
+        value.push(b'a' + (value.len() as u64 * 7 + i) as u8 % 26);
+    }
+    value.extend_from_slice(b"\"}");
+    value
+}
+
+/// The stateless map every map variant applies: the value with its ASCII letters in
+/// upper case.
+fn transform(value: &[u8]) -> Vec<u8> {
+    value.to_ascii_uppercase()
+}
+
+fn output_topic(variant: &str, run: u64) -> String {
+    format!("e2e.out.{variant}.{run}")
+}
+
+fn run_variant(broker: &support::TestBroker, variant: &str, run: u64, records: u64) -> Measured {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .env("SLUICE_E2E_CHILD", variant)
+        .env("SLUICE_E2E_BROKERS", &broker.brokers)
+        .env("SLUICE_E2E_RUN", run.to_string())
+        .env("SLUICE_E2E_N", records.to_string())
+        .env("RUST_LOG", "warn,rdkafka=off")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{variant} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .find_map(Measured::from_line)
+        .unwrap_or_else(|| panic!("{variant} printed no result:\n{stdout}"))
+}
+
+/// Runs one variant in this (child) process.
+fn run_child(variant: &str) -> Measured {
+    let brokers = std::env::var("SLUICE_E2E_BROKERS").unwrap();
+    let run: u64 = std::env::var("SLUICE_E2E_RUN").unwrap().parse().unwrap();
+    let records: u64 = std::env::var("SLUICE_E2E_N").unwrap().parse().unwrap();
+    let output = match variant {
+        "sluice-normalization" => OUTPUT_TOPIC.to_string(),
+        _ => output_topic(variant, run),
+    };
+    let application_id = format!("e2e-{variant}-{run}");
+    let progress = Arc::new(Progress::default());
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let processor: Box<dyn FnOnce() + Send> = match variant {
+        "bare-eos" | "bare-alos" => {
+            let settings = ConfigBuilder::new()
+                .set("application.id", "admin", "e2e")
+                .set("bootstrap.servers", brokers.clone(), "e2e")
+                .build()
+                .unwrap();
+            let admin = admin::admin_client(&settings).unwrap();
+            admin::create_topics(
+                &admin,
+                std::slice::from_ref(&output),
+                PARTITIONS,
+                1,
+                Duration::from_secs(30),
+            )
+            .unwrap();
+            let (brokers, progress, stop, output) = (
+                brokers.clone(),
+                progress.clone(),
+                stop.clone(),
+                output.clone(),
+            );
+            let transactional = variant == "bare-eos";
+            Box::new(move || {
+                bare_loop(
+                    &brokers,
+                    &application_id,
+                    &output,
+                    transactional,
+                    &progress,
+                    &stop,
+                )
+            })
+        }
+        _ => {
+            let (topology, guarantee) = match variant {
+                "sluice-eos" => (map_topology(&output), "exactly_once_v2"),
+                "sluice-alos" => (map_topology(&output), "at_least_once"),
+                _ => (
+                    normalization::topology(normalization::local_output_serde()),
+                    "exactly_once_v2",
+                ),
+            };
+            let state_dir = std::env::temp_dir().join(format!("sluice-e2e-{application_id}"));
+            let config = ConfigBuilder::new()
+                .set("application.id", application_id, "e2e")
+                .set("bootstrap.servers", brokers.clone(), "e2e")
+                .set("processing.guarantee", guarantee, "e2e")
+                .set("state.dir", state_dir.display().to_string(), "e2e")
+                .set("topic.replication.factor", "1", "e2e")
+                .set("metrics.address", "off", "e2e")
+                .build()
+                .unwrap();
+            let (progress, stop) = (progress.clone(), stop.clone());
+            Box::new(move || {
+                let worker = Worker::start(topology, config).unwrap();
+                let stats = worker.stats().clone();
+                while !stop.load(Ordering::Relaxed) {
+                    progress.observe(
+                        stats.consumed.load(Ordering::Relaxed),
+                        stats.committed.load(Ordering::Relaxed),
+                    );
+                    std::thread::sleep(Duration::from_micros(500));
+                }
+                worker.stop();
+                worker.join().unwrap();
+            })
+        }
+    };
+    let processing = std::thread::spawn(processor);
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    while progress.committed.load(Ordering::Relaxed) < records {
+        assert!(Instant::now() < deadline, "{variant} took over an hour");
+        assert!(!processing.is_finished(), "{variant} stopped early");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let seconds = progress.seconds();
+    let bytes = match variant {
+        "sluice-normalization" => input_bytes(&brokers, &[EHR_TOPIC, PHARMACY_TOPIC]),
+        _ => records * VALUE_BYTES as u64,
+    };
+
+    let latencies = measure_latency(&brokers, variant, &output);
+    stop.store(true, Ordering::Relaxed);
+    processing.join().unwrap();
+    let outputs = committed_count(&brokers, &output);
+    let quantile = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize] as f64;
+    Measured {
+        records,
+        seconds,
+        bytes,
+        p50_ms: quantile(0.50),
+        p99_ms: quantile(0.99),
+        peak_rss_mb: peak_rss_mb(),
+        outputs,
+    }
+}
+
+/// Records consumed and committed, and when the first was consumed and the last committed.
+#[derive(Default)]
+struct Progress {
+    consumed: AtomicU64,
+    committed: AtomicU64,
+    first_consumed: std::sync::OnceLock<Instant>,
+    last_committed: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Progress {
+    fn observe(&self, consumed: u64, committed: u64) {
+        if consumed > 0 {
+            self.first_consumed.get_or_init(Instant::now);
+        }
+        self.consumed.store(consumed, Ordering::Relaxed);
+        if committed > self.committed.load(Ordering::Relaxed) {
+            *self.last_committed.lock().unwrap() = Some(Instant::now());
+            self.committed.store(committed, Ordering::Relaxed);
+        }
+    }
+
+    fn seconds(&self) -> f64 {
+        let first = *self.first_consumed.get().unwrap();
+        let last = self.last_committed.lock().unwrap().unwrap();
+        (last - first).as_secs_f64()
+    }
+}
+
+fn map_topology(output: &str) -> Topology {
+    let builder = TopologyBuilder::new("e2e-map");
+    builder
+        .source("input", &[INPUT_TOPIC], Serdes::bytes(), Serdes::bytes())
+        .map_values("upper", |v: Vec<u8>| transform(&v))
+        .to("output", output, Serdes::bytes(), Serdes::bytes());
+    builder.build().unwrap()
+}
+
+/// The floor: one consumer, one producer, the same map, no engine.
+fn bare_loop(
+    brokers: &str,
+    group: &str,
+    output: &str,
+    transactional: bool,
+    progress: &Progress,
+    stop: &AtomicBool,
+) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "range")
+        .set(
+            "isolation.level",
+            if transactional {
+                "read_committed"
+            } else {
+                "read_uncommitted"
+            },
+        )
+        .create()
+        .unwrap();
+    consumer.subscribe(&[INPUT_TOPIC]).unwrap();
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5");
+    if transactional {
+        config.set("transactional.id", format!("{group}-bare"));
+    } else {
+        config.set("enable.idempotence", "true");
+    }
+    let producer: ThreadedProducer<DefaultProducerContext> = config.create().unwrap();
+    let timeout = Duration::from_secs(30);
+    let interval = Duration::from_millis(if transactional { 100 } else { 5000 });
+    if transactional {
+        producer.init_transactions(timeout).unwrap();
+    }
+    let mut offsets: HashMap<i32, i64> = HashMap::new();
+    let (mut consumed, mut committed) = (0u64, 0u64);
+    let mut transaction_open = false;
+    let mut last_commit = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        if let Some(message) = consumer.poll(Duration::from_millis(20)) {
+            let message = message.unwrap();
+            if transactional && !transaction_open {
+                producer.begin_transaction().unwrap();
+                transaction_open = true;
+            }
+            let value = transform(message.payload().unwrap_or_default());
+            let mut record = BaseRecord::<[u8], [u8]>::to(output)
+                .payload(&value)
+                .timestamp(message.timestamp().to_millis().unwrap_or(0));
+            if let Some(key) = message.key() {
+                record = record.key(key);
+            }
+            let mut record = Some(record);
+            while let Some(r) = record.take() {
+                if let Err((_, back)) = producer.send(r) {
+                    record = Some(back);
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            offsets.insert(message.partition(), message.offset() + 1);
+            consumed += 1;
+            progress.observe(consumed, committed);
+        }
+        if last_commit.elapsed() >= interval && !offsets.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for (partition, offset) in offsets.drain() {
+                tpl.add_partition_offset(INPUT_TOPIC, partition, Offset::Offset(offset))
+                    .unwrap();
+            }
+            if transactional {
+                let metadata = consumer.group_metadata().unwrap();
+                producer
+                    .send_offsets_to_transaction(&tpl, &metadata, timeout)
+                    .unwrap();
+                producer.commit_transaction(timeout).unwrap();
+                transaction_open = false;
+            } else {
+                producer.flush(timeout).unwrap();
+                consumer.commit(&tpl, CommitMode::Sync).unwrap();
+            }
+            committed = consumed;
+            progress.observe(consumed, committed);
+            last_commit = Instant::now();
+        }
+    }
+}
+
+/// Writes 2,000 records at 1,000/s to the variant's input and reads them back from its
+/// output; returns the end-to-end latencies in milliseconds, sorted.
+fn measure_latency(brokers: &str, variant: &str, output: &str) -> Vec<i64> {
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("e2e-latency-reader-{variant}"))
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..PARTITIONS {
+        assignment
+            .add_partition_offset(output, partition, Offset::End)
+            .unwrap();
+    }
+    reader.assign(&assignment).unwrap();
+    // Let the reader reach the ends before the first latency record is written.
+    for _ in 0..20 {
+        reader.poll(Duration::from_millis(50));
+    }
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "0")
+        .create()
+        .unwrap();
+    let normalization = variant == "sluice-normalization";
+    let writer = std::thread::spawn(move || {
+        let started = Instant::now();
+        let mut generator = OrderGenerator::new(99);
+        for i in 0..LATENCY_RECORDS {
+            if normalization {
+                let order = generator.next_ehr();
+                send_waiting(&producer, EHR_TOPIC, &order.key, &order.value);
+            } else {
+                send_waiting(&producer, INPUT_TOPIC, &format!("lat{i}"), &value_of(i));
+            }
+            let due = started + Duration::from_secs_f64((i + 1) as f64 / LATENCY_RATE);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+    });
+    let mut latencies = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while (latencies.len() as u64) < LATENCY_RECORDS {
+        assert!(
+            Instant::now() < deadline,
+            "{variant}: only {} of {LATENCY_RECORDS} latency records came out",
+            latencies.len()
+        );
+        if let Some(Ok(message)) = reader.poll(Duration::from_millis(50)) {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as i64;
+            latencies.push(now - message.timestamp().to_millis().unwrap_or(now));
+        }
+    }
+    writer.join().unwrap();
+    latencies.sort_unstable();
+    latencies
+}
+
+/// Records in the committed part of `topic`, by its watermarks.
+fn committed_count(brokers: &str, topic: &str) -> u64 {
+    support::read_committed(brokers, topic).len() as u64
+}
+
+/// Bytes of the values in `topics` (the normalization inputs vary in size).
+fn input_bytes(brokers: &str, topics: &[&str]) -> u64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "e2e-size-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    let mut remaining = 0i64;
+    for topic in topics {
+        for partition in 0..PARTITIONS {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, partition, Duration::from_secs(10))
+                .unwrap();
+            remaining += high - low;
+            assignment
+                .add_partition_offset(topic, partition, Offset::Beginning)
+                .unwrap();
+        }
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut bytes = 0u64;
+    while remaining > 0 {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            bytes += m.payload().map_or(0, <[u8]>::len) as u64;
+            remaining -= 1;
+        }
+    }
+    bytes
+}
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}

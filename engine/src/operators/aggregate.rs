@@ -1,0 +1,249 @@
+//! group_by_key, then count, reduce or aggregate: a running aggregate per key, kept in a
+//! state store the topology author names, and emitted as a stream of updates (the
+//! changelog stream of the table it builds).
+//!
+//! The store holds the key and the aggregate in bytes, encoded with the serdes given to
+//! `group_by_key` and to the aggregation. Each update is written to the store inside the
+//! task's transaction and reaches the store's changelog topic with the same commit as the
+//! input's offset and the update's output, so after any crash the counts are exactly
+//! those of the committed inputs. A record whose key encodes to null has no group: it is
+//! dropped and counted (`reason="null-key"`), as Kafka Streams does.
+//!
+//! ```
+//! use sluice_engine::{Serdes, TestDriver, TopologyBuilder};
+//!
+//! let builder = TopologyBuilder::new("orders-per-patient");
+//! builder
+//!     .source("orders", &["orders"], Serdes::string(), Serdes::string())
+//!     .group_by_key(Serdes::string(), Serdes::string())
+//!     .count("count", "orders-per-patient")
+//!     .to("counts", "order-counts", Serdes::string(), Serdes::i64());
+//! let mut driver = TestDriver::new(builder.build().unwrap());
+//! for patient in ["p1", "p2", "p1"] {
+//!     driver.pipe_raw("orders", Some(patient.as_bytes()), Some(b"order")).unwrap();
+//! }
+//!
+//! let counts = driver.read("order-counts", &Serdes::string(), &Serdes::i64()).unwrap();
+//! let updates: Vec<(&str, i64)> = counts.iter().map(|r| (r.key.as_str(), r.value)).collect();
+//! assert_eq!(updates, [("p1", 1), ("p2", 1), ("p1", 2)]);
+//! ```
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use super::{DynRecord, Node, NodeContext};
+use crate::error::{ErrorKind, ProcessError};
+use crate::record::Record;
+use crate::serde::{I64Serde, Serde};
+use crate::topology::Stream;
+
+/// A stream grouped by its key, ready to aggregate.
+pub struct GroupedStream<K, V> {
+    stream: Stream<K, V>,
+    key_serde: Arc<dyn Serde<K>>,
+    value_serde: Arc<dyn Serde<V>>,
+}
+
+impl<K, V> Stream<K, V>
+where
+    K: Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// Groups records by their current key. The serdes encode the key in the store and
+    /// changelog, and the value where an aggregation stores values (`reduce`).
+    pub fn group_by_key(
+        &self,
+        key_serde: impl Serde<K>,
+        value_serde: impl Serde<V>,
+    ) -> GroupedStream<K, V> {
+        GroupedStream {
+            stream: self.clone(),
+            key_serde: Arc::new(key_serde),
+            value_serde: Arc::new(value_serde),
+        }
+    }
+}
+
+impl<K, V> GroupedStream<K, V>
+where
+    K: Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// The number of records per key so far.
+    pub fn count(&self, name: &str, store: &str) -> Stream<K, i64> {
+        self.aggregate_with(name, "count", store, || 0, |_, _, n| n + 1, I64Serde)
+    }
+
+    /// Combines each record's value with the key's aggregate so far; the first value of a
+    /// key is its aggregate.
+    pub fn reduce<F>(&self, name: &str, store: &str, reducer: F) -> Stream<K, V>
+    where
+        F: Fn(V, V) -> V + Send + Sync + 'static,
+    {
+        let serde = SharedSerde(self.value_serde.clone());
+        let reducer = Arc::new(reducer);
+        self.aggregate_optional(
+            name,
+            "reduce",
+            store,
+            serde,
+            move |_, value, current| match current {
+                Some(current) => reducer(current, value),
+                None => value,
+            },
+        )
+    }
+
+    /// Folds each record into the key's aggregate, starting from `initial()`.
+    pub fn aggregate<A, I, F>(
+        &self,
+        name: &str,
+        store: &str,
+        initial: I,
+        fold: F,
+        aggregate_serde: impl Serde<A>,
+    ) -> Stream<K, A>
+    where
+        A: Clone + Send + Sync + 'static,
+        I: Fn() -> A + Send + Sync + 'static,
+        F: Fn(&K, V, A) -> A + Send + Sync + 'static,
+    {
+        self.aggregate_with(name, "aggregate", store, initial, fold, aggregate_serde)
+    }
+
+    fn aggregate_with<A, I, F>(
+        &self,
+        name: &str,
+        operator: &'static str,
+        store: &str,
+        initial: I,
+        fold: F,
+        aggregate_serde: impl Serde<A>,
+    ) -> Stream<K, A>
+    where
+        A: Clone + Send + Sync + 'static,
+        I: Fn() -> A + Send + Sync + 'static,
+        F: Fn(&K, V, A) -> A + Send + Sync + 'static,
+    {
+        self.aggregate_optional(
+            name,
+            operator,
+            store,
+            aggregate_serde,
+            move |k, v, current| fold(k, v, current.unwrap_or_else(&initial)),
+        )
+    }
+
+    fn aggregate_optional<A, F>(
+        &self,
+        name: &str,
+        operator: &'static str,
+        store: &str,
+        aggregate_serde: impl Serde<A>,
+        fold: F,
+    ) -> Stream<K, A>
+    where
+        A: Clone + Send + Sync + 'static,
+        F: Fn(&K, V, Option<A>) -> A + Send + Sync + 'static,
+    {
+        let shared = Arc::new(Aggregation {
+            store: Arc::from(store),
+            key_serde: self.key_serde.clone(),
+            aggregate_serde,
+            fold,
+            _marker: PhantomData,
+        });
+        let topology = self.stream.graph.borrow().name.clone();
+        let node = name.to_string();
+        let factory = Arc::new(move || {
+            Box::new(AggregateNode {
+                shared: shared.clone(),
+                null_keys: crate::metrics::dropped(&topology, &node, "null-key"),
+            }) as Box<dyn Node>
+        });
+        self.stream
+            .add_stateful_node(name, operator, &[store], factory)
+    }
+}
+
+/// A serde shared behind an `Arc` (the grouped stream's value serde, reused by `reduce`).
+struct SharedSerde<T>(Arc<dyn Serde<T>>);
+
+impl<T: 'static> Serde<T> for SharedSerde<T> {
+    fn serialize(&self, topic: &str, value: &T) -> Result<Option<Vec<u8>>, crate::SerdeError> {
+        self.0.serialize(topic, value)
+    }
+
+    fn deserialize(&self, topic: &str, bytes: Option<&[u8]>) -> Result<T, crate::SerdeError> {
+        self.0.deserialize(topic, bytes)
+    }
+}
+
+/// What every task's instance of one aggregation shares.
+struct Aggregation<K, V, A, S, F> {
+    store: Arc<str>,
+    key_serde: Arc<dyn Serde<K>>,
+    aggregate_serde: S,
+    fold: F,
+    _marker: PhantomData<fn(V) -> A>,
+}
+
+struct AggregateNode<K, V, A, S, F> {
+    shared: Arc<Aggregation<K, V, A, S, F>>,
+    null_keys: metrics::Counter,
+}
+
+impl<K, V, A, S, F> Node for AggregateNode<K, V, A, S, F>
+where
+    K: Clone + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+    A: Clone + Send + Sync + 'static,
+    S: Serde<A>,
+    F: Fn(&K, V, Option<A>) -> A + Send + Sync + 'static,
+{
+    fn process(
+        &mut self,
+        record: DynRecord,
+        ctx: &mut NodeContext<'_>,
+    ) -> Result<(), ProcessError> {
+        let shared = &*self.shared;
+        let store_name = &*shared.store;
+        let record: Record<K, V> = record.into_typed();
+        let key = shared
+            .key_serde
+            .serialize(store_name, &record.key)
+            .map_err(|e| ProcessError::from_serde(ErrorKind::Serialization, "group key", e))?;
+        let Some(key) = key else {
+            self.null_keys.increment(1);
+            return Ok(());
+        };
+        let store = ctx.store(0);
+        let current = match store.get(&key).map_err(ProcessError::state)? {
+            Some(bytes) => Some(
+                shared
+                    .aggregate_serde
+                    .deserialize(store_name, Some(&bytes))
+                    .map_err(|e| {
+                        ProcessError::from_serde(ErrorKind::Deserialization, "stored aggregate", e)
+                    })?,
+            ),
+            None => None,
+        };
+        let next = (shared.fold)(&record.key, record.value, current);
+        let bytes = shared
+            .aggregate_serde
+            .serialize(store_name, &next)
+            .map_err(|e| ProcessError::from_serde(ErrorKind::Serialization, "aggregate", e))?;
+        match bytes {
+            Some(bytes) => store.put(&key, bytes),
+            None => store.delete(&key),
+        }
+        ctx.forward_typed(Record {
+            key: record.key,
+            value: next,
+            headers: record.headers,
+            timestamp: record.timestamp,
+        });
+        Ok(())
+    }
+}
