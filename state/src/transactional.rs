@@ -61,21 +61,18 @@ impl TransactionalStore {
         self.undo.push((key.to_vec(), replaced));
     }
 
-    /// Entries within the bounds, in key order, as this transaction sees them.
-    pub fn range(&self, from: Bound<&[u8]>, to: Bound<&[u8]>) -> Result<Vec<Entry>, StoreError> {
-        let mut merged = BTreeMap::new();
-        for entry in self.base.range(from, to) {
-            let (key, value) = entry?;
-            merged.insert(key, Some(value));
+    /// Entries within the bounds, in key order, as this transaction sees them: the
+    /// committed store's entries merged with the overlay's, lazily, so a scan that stops
+    /// early reads only what it used.
+    pub fn range<'a>(
+        &'a self,
+        from: Bound<&[u8]>,
+        to: Bound<&[u8]>,
+    ) -> impl Iterator<Item = Result<Entry, StoreError>> + 'a {
+        Merged {
+            committed: self.base.range(from, to).peekable(),
+            overlay: self.pending.range::<[u8], _>((from, to)).peekable(),
         }
-        let bounds = (from.map(<[u8]>::to_vec), to.map(<[u8]>::to_vec));
-        for (key, value) in self.pending.range(bounds) {
-            merged.insert(key.clone(), value.clone());
-        }
-        Ok(merged
-            .into_iter()
-            .filter_map(|(k, v)| v.map(|v| (k, v)))
-            .collect())
     }
 
     /// Starts the writes of one input record.
@@ -146,6 +143,39 @@ impl TransactionalStore {
 
     pub fn approximate_bytes(&self) -> u64 {
         self.base.approximate_bytes()
+    }
+}
+
+/// Two key-ordered streams merged; on equal keys the overlay wins, and an overlay delete
+/// hides the committed entry.
+struct Merged<'a, C: Iterator<Item = Result<Entry, StoreError>>> {
+    committed: std::iter::Peekable<C>,
+    overlay: std::iter::Peekable<std::collections::btree_map::Range<'a, Vec<u8>, Pending>>,
+}
+
+impl<C: Iterator<Item = Result<Entry, StoreError>>> Iterator for Merged<'_, C> {
+    type Item = Result<Entry, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let order = match (self.committed.peek(), self.overlay.peek()) {
+                (None, None) => return None,
+                (Some(Err(_)), _) | (Some(Ok(_)), None) => return self.committed.next(),
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some(Ok((committed, _))), Some((overlay, _))) => committed.cmp(*overlay),
+            };
+            match order {
+                std::cmp::Ordering::Less => return self.committed.next(),
+                std::cmp::Ordering::Equal => {
+                    self.committed.next();
+                }
+                std::cmp::Ordering::Greater => {}
+            }
+            let (key, value) = self.overlay.next().expect("peeked");
+            if let Some(value) = value {
+                return Some(Ok((key.clone(), value.clone())));
+            }
+        }
     }
 }
 
@@ -220,7 +250,11 @@ mod tests {
         s.delete(b"b");
         s.put(b"c", b"2".to_vec());
         s.put(b"d", b"2".to_vec());
-        let entries = s.range(Bound::Unbounded, Bound::Unbounded).unwrap();
+        s.delete(b"e");
+        let entries: Vec<Entry> = s
+            .range(Bound::Unbounded, Bound::Unbounded)
+            .collect::<Result<_, _>>()
+            .unwrap();
         assert_eq!(
             entries,
             [
