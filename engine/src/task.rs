@@ -199,9 +199,11 @@ impl Task {
                     node: (def_node.factory())(),
                     children: def_node.children.iter().map(|c| local[c]).collect(),
                     records_in: metrics::operator_records(&def.name, &def_node.name, partition),
+                    // Owned stores first, then the stores the node reads.
                     stores: def_node
                         .stores
                         .iter()
+                        .chain(&def_node.reads)
                         .filter_map(|name| store_defs.iter().position(|s| &s.name == name))
                         .collect(),
                 }

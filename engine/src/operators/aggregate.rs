@@ -34,7 +34,7 @@ use std::sync::Arc;
 use super::{DynRecord, Node, NodeContext};
 use crate::error::{ErrorKind, ProcessError};
 use crate::record::Record;
-use crate::serde::{I64Serde, Serde};
+use crate::serde::{I64Serde, Serde, SharedSerde};
 use crate::topology::Stream;
 
 /// A stream grouped by its key, ready to aggregate.
@@ -42,6 +42,26 @@ pub struct GroupedStream<K, V> {
     stream: Stream<K, V>,
     key_serde: Arc<dyn Serde<K>>,
     value_serde: Arc<dyn Serde<V>>,
+}
+
+impl<K, V> Clone for GroupedStream<K, V> {
+    fn clone(&self) -> Self {
+        Self {
+            stream: self.stream.clone(),
+            key_serde: self.key_serde.clone(),
+            value_serde: self.value_serde.clone(),
+        }
+    }
+}
+
+impl<K, V> GroupedStream<K, V> {
+    pub(crate) fn stream(&self) -> &Stream<K, V> {
+        &self.stream
+    }
+
+    pub(crate) fn key_serde(&self) -> Arc<dyn Serde<K>> {
+        self.key_serde.clone()
+    }
 }
 
 impl<K, V> Stream<K, V>
@@ -163,19 +183,6 @@ where
         });
         self.stream
             .add_stateful_node(name, operator, &[store], factory)
-    }
-}
-
-/// A serde shared behind an `Arc` (the grouped stream's value serde, reused by `reduce`).
-struct SharedSerde<T>(Arc<dyn Serde<T>>);
-
-impl<T: 'static> Serde<T> for SharedSerde<T> {
-    fn serialize(&self, topic: &str, value: &T) -> Result<Option<Vec<u8>>, crate::SerdeError> {
-        self.0.serialize(topic, value)
-    }
-
-    fn deserialize(&self, topic: &str, bytes: Option<&[u8]>) -> Result<T, crate::SerdeError> {
-        self.0.deserialize(topic, bytes)
     }
 }
 

@@ -20,6 +20,7 @@ mod branch;
 mod filter;
 mod flat_map;
 mod for_each;
+mod join;
 mod map;
 mod map_values;
 mod merge;
@@ -27,10 +28,14 @@ mod peek;
 mod process;
 pub(crate) mod sink;
 pub(crate) mod source;
+mod table;
 mod try_map;
+mod windowed;
 
 pub use aggregate::GroupedStream;
 pub use branch::{BranchBuilder, Branches};
+pub use table::Table;
+pub use windowed::{TimeWindows, Windowed, WindowedSerde, WindowedStream};
 
 use std::any::Any;
 use std::marker::PhantomData;

@@ -39,6 +39,20 @@ pub trait Serde<T>: Send + Sync + 'static {
     fn stamp(&self, _value: &mut T, _cause: &Lineage) {}
 }
 
+/// A serde shared behind an `Arc`, for operators that encode one type in several places
+/// (a table's source and its store, a grouped stream's values and a reduce's store).
+pub(crate) struct SharedSerde<T>(pub(crate) std::sync::Arc<dyn Serde<T>>);
+
+impl<T: 'static> Serde<T> for SharedSerde<T> {
+    fn serialize(&self, topic: &str, value: &T) -> Result<Option<Vec<u8>>, SerdeError> {
+        self.0.serialize(topic, value)
+    }
+
+    fn deserialize(&self, topic: &str, bytes: Option<&[u8]>) -> Result<T, SerdeError> {
+        self.0.deserialize(topic, bytes)
+    }
+}
+
 /// Shorthands for the serdes that come with the engine.
 pub struct Serdes;
 

@@ -45,6 +45,7 @@ impl Graph {
             children: Vec::new(),
             branch_of: None,
             stores: Vec::new(),
+            reads: Vec::new(),
         });
         index
     }
@@ -231,7 +232,12 @@ fn split_subtopologies(nodes: &[NodeDef]) -> Vec<SubTopology> {
         i
     }
     for (i, node) in nodes.iter().enumerate() {
-        for &p in &node.parents {
+        // A node that reads another's store belongs with it: both run in one task.
+        let owners = node
+            .reads
+            .iter()
+            .filter_map(|store| nodes.iter().position(|owner| owner.stores.contains(store)));
+        for p in node.parents.iter().copied().chain(owners) {
             let (a, b) = (find(&mut root, i), find(&mut root, p));
             root[a.max(b)] = a.min(b);
         }
@@ -302,6 +308,16 @@ fn collect_stores(
             });
         }
     }
+    for node in nodes {
+        for store in &node.reads {
+            if !users.contains_key(store.as_str()) {
+                errors.push(TopologyError::UnknownStore {
+                    node: node.name.clone(),
+                    store: store.clone(),
+                });
+            }
+        }
+    }
     stores
 }
 
@@ -361,9 +377,35 @@ impl<K, V> Stream<K, V> {
         stores: &[&str],
         factory: NodeFactory,
     ) -> Stream<K2, V2> {
-        let stream = self.add_node(name, operator, false, factory);
+        self.add_stateful_node_with(name, operator, false, stores, factory)
+    }
+
+    /// Like [`Stream::add_stateful_node`]; a `terminal` node may have no children.
+    pub(crate) fn add_stateful_node_with<K2, V2>(
+        &self,
+        name: &str,
+        operator: &'static str,
+        terminal: bool,
+        stores: &[&str],
+        factory: NodeFactory,
+    ) -> Stream<K2, V2> {
+        let stream = self.add_node(name, operator, terminal, factory);
         self.graph.borrow_mut().nodes[stream.node].stores =
             stores.iter().map(|s| s.to_string()).collect();
+        stream
+    }
+
+    /// Adds a processor node that reads a store another node owns; it runs in that
+    /// node's sub-topology.
+    pub(crate) fn add_reading_node<K2, V2>(
+        &self,
+        name: &str,
+        operator: &'static str,
+        store: &str,
+        factory: NodeFactory,
+    ) -> Stream<K2, V2> {
+        let stream = self.add_node(name, operator, false, factory);
+        self.graph.borrow_mut().nodes[stream.node].reads = vec![store.to_string()];
         stream
     }
 }

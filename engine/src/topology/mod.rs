@@ -63,8 +63,11 @@ pub(crate) struct NodeDef {
     pub(crate) children: Vec<usize>,
     /// For the output node of a named branch: (branch node, branch name).
     pub(crate) branch_of: Option<(usize, String)>,
-    /// Names of the state stores the node reads and writes.
+    /// Names of the state stores the node owns (reads and writes).
     pub(crate) stores: Vec<String>,
+    /// Names of stores another node owns that this node reads (a join reading a table).
+    /// A reader runs in its store's sub-topology, so it sees the same task's store.
+    pub(crate) reads: Vec<String>,
 }
 
 impl NodeDef {
@@ -234,6 +237,8 @@ pub enum TopologyError {
         "store name `{store}` (node `{node}`) is invalid: use 1-200 characters from [A-Za-z0-9._-]"
     )]
     InvalidStoreName { node: String, store: String },
+    #[error("`{node}` reads store `{store}`, which no operator of the topology owns")]
+    UnknownStore { node: String, store: String },
     #[error(
         "store `{store}` is used by `{first}` and `{second}`: give each stateful operator a store of its own"
     )]
