@@ -2,7 +2,8 @@
 //! order in RocksDB stores backed by changelog topics. The counts stay exact when a
 //! worker is killed again and again, when its state directory is lost, when it keeps it
 //! (then only the changelog's tail is restored), and when it dies between a committed
-//! transaction and the write of that transaction's state to RocksDB.
+//! transaction and the write of that transaction's state to RocksDB. A stream joined with
+//! a table reads the table's rows from the same task's RocksDB store.
 
 mod support;
 
@@ -405,4 +406,92 @@ fn walk_size(dir: &Path) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
+}
+
+#[test]
+fn a_stream_joined_with_a_table_on_the_broker_sees_the_rows_in_rocksdb() {
+    use sluice_engine::{Serdes, TopologyBuilder};
+    const DRUGS: usize = 200;
+    let broker = TestBroker::start();
+    broker.create_topics(&["drug-reference", "drug-orders"], 8);
+    let builder = TopologyBuilder::new("enrich-orders");
+    let drugs = builder.table(
+        "drugs",
+        "drug-reference",
+        "drug-reference",
+        Serdes::string(),
+        Serdes::string(),
+    );
+    builder
+        .source(
+            "orders",
+            &["drug-orders"],
+            Serdes::string(),
+            Serdes::string(),
+        )
+        .join_table("with-drug", &drugs, |_, order, drug| {
+            format!("{order}|{drug}")
+        })
+        .to(
+            "out",
+            "drug-orders.enriched",
+            Serdes::string(),
+            Serdes::string(),
+        );
+    let topology = builder.build().unwrap();
+    let app = "enrich-join";
+    let config = broker.worker_config(app, &temp_dir("join"), &[]);
+    let worker = Worker::start(topology, config).unwrap();
+    let stats = worker.stats().clone();
+
+    let producer: rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
+        rdkafka::config::ClientConfig::new()
+            .set("bootstrap.servers", &broker.brokers)
+            .create()
+            .unwrap();
+    let ndc = |i: usize| format!("ndc-{i:04}");
+    for i in 0..DRUGS {
+        send_waiting(
+            &producer,
+            "drug-reference",
+            &ndc(i),
+            format!("drug {i}").as_bytes(),
+        );
+    }
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(30)).unwrap();
+    // Orders only once every row is in the table, so each order finds its row.
+    support::wait_until("the table loaded", Duration::from_secs(120), || {
+        stats.committed.load(Ordering::Relaxed) >= DRUGS as u64
+    });
+    for i in 0..DRUGS * 2 {
+        send_waiting(
+            &producer,
+            "drug-orders",
+            &ndc(i % DRUGS),
+            format!("order {i}").as_bytes(),
+        );
+    }
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(30)).unwrap();
+    support::wait_until("every order committed", Duration::from_secs(120), || {
+        support::caught_up(&broker.brokers, app, &["drug-reference", "drug-orders"])
+    });
+    worker.stop();
+    worker.join().unwrap();
+
+    let out = support::read_committed(&broker.brokers, "drug-orders.enriched");
+    assert_eq!(out.len(), DRUGS * 2, "every order joined exactly once");
+    for record in out {
+        let key = record.key.unwrap();
+        let value = String::from_utf8(record.value.unwrap()).unwrap();
+        let drug = key.trim_start_matches("ndc-").parse::<usize>().unwrap();
+        assert!(
+            value.ends_with(&format!("|drug {drug}")),
+            "{key} joined the wrong row: {value}"
+        );
+    }
+    assert_eq!(
+        support::read_committed(&broker.brokers, &format!("{app}-drug-reference-changelog")).len(),
+        DRUGS,
+        "the table's rows went to its own changelog, once each"
+    );
 }
