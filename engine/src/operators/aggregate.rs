@@ -31,8 +31,8 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use super::{DynRecord, Node, NodeContext};
-use crate::error::{ErrorKind, ProcessError};
+use super::{DynRecord, Node, NodeContext, encode_key, read_value, write_value};
+use crate::error::ProcessError;
 use crate::record::Record;
 use crate::serde::{I64Serde, Serde, SharedSerde};
 use crate::topology::Stream;
@@ -214,37 +214,16 @@ where
         ctx: &mut NodeContext<'_>,
     ) -> Result<(), ProcessError> {
         let shared = &*self.shared;
-        let store_name = &*shared.store;
         let record: Record<K, V> = record.into_typed();
-        let key = shared
-            .key_serde
-            .serialize(store_name, &record.key)
-            .map_err(|e| ProcessError::from_serde(ErrorKind::Serialization, "group key", e))?;
-        let Some(key) = key else {
+        let Some(key) = encode_key(&*shared.key_serde, &shared.store, &record.key, "group key")?
+        else {
             self.null_keys.increment(1);
             return Ok(());
         };
         let store = ctx.store(0);
-        let current = match store.get(&key).map_err(ProcessError::state)? {
-            Some(bytes) => Some(
-                shared
-                    .aggregate_serde
-                    .deserialize(store_name, Some(&bytes))
-                    .map_err(|e| {
-                        ProcessError::from_serde(ErrorKind::Deserialization, "stored aggregate", e)
-                    })?,
-            ),
-            None => None,
-        };
+        let current = read_value(store, &shared.aggregate_serde, &key, "stored aggregate")?;
         let next = (shared.fold)(&record.key, record.value, current);
-        let bytes = shared
-            .aggregate_serde
-            .serialize(store_name, &next)
-            .map_err(|e| ProcessError::from_serde(ErrorKind::Serialization, "aggregate", e))?;
-        match bytes {
-            Some(bytes) => store.put(&key, bytes),
-            None => store.delete(&key),
-        }
+        write_value(store, &shared.aggregate_serde, &key, &next, "aggregate")?;
         ctx.forward_typed(Record {
             key: record.key,
             value: next,

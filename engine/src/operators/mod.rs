@@ -41,9 +41,10 @@ use std::any::Any;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use crate::error::ProcessError;
+use crate::error::{ErrorKind, ProcessError};
 use crate::lineage::Lineage;
 use crate::record::{Headers, Origin, ProducerRecord, Record};
+use crate::serde::Serde;
 use crate::topology::{NodeFactory, Stream};
 use sluice_state::TransactionalStore;
 
@@ -117,6 +118,52 @@ pub(crate) struct NodeContext<'a> {
     pub(crate) stores: &'a mut [TransactionalStore],
     /// Which of them this node uses, in the order the node declared them.
     pub(crate) node_stores: &'a [usize],
+}
+
+/// Encodes a record's key for a store; `None` when it encodes to null (no group, no row).
+pub(crate) fn encode_key<K, S: Serde<K> + ?Sized>(
+    serde: &S,
+    store: &str,
+    key: &K,
+    what: &str,
+) -> Result<Option<Vec<u8>>, ProcessError> {
+    serde
+        .serialize(store, key)
+        .map_err(|e| ProcessError::from_serde(ErrorKind::Serialization, what, e))
+}
+
+/// The value a store holds under `key`, decoded.
+pub(crate) fn read_value<T, S: Serde<T> + ?Sized>(
+    store: &TransactionalStore,
+    serde: &S,
+    key: &[u8],
+    what: &str,
+) -> Result<Option<T>, ProcessError> {
+    match store.get(key).map_err(ProcessError::state)? {
+        Some(bytes) => serde
+            .deserialize(store.name(), Some(&bytes))
+            .map(Some)
+            .map_err(|e| ProcessError::from_serde(ErrorKind::Deserialization, what, e)),
+        None => Ok(None),
+    }
+}
+
+/// Writes `value` under `key`, encoded; a value that encodes to null deletes the key.
+pub(crate) fn write_value<T, S: Serde<T> + ?Sized>(
+    store: &mut TransactionalStore,
+    serde: &S,
+    key: &[u8],
+    value: &T,
+    what: &str,
+) -> Result<(), ProcessError> {
+    let bytes = serde
+        .serialize(store.name(), value)
+        .map_err(|e| ProcessError::from_serde(ErrorKind::Serialization, what, e))?;
+    match bytes {
+        Some(bytes) => store.put(key, bytes),
+        None => store.delete(key),
+    }
+    Ok(())
 }
 
 impl NodeContext<'_> {

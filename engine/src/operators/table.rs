@@ -27,8 +27,8 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use super::{DynRecord, Node, NodeContext};
-use crate::error::{ErrorKind, ProcessError};
+use super::{DynRecord, Node, NodeContext, encode_key, read_value, write_value};
+use crate::error::ProcessError;
 use crate::record::Record;
 use crate::serde::{OptionalSerde, Serde, SharedSerde};
 use crate::topology::{Stream, TopologyBuilder};
@@ -118,26 +118,14 @@ where
     ) -> Result<(), ProcessError> {
         let shared = &*self.shared;
         let record: Record<K, Option<V>> = record.into_typed();
-        let Some(key) = shared
-            .key_serde
-            .serialize(&shared.store, &record.key)
-            .map_err(|e| ProcessError::from_serde(ErrorKind::Serialization, "table key", e))?
+        let Some(key) = encode_key(&*shared.key_serde, &shared.store, &record.key, "table key")?
         else {
             // A null key has no row: Kafka Streams ignores such table records too.
             return Ok(());
         };
-        let value = match &record.value {
-            Some(value) => shared
-                .value_serde
-                .serialize(&shared.store, value)
-                .map_err(|e| {
-                    ProcessError::from_serde(ErrorKind::Serialization, "table value", e)
-                })?,
-            None => None,
-        };
         let store = ctx.store(0);
-        match value {
-            Some(bytes) => store.put(&key, bytes),
+        match &record.value {
+            Some(value) => write_value(store, &*shared.value_serde, &key, value, "table value")?,
             None => store.delete(&key),
         }
         ctx.forward_typed(record);
@@ -151,21 +139,10 @@ pub(crate) fn lookup<K: 'static, V: 'static>(
     key: &K,
     ctx: &mut NodeContext<'_>,
 ) -> Result<Option<V>, ProcessError> {
-    let Some(key) = table
-        .key_serde
-        .serialize(&table.store, key)
-        .map_err(|e| ProcessError::from_serde(ErrorKind::Serialization, "join key", e))?
-    else {
+    let Some(key) = encode_key(&*table.key_serde, &table.store, key, "join key")? else {
         return Ok(None);
     };
-    match ctx.store(0).get(&key).map_err(ProcessError::state)? {
-        Some(bytes) => table
-            .value_serde
-            .deserialize(&table.store, Some(&bytes))
-            .map(Some)
-            .map_err(|e| ProcessError::from_serde(ErrorKind::Deserialization, "table value", e)),
-        None => Ok(None),
-    }
+    read_value(ctx.store(0), &*table.value_serde, &key, "table value")
 }
 
 /// What a joining node keeps of a table: its store's name and serdes.

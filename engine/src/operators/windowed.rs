@@ -40,8 +40,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::aggregate::GroupedStream;
-use super::{DynRecord, Node, NodeContext};
-use crate::error::{ErrorKind, ProcessError, SerdeError};
+use super::{DynRecord, Node, NodeContext, encode_key, read_value, write_value};
+use crate::error::{ProcessError, SerdeError};
 use crate::record::Record;
 use crate::serde::{I64Serde, Serde};
 use crate::topology::Stream;
@@ -301,12 +301,8 @@ where
     ) -> Result<(), ProcessError> {
         let shared = &*self.shared;
         let windows = shared.windows;
-        let store_name = &*shared.store;
         let record: Record<K, V> = record.into_typed();
-        let Some(key) = shared
-            .key_serde
-            .serialize(store_name, &record.key)
-            .map_err(|e| ProcessError::from_serde(ErrorKind::Serialization, "group key", e))?
+        let Some(key) = encode_key(&*shared.key_serde, &shared.store, &record.key, "group key")?
         else {
             self.null_keys.increment(1);
             return Ok(());
@@ -330,24 +326,21 @@ where
         let mut updates = Vec::with_capacity(open.len());
         for start in open {
             let bytes_key = store_key(start, &key);
-            let current = match store.get(&bytes_key).map_err(ProcessError::state)? {
-                Some(bytes) => shared
-                    .aggregate_serde
-                    .deserialize(store_name, Some(&bytes))
-                    .map_err(|e| {
-                        ProcessError::from_serde(ErrorKind::Deserialization, "stored aggregate", e)
-                    })?,
-                None => (shared.initial)(),
-            };
+            let current = read_value(
+                store,
+                &shared.aggregate_serde,
+                &bytes_key,
+                "stored aggregate",
+            )?
+            .unwrap_or_else(&shared.initial);
             let next = (shared.fold)(&record.key, record.value.clone(), current);
-            match shared
-                .aggregate_serde
-                .serialize(store_name, &next)
-                .map_err(|e| ProcessError::from_serde(ErrorKind::Serialization, "aggregate", e))?
-            {
-                Some(bytes) => store.put(&bytes_key, bytes),
-                None => store.delete(&bytes_key),
-            }
+            write_value(
+                store,
+                &shared.aggregate_serde,
+                &bytes_key,
+                &next,
+                "aggregate",
+            )?;
             updates.push((start, next));
         }
         self.expire_closed_windows(ctx)?;

@@ -99,6 +99,13 @@ impl Health {
             && (0..self.threads.len()).all(|t| self.state(t) == Some(ThreadStatus::Running))
     }
 
+    /// Threads running their tasks now.
+    pub fn running(&self) -> usize {
+        (0..self.threads.len())
+            .filter(|t| self.state(*t) == Some(ThreadStatus::Running))
+            .count()
+    }
+
     /// One line per thread, for the `/readyz` body.
     pub fn report(&self) -> String {
         (0..self.threads.len())

@@ -212,9 +212,7 @@ impl Restorer {
             elapsed,
         })
     }
-}
 
-impl Restorer {
     fn position(&self, topic: &str, partition: i32) -> Option<i64> {
         let positions = self.consumer.position().ok()?;
         match positions.find_partition(topic, partition)?.offset() {

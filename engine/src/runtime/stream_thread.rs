@@ -853,8 +853,7 @@ impl ThreadState {
         let ends = stats
             .changelog_ends
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+            .unwrap_or_else(|p| p.into_inner());
         let index = self.index;
         for (id, task) in &mut self.tasks {
             let partition = id.partition;
@@ -1204,9 +1203,5 @@ fn create_producer(
 
 /// Sets the gauge of running stream threads from the worker's health.
 pub(crate) fn publish_running(health: &Health) {
-    let running = (0..)
-        .map_while(|t| health.state(t))
-        .filter(|s| *s == ThreadStatus::Running)
-        .count();
-    super::metrics::threads_running(running);
+    super::metrics::threads_running(health.running());
 }
