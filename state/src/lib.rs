@@ -15,13 +15,17 @@
 //!   memory is bounded per worker, not per store × partition.
 //! * [`InMemoryKeyValueStore`]: for the TestDriver and for small state that is restored
 //!   from its changelog at every start.
+//!
+//! [`WindowStore`] keeps values by key and time over any of them (join buffers, sessions).
 
 mod memory;
 mod rocks;
 mod store;
 mod transactional;
+mod window;
 
 pub use memory::InMemoryKeyValueStore;
 pub use rocks::{CHECKPOINT_FAMILY, RocksDbStore, StateBudget};
 pub use store::{Entry, KeyValueStore, StoreError};
 pub use transactional::TransactionalStore;
+pub use window::{WindowEntry, WindowStore};

@@ -26,14 +26,18 @@ mod map_values;
 mod merge;
 mod peek;
 mod process;
+mod session;
 pub(crate) mod sink;
 pub(crate) mod source;
+mod stream_join;
 mod table;
 mod try_map;
 mod windowed;
 
 pub use aggregate::GroupedStream;
 pub use branch::{BranchBuilder, Branches};
+pub use session::{SessionWindowedStream, SessionWindows};
+pub use stream_join::{JoinWindows, StreamJoined};
 pub use table::Table;
 pub use windowed::{TimeWindows, Windowed, WindowedSerde, WindowedStream};
 

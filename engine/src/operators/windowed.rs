@@ -114,7 +114,7 @@ pub struct Windowed<K> {
     pub key: K,
     /// Inclusive start, in milliseconds since the epoch.
     pub start_ms: i64,
-    /// Exclusive end.
+    /// Exclusive end for time windows; for a session, its last record's timestamp.
     pub end_ms: i64,
 }
 

@@ -1,0 +1,324 @@
+//! session_windowed_by, then count or aggregate: an aggregate per key and *session*, a
+//! burst of activity that ends after an inactivity gap.
+//!
+//! A session runs from its first record's timestamp to its last one's, both inclusive
+//! ([`Windowed::start_ms`], [`Windowed::end_ms`]). A record less than the gap away from a
+//! session of its key joins it; a record that falls between two sessions closer than the
+//! gap to both merges them into one, and their aggregates with `merge`. Every change is
+//! emitted: the session's new aggregate, and a `None` for each session merged away (a
+//! tombstone, so a compacted topic keyed by session ends up holding the live sessions
+//! only). Send the stream to a topic with [`Serdes::optional`](crate::Serdes::optional).
+//!
+//! Stream time and grace work as for time windows: a session closes when stream time
+//! passes its end plus the grace period; a record that could only land in closed sessions
+//! is late (dropped with `sluice_records_dropped_total{reason="late"}`, or sent to the
+//! error policy with [`SessionWindows::late_records_to_dead_letter`]). Sessions leave the
+//! store once no record could extend them any more.
+//!
+//! ```
+//! use std::time::Duration;
+//! use sluice_engine::operators::{SessionWindows, WindowedSerde};
+//! use sluice_engine::{Headers, Record, Serdes, TestDriver, TopologyBuilder};
+//!
+//! let builder = TopologyBuilder::new("app-sessions");
+//! builder
+//!     .source("events", &["app-events"], Serdes::string(), Serdes::string())
+//!     .group_by_key(Serdes::string(), Serdes::string())
+//!     .session_windowed_by(SessionWindows::with_inactivity_gap(Duration::from_secs(60)))
+//!     .count("count", "app-sessions")
+//!     .to("sessions", "sessions", WindowedSerde::new(Serdes::string()), Serdes::optional(Serdes::i64()));
+//! let mut driver = TestDriver::new(builder.build().unwrap());
+//! for second in [0, 30, 200] {
+//!     let event = Record { key: "device-1".to_string(), value: "tap".to_string(),
+//!                          headers: Headers::new(), timestamp: second * 1000 };
+//!     driver.pipe("app-events", &Serdes::string(), &Serdes::string(), &event).unwrap();
+//! }
+//! let out = driver.read("sessions", &WindowedSerde::new(Serdes::string()), &Serdes::optional(Serdes::i64())).unwrap();
+//! let changes: Vec<(i64, i64, Option<i64>)> =
+//!     out.iter().map(|r| (r.key.start_ms, r.key.end_ms, r.value)).collect();
+//! assert_eq!(changes, [
+//!     (0, 0, Some(1)),
+//!     (0, 0, None),            // the one-record session, merged away...
+//!     (0, 30_000, Some(2)),    // ...into this one
+//!     (200_000, 200_000, Some(1)),
+//! ]);
+//! ```
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::aggregate::GroupedStream;
+use super::{DynRecord, Node, NodeContext, Windowed, encode_key};
+use crate::error::{ErrorKind, ProcessError};
+use crate::record::Record;
+use crate::serde::{I64Serde, Serde};
+use crate::topology::Stream;
+use sluice_state::WindowStore;
+
+/// Sessions of activity separated by an inactivity gap, on event time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionWindows {
+    gap_ms: i64,
+    grace_ms: i64,
+    late_to_dead_letter: bool,
+}
+
+impl SessionWindows {
+    /// Records of one key less than `gap` apart are one session; no grace period.
+    ///
+    /// # Panics
+    /// If `gap` is under a millisecond.
+    pub fn with_inactivity_gap(gap: Duration) -> Self {
+        let gap_ms = gap.as_millis() as i64;
+        assert!(gap_ms > 0, "a session gap is at least a millisecond");
+        Self {
+            gap_ms,
+            grace_ms: 0,
+            late_to_dead_letter: false,
+        }
+    }
+
+    /// How long after a session's end records for it are still accepted (event time).
+    pub fn grace(self, grace: Duration) -> Self {
+        Self {
+            grace_ms: grace.as_millis() as i64,
+            ..self
+        }
+    }
+
+    /// Sends late records to the topology's error policy instead of dropping them with a
+    /// metric.
+    pub fn late_records_to_dead_letter(self) -> Self {
+        Self {
+            late_to_dead_letter: true,
+            ..self
+        }
+    }
+}
+
+/// A grouped stream cut into sessions, ready to aggregate.
+pub struct SessionWindowedStream<K, V> {
+    grouped: GroupedStream<K, V>,
+    windows: SessionWindows,
+}
+
+impl<K, V> GroupedStream<K, V>
+where
+    K: Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// Aggregates per key and session.
+    pub fn session_windowed_by(&self, windows: SessionWindows) -> SessionWindowedStream<K, V> {
+        SessionWindowedStream {
+            grouped: self.clone(),
+            windows,
+        }
+    }
+}
+
+impl<K, V> SessionWindowedStream<K, V>
+where
+    K: Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// Records per key and session; `None` for a session merged into another.
+    pub fn count(&self, name: &str, store: &str) -> Stream<Windowed<K>, Option<i64>> {
+        self.aggregate_as(
+            name,
+            "session-count",
+            store,
+            || 0,
+            |_, _, n| n + 1,
+            |_, a, b| a + b,
+            I64Serde,
+        )
+    }
+
+    /// Folds each record into its session's aggregate, starting from `initial()`; when a
+    /// record joins sessions, `merge` combines their aggregates (oldest first) before the
+    /// record is folded in.
+    pub fn aggregate<A, I, F, M>(
+        &self,
+        name: &str,
+        store: &str,
+        initial: I,
+        fold: F,
+        merge: M,
+        aggregate_serde: impl Serde<A>,
+    ) -> Stream<Windowed<K>, Option<A>>
+    where
+        A: Clone + Send + Sync + 'static,
+        I: Fn() -> A + Send + Sync + 'static,
+        F: Fn(&K, V, A) -> A + Send + Sync + 'static,
+        M: Fn(&K, A, A) -> A + Send + Sync + 'static,
+    {
+        self.aggregate_as(
+            name,
+            "session-aggregate",
+            store,
+            initial,
+            fold,
+            merge,
+            aggregate_serde,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn aggregate_as<A, I, F, M>(
+        &self,
+        name: &str,
+        operator: &'static str,
+        store: &str,
+        initial: I,
+        fold: F,
+        merge: M,
+        aggregate_serde: impl Serde<A>,
+    ) -> Stream<Windowed<K>, Option<A>>
+    where
+        A: Clone + Send + Sync + 'static,
+        I: Fn() -> A + Send + Sync + 'static,
+        F: Fn(&K, V, A) -> A + Send + Sync + 'static,
+        M: Fn(&K, A, A) -> A + Send + Sync + 'static,
+    {
+        let shared = Arc::new(SessionAggregation {
+            store: Arc::from(store),
+            windows: self.windows,
+            key_serde: self.grouped.key_serde(),
+            aggregate_serde: Arc::new(aggregate_serde) as Arc<dyn Serde<A>>,
+            initial,
+            fold,
+            merge,
+            _marker: PhantomData,
+        });
+        let stream = self.grouped.stream();
+        let topology = stream.graph.borrow().name.clone();
+        let node = name.to_string();
+        let factory = Arc::new(move || {
+            Box::new(SessionNode {
+                shared: shared.clone(),
+                stream_time: i64::MIN,
+                expired_before: i64::MIN,
+                late: crate::metrics::dropped(&topology, &node, "late"),
+                null_keys: crate::metrics::dropped(&topology, &node, "null-key"),
+            }) as Box<dyn Node>
+        });
+        stream.add_stateful_node(name, operator, &[store], factory)
+    }
+}
+
+struct SessionAggregation<K, V, A, I, F, M> {
+    store: Arc<str>,
+    windows: SessionWindows,
+    key_serde: Arc<dyn Serde<K>>,
+    aggregate_serde: Arc<dyn Serde<A>>,
+    initial: I,
+    fold: F,
+    merge: M,
+    _marker: PhantomData<fn(V)>,
+}
+
+struct SessionNode<K, V, A, I, F, M> {
+    shared: Arc<SessionAggregation<K, V, A, I, F, M>>,
+    stream_time: i64,
+    /// Sessions ending before this are gone from the store.
+    expired_before: i64,
+    late: metrics::Counter,
+    null_keys: metrics::Counter,
+}
+
+impl<K, V, A, I, F, M> Node for SessionNode<K, V, A, I, F, M>
+where
+    K: Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    A: Clone + Send + Sync + 'static,
+    I: Fn() -> A + Send + Sync + 'static,
+    F: Fn(&K, V, A) -> A + Send + Sync + 'static,
+    M: Fn(&K, A, A) -> A + Send + Sync + 'static,
+{
+    fn process(
+        &mut self,
+        record: DynRecord,
+        ctx: &mut NodeContext<'_>,
+    ) -> Result<(), ProcessError> {
+        let shared = self.shared.clone();
+        let (gap, grace) = (shared.windows.gap_ms, shared.windows.grace_ms);
+        let record: Record<K, V> = record.into_typed();
+        let Some(key) = encode_key(&*shared.key_serde, &shared.store, &record.key, "group key")?
+        else {
+            self.null_keys.increment(1);
+            return Ok(());
+        };
+        let ts = record.timestamp;
+        self.stream_time = self.stream_time.max(ts);
+        let store = ctx.store(0);
+        // Sessions are stored under (end, start); those ending at most a gap before the
+        // record and starting at most a gap after it take it in.
+        let merged: Vec<_> = store
+            .fetch_windows(&key, ts.saturating_sub(gap), i64::MAX)
+            .map_err(ProcessError::state)?
+            .into_iter()
+            .filter(|s| s.sequence <= ts.saturating_add(gap))
+            .collect();
+        let start = merged.iter().map(|s| s.sequence).fold(ts, i64::min);
+        let end = merged.iter().map(|s| s.time).fold(ts, i64::max);
+        if end.saturating_add(grace) < self.stream_time {
+            if shared.windows.late_to_dead_letter {
+                return Err(ProcessError::validation(
+                    "the record is later than its session's grace period",
+                ));
+            }
+            self.late.increment(1);
+            return Ok(());
+        }
+        let mut aggregate = (shared.initial)();
+        let mut superseded = Vec::new();
+        for session in merged {
+            let value = shared
+                .aggregate_serde
+                .deserialize(&shared.store, Some(&session.value))
+                .map_err(|e| {
+                    ProcessError::from_serde(ErrorKind::Deserialization, "stored session", e)
+                })?;
+            aggregate = (shared.merge)(&record.key, aggregate, value);
+            store.delete_window(&key, session.time, session.sequence);
+            if (session.sequence, session.time) != (start, end) {
+                superseded.push((session.sequence, session.time));
+            }
+        }
+        let aggregate = (shared.fold)(&record.key, record.value, aggregate);
+        let bytes = shared
+            .aggregate_serde
+            .serialize(&shared.store, &aggregate)
+            .map_err(|e| ProcessError::from_serde(ErrorKind::Serialization, "aggregate", e))?
+            .unwrap_or_default();
+        store.put_window(&key, end, start, bytes);
+        let open_from = self.stream_time.saturating_sub(gap + grace);
+        if open_from > self.expired_before {
+            store
+                .expire_windows(open_from)
+                .map_err(ProcessError::state)?;
+            self.expired_before = open_from;
+        }
+        let windowed = |start_ms, end_ms| Windowed {
+            key: record.key.clone(),
+            start_ms,
+            end_ms,
+        };
+        for (old_start, old_end) in superseded {
+            ctx.forward_typed(Record {
+                key: windowed(old_start, old_end),
+                value: None::<A>,
+                headers: record.headers.clone(),
+                timestamp: ts,
+            });
+        }
+        ctx.forward_typed(Record {
+            key: windowed(start, end),
+            value: Some(aggregate),
+            headers: record.headers,
+            timestamp: end,
+        });
+        Ok(())
+    }
+}
