@@ -121,6 +121,18 @@ pub struct Task {
     stores: Vec<TransactionalStore>,
     /// Each store's changelog topic.
     changelogs: Vec<Arc<str>>,
+    /// The largest timestamp of the records processed so far.
+    stream_time: i64,
+    /// Nodes punctuating on stream time.
+    stream_punctuators: Vec<StreamPunctuator>,
+}
+
+/// A node's schedule of stream-time punctuations.
+struct StreamPunctuator {
+    node: usize,
+    interval: i64,
+    /// The stream time at which it runs next (`i64::MIN`: at the first record).
+    next: i64,
 }
 
 impl Task {
@@ -175,7 +187,7 @@ impl Task {
             .map(|(local, &global)| (global, local))
             .collect();
         let mut sources = HashMap::new();
-        let nodes = sub
+        let nodes: Vec<TaskNode> = sub
             .nodes
             .iter()
             .map(|&global| {
@@ -209,6 +221,19 @@ impl Task {
                 }
             })
             .collect();
+        let stream_punctuators = nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(node, n)| {
+                n.node
+                    .stream_time_interval()
+                    .map(|interval| StreamPunctuator {
+                        node,
+                        interval,
+                        next: i64::MIN,
+                    })
+            })
+            .collect();
         Self {
             id: TaskId {
                 subtopology,
@@ -226,6 +251,8 @@ impl Task {
             ticks: 0,
             stores,
             changelogs,
+            stream_time: i64::MIN,
+            stream_punctuators,
         }
     }
 
@@ -269,6 +296,7 @@ impl Task {
         let outcome = match result {
             Ok(()) => {
                 self.count_produced(&out[first_output..]);
+                self.stream_time = self.stream_time.max(input.timestamp);
                 Ok(Outcome::Processed)
             }
             Err((node, error)) if error.transient => {
@@ -298,21 +326,79 @@ impl Task {
         outcome
     }
 
+    /// Runs the stream-time punctuations that the records processed so far have made due.
+    ///
+    /// They run apart from any input, not inside [`Task::process`], so that a failing
+    /// punctuation is never blamed on (or dead-letters) the record before it. The runtime
+    /// and the TestDriver call this after each record; [`Task::tick`] calls it too. An
+    /// error here fails the transaction like any error outside a record: it aborts and
+    /// the task replays from its committed offsets, stream time and all.
+    pub fn punctuate_stream_time(
+        &mut self,
+        out: &mut Vec<ProducerRecord>,
+    ) -> Result<(), TaskError> {
+        if self.stream_punctuators.is_empty() {
+            return Ok(());
+        }
+        let now = self.stream_time;
+        let due: Vec<usize> = self
+            .stream_punctuators
+            .iter_mut()
+            .filter(|p| now >= p.next)
+            .map(|p| {
+                p.next = (now.div_euclid(p.interval) + 1).saturating_mul(p.interval);
+                p.node
+            })
+            .collect();
+        if due.is_empty() {
+            return Ok(());
+        }
+        self.punctuate(due, "sluice.stream-time", now, out, |node, now, ctx| {
+            node.on_stream_time(now, ctx)
+        })
+    }
+
+    /// The task's stream time: the largest timestamp of the records it has processed.
+    pub fn stream_time(&self) -> Option<i64> {
+        (self.stream_time != i64::MIN).then_some(self.stream_time)
+    }
+
     /// Lets every operator act on wall-clock time `now_ms` (punctuation), in topological
     /// order; what they forward runs through their children before the next one ticks.
     pub fn tick(&mut self, now_ms: i64, out: &mut Vec<ProducerRecord>) -> Result<(), TaskError> {
+        self.punctuate_stream_time(out)?;
+        self.punctuate(
+            0..self.nodes.len(),
+            "sluice.tick",
+            now_ms,
+            out,
+            |node, now, ctx| node.tick(now, ctx),
+        )
+    }
+
+    /// Runs one punctuation (`call`) of each of `nodes` at `time`, in order; what a node
+    /// forwards runs through its children before the next node punctuates. A failure
+    /// undoes that node's writes and goes to the error policy with no input record.
+    fn punctuate(
+        &mut self,
+        nodes: impl IntoIterator<Item = usize>,
+        origin: &'static str,
+        time: i64,
+        out: &mut Vec<ProducerRecord>,
+        call: impl Fn(&mut dyn Node, i64, &mut NodeContext<'_>) -> Result<(), ProcessError>,
+    ) -> Result<(), TaskError> {
         self.ticks += 1;
         let meta = InputMeta {
             origin: Origin {
-                topic: Arc::from("sluice.tick"),
+                topic: Arc::from(origin),
                 partition: self.id.partition,
                 offset: self.ticks,
             },
             lineage: Lineage::default(),
         };
-        // One numbering for every output of this tick, whichever node emits it.
+        // One numbering for every output of this punctuation, whichever node emits it.
         let mut outputs_for_input = 0;
-        for index in 0..self.nodes.len() {
+        for index in nodes {
             let first_output = out.len();
             for store in &mut self.stores {
                 store.begin_input();
@@ -332,13 +418,13 @@ impl Task {
                 stores: &mut self.stores,
                 node_stores,
             };
-            let ticked = node.tick(now_ms, &mut ctx);
-            if ticked.is_ok() {
+            let punctuated = call(node.as_mut(), time, &mut ctx);
+            if punctuated.is_ok() {
                 self.pending.extend(self.forwarded.drain(..).rev());
             } else {
                 self.forwarded.clear();
             }
-            let result = ticked
+            let result = punctuated
                 .map_err(|e| (index, e))
                 .and_then(|()| self.run_pending(&meta, out, &mut outputs_for_input));
             match result {
@@ -361,7 +447,7 @@ impl Task {
                         key: None,
                         value: None,
                         headers: &Default::default(),
-                        timestamp: now_ms,
+                        timestamp: time,
                     };
                     self.apply_policy(node, error, &failed, out)?;
                 }

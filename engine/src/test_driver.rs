@@ -134,6 +134,7 @@ impl TestDriver {
             let mut produced = Vec::new();
             let outcome = self.tasks[task].process(&raw, &mut produced)?;
             first_outcome.get_or_insert(outcome);
+            self.tasks[task].punctuate_stream_time(&mut produced)?;
             queue.extend(produced);
         }
         self.commit_state();

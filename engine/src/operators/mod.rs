@@ -44,6 +44,7 @@ pub use windowed::{TimeWindows, Windowed, WindowedSerde, WindowedStream};
 use std::any::Any;
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::error::{ErrorKind, ProcessError};
 use crate::lineage::Lineage;
@@ -202,6 +203,19 @@ pub(crate) trait Node: Send {
         Ok(())
     }
 
+    /// Milliseconds of stream time between calls of [`Node::on_stream_time`]; `None`: never.
+    fn stream_time_interval(&self) -> Option<i64> {
+        None
+    }
+
+    fn on_stream_time(
+        &mut self,
+        _stream_time_ms: i64,
+        _ctx: &mut NodeContext<'_>,
+    ) -> Result<(), ProcessError> {
+        Ok(())
+    }
+
     fn commit(&mut self) -> Result<(), ProcessError> {
         Ok(())
     }
@@ -234,6 +248,25 @@ pub trait Processor<K, V>: Send + 'static {
         Ok(())
     }
 
+    /// How often [`Processor::on_stream_time`] runs, in stream time; `None` (the default):
+    /// never. Read once, when the task starts.
+    fn stream_time_interval(&self) -> Option<Duration> {
+        None
+    }
+
+    /// A punctuation on *stream time*, the largest record timestamp the task has seen: it
+    /// runs after the first record, then after each record that carries stream time past
+    /// the next multiple of [`Processor::stream_time_interval`] (once, however many
+    /// multiples it jumped). Event time drives it, so replaying the same input replays the
+    /// same punctuations; a partition that receives nothing does not advance it.
+    fn on_stream_time(
+        &mut self,
+        _stream_time_ms: i64,
+        _out: &mut Output<'_, '_, Self::KeyOut, Self::ValueOut>,
+    ) -> Result<(), ProcessError> {
+        Ok(())
+    }
+
     /// Called before the task commits: flush what must be durable with this commit.
     fn on_commit(&mut self) -> Result<(), ProcessError> {
         Ok(())
@@ -261,6 +294,22 @@ impl<K: Clone + Send + 'static, V: Clone + Send + 'static> Output<'_, '_, K, V> 
         self.ctx
             .forwarded
             .push((last, DynRecord::from_typed(record)));
+    }
+
+    /// The `index`-th state store of the processor, in the order given to
+    /// [`Stream::process_with_stores`](crate::Stream::process_with_stores). Its writes
+    /// commit with the task's transaction and reach the store's changelog; they are
+    /// undone with the input if processing it fails.
+    ///
+    /// # Panics
+    /// If the processor declared fewer stores.
+    pub fn store(&mut self, index: usize) -> &mut TransactionalStore {
+        let declared = self.ctx.node_stores.len();
+        assert!(
+            index < declared,
+            "store {index} asked for, but the processor declared {declared}: name its stores with Stream::process_with_stores"
+        );
+        self.ctx.store(index)
     }
 
     /// Sends `record` to the `index`-th child only (in the order children were attached).
@@ -367,6 +416,24 @@ where
             _marker: PhantomData,
         };
         self.processor.on_tick(now_ms, &mut out)
+    }
+
+    fn stream_time_interval(&self) -> Option<i64> {
+        self.processor
+            .stream_time_interval()
+            .map(|d| (d.as_millis() as i64).max(1))
+    }
+
+    fn on_stream_time(
+        &mut self,
+        stream_time_ms: i64,
+        ctx: &mut NodeContext<'_>,
+    ) -> Result<(), ProcessError> {
+        let mut out = Output {
+            ctx,
+            _marker: PhantomData,
+        };
+        self.processor.on_stream_time(stream_time_ms, &mut out)
     }
 
     fn commit(&mut self) -> Result<(), ProcessError> {

@@ -1,8 +1,17 @@
 //! process: a custom operator, written as a [`Processor`].
 //!
 //! For what the built-in operators do not cover. The factory makes one processor per task
-//! (per partition), so fields hold per-partition state; `on_tick` runs as wall-clock time
-//! passes and `on_commit` before every commit.
+//! (per partition). Hooks:
+//!
+//! * `process`, for each record;
+//! * `on_stream_time`, a timer on *stream time* (record timestamps) every
+//!   `stream_time_interval`: deterministic, so replays punctuate the same way;
+//! * `on_tick`, a timer on wall-clock time, every poll loop (about every 100 ms);
+//! * `on_commit`, before every commit.
+//!
+//! Fields of the processor are lost on a crash or a rebalance. State that must survive
+//! goes in stores ([`Stream::process_with_stores`], [`Output::store`](super::Output::store)):
+//! they commit with the task's transaction and move with the partition.
 //!
 //! ```
 //! use sluice_engine::{ProcessError, Record, Serdes, TestDriver, TopologyBuilder};
@@ -40,7 +49,9 @@
 //! assert_eq!(out[0].value, "2");
 //! ```
 
-use super::Processor;
+use std::sync::Arc;
+
+use super::{Node, Processor, ProcessorNode};
 use crate::topology::Stream;
 
 impl<K, V> Stream<K, V>
@@ -55,5 +66,23 @@ where
         F: Fn() -> P + Send + Sync + 'static,
     {
         self.add_operator(name, "process", false, make)
+    }
+
+    /// Runs a custom [`Processor`] that keeps state in the named stores, reached through
+    /// [`Output::store`](super::Output::store) in every hook. Each store gets a changelog
+    /// topic and is restored like any other; its name must be unique in the topology.
+    pub fn process_with_stores<P, F>(
+        &self,
+        name: &str,
+        stores: &[&str],
+        make: F,
+    ) -> Stream<P::KeyOut, P::ValueOut>
+    where
+        P: Processor<K, V>,
+        F: Fn() -> P + Send + Sync + 'static,
+    {
+        let factory =
+            Arc::new(move || Box::new(ProcessorNode::<P, K, V>::new(make())) as Box<dyn Node>);
+        self.add_stateful_node(name, "process", stores, factory)
     }
 }

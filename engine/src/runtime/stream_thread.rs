@@ -563,6 +563,7 @@ impl ThreadState {
         if !self.retries.is_empty() {
             self.retries.remove(&key);
         }
+        task.punctuate_stream_time(out)?;
         self.begin_transaction_if_needed()?;
         for record in out.drain(..) {
             self.send(record)?;
