@@ -495,3 +495,134 @@ fn a_stream_joined_with_a_table_on_the_broker_sees_the_rows_in_rocksdb() {
         "the table's rows went to its own changelog, once each"
     );
 }
+
+/// Writes `(key, value)` to one partition and waits for the broker's acknowledgement.
+fn send_to_partition(brokers: &str, topic: &str, rows: &[(String, String, i32)]) {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    for (key, value, partition) in rows {
+        producer
+            .send(
+                BaseRecord::to(topic)
+                    .key(key.as_bytes())
+                    .payload(value.as_bytes())
+                    .partition(*partition),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+#[test]
+fn a_global_table_is_whole_on_the_worker_before_its_first_record_and_follows_updates() {
+    use sluice_engine::{Serdes, TopologyBuilder};
+    const DRUGS: usize = 90;
+    let broker = TestBroker::start();
+    // The table and the stream are not co-partitioned: a global table needs no such thing.
+    broker.create_topics(&["global-drugs"], 3);
+    broker.create_topics(&["global-orders"], 2);
+    let ndc = |i: usize| format!("ndc-{i:04}");
+    let rows: Vec<_> = (0..DRUGS)
+        .map(|i| (ndc(i), format!("drug {i}"), (i % 3) as i32))
+        .collect();
+    send_to_partition(&broker.brokers, "global-drugs", &rows);
+
+    let topology = || {
+        let builder = TopologyBuilder::new("enrich-global");
+        let drugs = builder.global_table(
+            "drugs",
+            "global-drugs",
+            "drugs-global",
+            Serdes::string(),
+            Serdes::string(),
+        );
+        builder
+            .source(
+                "orders",
+                &["global-orders"],
+                Serdes::string(),
+                Serdes::string(),
+            )
+            // The order's value is the drug code it is for.
+            .left_join_global(
+                "with-drug",
+                &drugs,
+                |_, ndc| ndc.clone(),
+                |_, ndc, drug| format!("{ndc}|{}", drug.unwrap_or_else(|| "missing".into())),
+            )
+            .to(
+                "out",
+                "global-orders.enriched",
+                Serdes::string(),
+                Serdes::string(),
+            );
+        builder.build().unwrap()
+    };
+    let app = "enrich-global";
+    let dir = temp_dir("global");
+    let worker = Worker::start(topology(), broker.worker_config(app, &dir, &[])).unwrap();
+    assert_eq!(
+        worker.stats().restored.load(Ordering::Relaxed),
+        DRUGS as u64,
+        "start-up read every partition of the table"
+    );
+    let orders: Vec<_> = (0..DRUGS * 2)
+        .map(|i| (format!("order-{i}"), ndc(i % DRUGS), (i % 2) as i32))
+        .collect();
+    send_to_partition(&broker.brokers, "global-orders", &orders);
+    support::wait_until("every order committed", Duration::from_secs(120), || {
+        support::caught_up(&broker.brokers, app, &["global-orders"])
+    });
+    let out = support::read_committed(&broker.brokers, "global-orders.enriched");
+    assert_eq!(out.len(), DRUGS * 2);
+    for record in &out {
+        let value = String::from_utf8(record.value.clone().unwrap()).unwrap();
+        let (code, drug) = value.split_once('|').unwrap();
+        let i: usize = code.trim_start_matches("ndc-").parse().unwrap();
+        assert_eq!(drug, format!("drug {i}"), "order for {code} joined {drug}");
+    }
+
+    // An update to the table reaches lookups while the worker runs.
+    send_to_partition(
+        &broker.brokers,
+        "global-drugs",
+        &[(ndc(1), "drug 1, renamed".into(), 1)],
+    );
+    let mut sent = 0;
+    support::wait_until(
+        "a lookup sees the renamed row",
+        Duration::from_secs(60),
+        || {
+            send_to_partition(
+                &broker.brokers,
+                "global-orders",
+                &[(format!("probe-{sent}"), ndc(1), 0)],
+            );
+            sent += 1;
+            std::thread::sleep(Duration::from_millis(300));
+            support::read_committed(&broker.brokers, "global-orders.enriched")
+                .iter()
+                .any(|r| r.value.as_deref() == Some(&b"ndc-0001|drug 1, renamed"[..]))
+        },
+    );
+    worker.stop();
+    worker.join().unwrap();
+
+    // A restart with the state directory intact reads only rows it has not seen.
+    send_to_partition(
+        &broker.brokers,
+        "global-drugs",
+        &[
+            (ndc(2), "drug 2, renamed".into(), 2),
+            (ndc(500), "new".into(), 0),
+        ],
+    );
+    let worker = Worker::start(topology(), broker.worker_config(app, &dir, &[])).unwrap();
+    assert_eq!(worker.stats().restored.load(Ordering::Relaxed), 2);
+    worker.stop();
+    worker.join().unwrap();
+}

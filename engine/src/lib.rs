@@ -38,4 +38,4 @@ pub use record::{Headers, Origin, ProducerRecord, RawRecord, Record};
 pub use serde::{Serde, Serdes};
 pub use task::Task;
 pub use test_driver::TestDriver;
-pub use topology::{StoreDef, Stream, Topology, TopologyBuilder, TopologyError};
+pub use topology::{GlobalTableDef, StoreDef, Stream, Topology, TopologyBuilder, TopologyError};

@@ -32,7 +32,7 @@ use crate::operators::{DynRecord, InputMeta, Node, NodeContext};
 use crate::policy::{ErrorPolicy, FailedInput, dead_letter_record};
 use crate::record::{Origin, ProducerRecord, RawRecord};
 use crate::topology::{NodeKind, Topology};
-use sluice_state::{InMemoryKeyValueStore, TransactionalStore};
+use sluice_state::{GlobalStore, InMemoryKeyValueStore, TransactionalStore};
 
 /// A task's id, written `<sub-topology>_<partition>` as in Kafka Streams.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -94,7 +94,12 @@ struct TaskNode {
     records_in: Counter,
     /// Indexes of the task's stores this node uses.
     stores: Vec<usize>,
+    /// The global stores this node reads.
+    globals: Vec<Arc<GlobalStore>>,
 }
+
+/// A worker's global stores, by store name: shared by all its tasks.
+pub type GlobalStores = HashMap<String, Arc<GlobalStore>>;
 
 struct Source {
     node: usize,
@@ -218,6 +223,12 @@ impl Task {
                         .chain(&def_node.reads)
                         .filter_map(|name| store_defs.iter().position(|s| &s.name == name))
                         .collect(),
+                    // Empty until the worker's are given (Task::with_global_stores).
+                    globals: def_node
+                        .globals
+                        .iter()
+                        .map(|name| Arc::new(GlobalStore::in_memory(name.clone(), 1)))
+                        .collect(),
                 }
             })
             .collect();
@@ -254,6 +265,22 @@ impl Task {
             stream_time: i64::MIN,
             stream_punctuators,
         }
+    }
+
+    /// Gives the nodes that read global tables the worker's stores of those tables.
+    ///
+    /// # Panics
+    /// If a global table the task reads has no store in `globals`.
+    pub fn with_global_stores(mut self, globals: &GlobalStores) -> Self {
+        for node in &mut self.nodes {
+            for store in &mut node.globals {
+                *store = globals
+                    .get(store.name())
+                    .unwrap_or_else(|| panic!("no global store `{}` given", store.name()))
+                    .clone();
+            }
+        }
+        self
     }
 
     pub fn id(&self) -> TaskId {
@@ -407,6 +434,7 @@ impl Task {
                 node,
                 children,
                 stores: node_stores,
+                globals,
                 ..
             } = &mut self.nodes[index];
             let mut ctx = NodeContext {
@@ -417,6 +445,7 @@ impl Task {
                 outputs_for_input: &mut outputs_for_input,
                 stores: &mut self.stores,
                 node_stores,
+                globals,
             };
             let punctuated = call(node.as_mut(), time, &mut ctx);
             if punctuated.is_ok() {
@@ -546,6 +575,7 @@ impl Task {
                 children,
                 records_in,
                 stores: node_stores,
+                globals,
                 ..
             } = &mut self.nodes[index];
             records_in.increment(1);
@@ -557,6 +587,7 @@ impl Task {
                 outputs_for_input,
                 stores: &mut self.stores,
                 node_stores,
+                globals,
             };
             if let Err(error) = node.process(record, &mut ctx) {
                 self.pending.clear();

@@ -10,6 +10,9 @@
 //! driver commits after every piped record: each store's changes go to its changelog topic
 //! (`<topology>-<store>-changelog`, readable like any topic) and then into the store.
 //!
+//! Global tables: a record piped to a global table's topic goes straight into the table's
+//! store, which every task reads, as a worker's global thread does.
+//!
 //! Time: record timestamps default to the driver's wall clock, which starts at
 //! [`TestDriver::DEFAULT_START_MS`] and moves only when the test calls
 //! [`TestDriver::advance_wall_clock`], which also runs every operator's `on_tick`.
@@ -22,14 +25,17 @@ use crate::error::SerdeError;
 use crate::policy::DeadLetter;
 use crate::record::{Headers, Origin, ProducerRecord, RawRecord, Record};
 use crate::serde::Serde;
-use crate::task::{Outcome, Task, TaskError};
+use crate::task::{GlobalStores, Outcome, Task, TaskError};
 use crate::topology::Topology;
+use sluice_state::{GlobalStore, KeyValueStore};
 
 pub struct TestDriver {
     topology: Topology,
     tasks: Vec<Task>,
     /// Source topic -> index of the task reading it.
     readers: HashMap<String, usize>,
+    /// Global table topic -> the table's store.
+    globals: HashMap<String, Arc<GlobalStore>>,
     /// Everything written to each topic, piped or produced, in order.
     topics: HashMap<String, Vec<ProducerRecord>>,
     /// How far the test has read each topic.
@@ -42,8 +48,23 @@ impl TestDriver {
     pub const DEFAULT_START_MS: i64 = 1_767_225_600_000;
 
     pub fn new(topology: Topology) -> Self {
+        let stores: GlobalStores = topology
+            .global_tables()
+            .iter()
+            .map(|g| {
+                (
+                    g.store.clone(),
+                    Arc::new(GlobalStore::in_memory(g.store.clone(), 1)),
+                )
+            })
+            .collect();
+        let globals = topology
+            .global_tables()
+            .iter()
+            .map(|g| (g.topic.clone(), stores[&g.store].clone()))
+            .collect();
         let tasks: Vec<Task> = (0..topology.subtopologies().len())
-            .map(|sub| Task::new(&topology, sub, 0))
+            .map(|sub| Task::new(&topology, sub, 0).with_global_stores(&stores))
             .collect();
         let readers = topology
             .subtopologies()
@@ -54,6 +75,7 @@ impl TestDriver {
             topology,
             tasks,
             readers,
+            globals,
             topics: HashMap::new(),
             read_positions: HashMap::new(),
             wall_clock_ms: Self::DEFAULT_START_MS,
@@ -116,6 +138,16 @@ impl TestDriver {
             let log = self.topics.entry(topic.clone()).or_default();
             let offset = log.len() as i64;
             log.push(record.clone());
+            if let Some(global) = self.globals.get(&topic) {
+                let key = record.key.as_deref().unwrap_or_default();
+                global
+                    .partition(0)
+                    .write(
+                        &mut [(key, record.value.as_deref())].into_iter(),
+                        Some(offset + 1),
+                    )
+                    .unwrap_or_else(|e| panic!("an in-memory store does not fail: {e}"));
+            }
             let Some(&task) = self.readers.get(&topic) else {
                 first_outcome.get_or_insert(Outcome::Processed);
                 continue;

@@ -16,14 +16,17 @@
 //! * [`InMemoryKeyValueStore`]: for the TestDriver and for small state that is restored
 //!   from its changelog at every start.
 //!
-//! [`WindowStore`] keeps values by key and time over any of them (join buffers, sessions).
+//! [`WindowStore`] keeps values by key and time over any of them (join buffers, sessions);
+//! a [`GlobalStore`] holds a global table's whole topic, read by every task of a worker.
 
+mod global;
 mod memory;
 mod rocks;
 mod store;
 mod transactional;
 mod window;
 
+pub use global::{GlobalStore, PartitionStore, SharedKeyValueStore};
 pub use memory::InMemoryKeyValueStore;
 pub use rocks::{CHECKPOINT_FAMILY, RocksDbStore, StateBudget};
 pub use store::{Entry, KeyValueStore, StoreError};

@@ -20,6 +20,7 @@ mod branch;
 mod filter;
 mod flat_map;
 mod for_each;
+mod global_join;
 mod join;
 mod map;
 mod map_values;
@@ -36,6 +37,7 @@ mod windowed;
 
 pub use aggregate::GroupedStream;
 pub use branch::{BranchBuilder, Branches};
+pub use global_join::GlobalTable;
 pub use session::{SessionWindowedStream, SessionWindows};
 pub use stream_join::{JoinWindows, StreamJoined};
 pub use table::Table;
@@ -51,7 +53,7 @@ use crate::lineage::Lineage;
 use crate::record::{Headers, Origin, ProducerRecord, Record};
 use crate::serde::Serde;
 use crate::topology::{NodeFactory, Stream};
-use sluice_state::TransactionalStore;
+use sluice_state::{GlobalStore, TransactionalStore};
 
 impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
     /// Adds a node running the processors that `make` creates, one per task.
@@ -123,6 +125,8 @@ pub(crate) struct NodeContext<'a> {
     pub(crate) stores: &'a mut [TransactionalStore],
     /// Which of them this node uses, in the order the node declared them.
     pub(crate) node_stores: &'a [usize],
+    /// The global stores this node reads, in the order it declared them.
+    pub(crate) globals: &'a [Arc<GlobalStore>],
 }
 
 /// Encodes a record's key for a store; `None` when it encodes to null (no group, no row).

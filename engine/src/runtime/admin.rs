@@ -31,6 +31,10 @@ pub enum AdminError {
     )]
     MissingSourceTopic { topic: String },
     #[error(
+        "topic `{topic}` of global table `{table}` does not exist: create it, or check the topology's topic names"
+    )]
+    MissingGlobalTopic { table: String, topic: String },
+    #[error(
         "sub-topology {subtopology} reads topics with different partition counts ({counts}): co-partition them (same partition count), as a task reads partition p of each"
     )]
     NotCoPartitioned { subtopology: usize, counts: String },
@@ -82,8 +86,12 @@ pub fn admin_client(
 }
 
 /// Checks the cluster and the source topics, and creates missing sink and dead-letter
-/// topics with `topic.partitions` partitions (default: the source topics' count).
-pub fn prepare(topology: &Topology, config: &WorkerConfig) -> Result<(), AdminError> {
+/// topics with `topic.partitions` partitions (default: the source topics' count). Returns
+/// every topic's partition count as the broker reported it before any was created.
+pub fn prepare(
+    topology: &Topology,
+    config: &WorkerConfig,
+) -> Result<BTreeMap<String, i32>, AdminError> {
     let admin = admin_client(config)?;
     let counts =
         partition_counts(&admin, config.startup_timeout).map_err(|e| AdminError::Unreachable {
@@ -91,6 +99,14 @@ pub fn prepare(topology: &Topology, config: &WorkerConfig) -> Result<(), AdminEr
             timeout: config.startup_timeout,
             reason: e.to_string(),
         })?;
+    for global in topology.global_tables() {
+        if !counts.contains_key(&global.topic) {
+            return Err(AdminError::MissingGlobalTopic {
+                table: global.name.clone(),
+                topic: global.topic.clone(),
+            });
+        }
+    }
     for sub in topology.subtopologies() {
         let mut sizes = Vec::new();
         for topic in &sub.source_topics {
@@ -153,7 +169,8 @@ pub fn prepare(topology: &Topology, config: &WorkerConfig) -> Result<(), AdminEr
         config.topic_replication_factor,
         config.startup_timeout,
     )?;
-    prepare_changelogs(&admin, topology, config, &counts)
+    prepare_changelogs(&admin, topology, config, &counts)?;
+    Ok(counts)
 }
 
 /// Creates each store's compacted changelog topic, with the partition count of the

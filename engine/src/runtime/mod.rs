@@ -16,6 +16,7 @@
 pub mod admin;
 pub mod config;
 pub mod failpoint;
+pub mod global;
 pub mod metrics;
 pub mod observability;
 pub mod restore;
@@ -84,12 +85,16 @@ pub enum WorkerError {
     StateDir { path: String, reason: String },
     #[error(transparent)]
     Observability(#[from] observability::ObservabilityError),
+    #[error("global table `{table}`: {reason}")]
+    GlobalTable { table: String, reason: String },
 }
 
 /// A running worker; stop it with [`Worker::stop`] and wait with [`Worker::join`].
 pub struct Worker {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<Result<(), StreamThreadError>>>,
+    /// Follows the global tables' topics; stops with the worker.
+    global_thread: Option<JoinHandle<()>>,
     stats: Arc<WorkerStats>,
     health: Arc<Health>,
     /// Serves /metrics, /healthz and /readyz until the worker is dropped.
@@ -100,7 +105,7 @@ impl Worker {
     /// Checks the cluster and topics, then starts the stream threads.
     pub fn start(topology: Topology, config: WorkerConfig) -> Result<Self, WorkerError> {
         let config = Arc::new(config);
-        admin::prepare(&topology, &config)?;
+        let partition_counts = admin::prepare(&topology, &config)?;
         let process_id = process_id(&config.state_dir, &config.application_id)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(WorkerStats::default());
@@ -122,6 +127,15 @@ impl Worker {
             }
             None => None,
         };
+        // Every global table is whole before the first stream record is processed.
+        let globals = global::start(
+            &topology,
+            &config,
+            &budget,
+            &partition_counts,
+            &stop,
+            &stats,
+        )?;
         let mut threads = Vec::new();
         for index in 0..config.num_stream_threads {
             let started = stream_thread::StreamThread::new(
@@ -133,6 +147,7 @@ impl Worker {
                     health: health.clone(),
                     budget: budget.clone(),
                     stop: stop.clone(),
+                    globals: globals.stores.clone(),
                 },
                 &process_id,
             )
@@ -157,6 +172,9 @@ impl Worker {
                     for handle in threads {
                         let _ = handle.join();
                     }
+                    if let Some(handle) = globals.thread {
+                        let _ = handle.join();
+                    }
                     return Err(e);
                 }
             }
@@ -170,6 +188,7 @@ impl Worker {
         Ok(Self {
             stop,
             threads,
+            global_thread: globals.thread,
             stats,
             health,
             endpoint,
@@ -217,6 +236,11 @@ impl Worker {
                 }
                 Err(panic) => std::panic::resume_unwind(panic),
             }
+        }
+        // The stream threads are done: the global thread has no reader left.
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(handle) = self.global_thread {
+            let _ = handle.join();
         }
         first_error.map_or(Ok(()), Err)
     }

@@ -38,6 +38,9 @@ pub struct Restored {
 /// Reads changelog partitions for one stream thread; a consumer outside the group.
 pub(crate) struct Restorer {
     consumer: BaseConsumer,
+    /// How restores are logged: `Info` for a task's stores, `Debug` for the rounds of a
+    /// global table's thread, which follows its topic with a restore every few moments.
+    log_level: log::Level,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +86,16 @@ impl Restorer {
         }
         Ok(Self {
             consumer: c.create().map_err(super::config::redact_kafka_error)?,
+            log_level: log::Level::Info,
         })
+    }
+
+    /// Logs each restore at `level`.
+    pub(crate) fn log_at(self, level: log::Level) -> Self {
+        Self {
+            log_level: level,
+            ..self
+        }
     }
 
     /// Brings `store` up to the end of `topic`/`partition`.
@@ -131,7 +143,8 @@ impl Restorer {
                 elapsed: started.elapsed(),
             });
         }
-        log::info!(
+        log::log!(
+            self.log_level,
             "restoring store `{name}` partition {partition} from {}: up to {} records",
             from.map_or("the beginning".to_string(), |f| format!("offset {f}")),
             end - start
@@ -201,7 +214,8 @@ impl Restorer {
         let _ = self.consumer.unassign();
         result?;
         let elapsed = started.elapsed();
-        log::info!(
+        log::log!(
+            self.log_level,
             "restored store `{name}` partition {partition}: {records} records in {:.2}s ({:.0} records/s)",
             elapsed.as_secs_f64(),
             records as f64 / elapsed.as_secs_f64().max(1e-9)

@@ -38,7 +38,7 @@ use super::failpoint;
 use super::observability::{Health, ThreadStatus};
 use super::restore::{RestoreError, Restorer};
 use crate::record::{Headers, Origin, ProducerRecord, RawRecord};
-use crate::task::{Task, TaskError, TaskId};
+use crate::task::{GlobalStores, Task, TaskError, TaskId};
 use crate::topology::Topology;
 use sluice_state::{RocksDbStore, StateBudget, StoreError, TransactionalStore};
 
@@ -171,6 +171,7 @@ pub(crate) struct ThreadState {
     idle_stores: HashMap<TaskId, Vec<TransactionalStore>>,
     health: Arc<Health>,
     last_store_sizes: Instant,
+    globals: GlobalStores,
 }
 
 /// A record retried after a transient failure.
@@ -338,6 +339,8 @@ pub(crate) struct WorkerShared {
     pub(crate) budget: StateBudget,
     /// Set to stop the worker.
     pub(crate) stop: Arc<AtomicBool>,
+    /// The global tables' stores, which every task reads.
+    pub(crate) globals: GlobalStores,
 }
 
 pub(crate) struct StreamThread {
@@ -360,6 +363,7 @@ impl StreamThread {
             health,
             budget,
             stop,
+            globals,
         } = shared;
         let kafka = |what, source| StreamThreadError::Kafka {
             thread: index,
@@ -424,6 +428,7 @@ impl StreamThread {
             idle_stores: HashMap::new(),
             health,
             last_store_sizes: Instant::now(),
+            globals,
         });
         Ok(Self {
             consumer,
@@ -897,7 +902,8 @@ impl ThreadState {
         } else {
             Task::new(&self.topology, id.subtopology, id.partition)
         };
-        self.tasks.insert(id, task);
+        self.tasks
+            .insert(id, task.with_global_stores(&self.globals));
         Ok(())
     }
 

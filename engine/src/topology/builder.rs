@@ -6,8 +6,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use super::{
-    NodeDef, NodeFactory, NodeKind, StoreDef, SubTopology, Topology, TopologyDef, TopologyError,
-    valid_name,
+    GlobalTableDef, NodeDef, NodeFactory, NodeKind, StoreDef, SubTopology, Topology, TopologyDef,
+    TopologyError, valid_name,
 };
 use crate::operators::pass_through;
 use crate::operators::source::SourceDecoder;
@@ -22,6 +22,7 @@ pub(crate) struct Graph {
     /// Problems found while adding nodes; reported together by `build`.
     pub(crate) errors: Vec<TopologyError>,
     pub(crate) policy: ErrorPolicy,
+    pub(crate) globals: Vec<GlobalTableDef>,
 }
 
 impl Graph {
@@ -46,6 +47,7 @@ impl Graph {
             branch_of: None,
             stores: Vec::new(),
             reads: Vec::new(),
+            globals: Vec::new(),
         });
         index
     }
@@ -77,6 +79,7 @@ impl TopologyBuilder {
                 nodes: Vec::new(),
                 errors: Vec::new(),
                 policy: ErrorPolicy::dead_letter(format!("{name}.dlq")),
+                globals: Vec::new(),
             })),
         }
     }
@@ -121,6 +124,11 @@ impl TopologyBuilder {
         Stream::new(self.graph.clone(), node)
     }
 
+    /// Registers a global table (checked by `build`).
+    pub(crate) fn add_global(&self, global: GlobalTableDef) {
+        self.graph.borrow_mut().globals.push(global);
+    }
+
     /// Checks the graph and returns the runnable topology, or every problem found.
     pub fn build(&self) -> Result<Topology, TopologyError> {
         let graph = self.graph.borrow();
@@ -129,6 +137,7 @@ impl TopologyBuilder {
         let subtopologies = split_subtopologies(&graph.nodes);
         check_loops(&graph.nodes, &subtopologies, &mut errors);
         let stores = collect_stores(&graph.nodes, &subtopologies, &mut errors);
+        validate_globals(&graph, &stores, &mut errors);
         match errors.len() {
             0 => Ok(Topology {
                 def: Arc::new(TopologyDef {
@@ -137,6 +146,7 @@ impl TopologyBuilder {
                     subtopologies,
                     policy: graph.policy.clone(),
                     stores,
+                    globals: graph.globals.clone(),
                 }),
             }),
             1 => Err(errors.remove(0)),
@@ -321,6 +331,79 @@ fn collect_stores(
     stores
 }
 
+/// Global tables: valid names, a store name no other store has, a topic no source reads,
+/// and every node's global store known.
+fn validate_globals(graph: &Graph, stores: &[StoreDef], errors: &mut Vec<TopologyError>) {
+    let mut names: HashMap<&str, &str> = stores
+        .iter()
+        .filter_map(|s| {
+            graph
+                .nodes
+                .iter()
+                .find(|n| n.stores.contains(&s.name))
+                .map(|n| (s.name.as_str(), n.name.as_str()))
+        })
+        .collect();
+    let sources: HashMap<&str, &str> = graph
+        .nodes
+        .iter()
+        .filter_map(|n| match &n.kind {
+            NodeKind::Source { topics, .. } => Some((topics, n.name.as_str())),
+            _ => None,
+        })
+        .flat_map(|(topics, name)| topics.iter().map(move |t| (t.as_str(), name)))
+        .collect();
+    for global in &graph.globals {
+        if !valid_name(&global.name) || graph.nodes.iter().any(|n| n.name == global.name) {
+            errors.push(if valid_name(&global.name) {
+                TopologyError::DuplicateName {
+                    name: global.name.clone(),
+                }
+            } else {
+                TopologyError::InvalidName {
+                    name: global.name.clone(),
+                }
+            });
+        }
+        if !valid_name(&global.topic) {
+            errors.push(TopologyError::InvalidTopic {
+                node: global.name.clone(),
+                topic: global.topic.clone(),
+            });
+        }
+        if !valid_name(&global.store) || global.store.len() > 200 {
+            errors.push(TopologyError::InvalidStoreName {
+                node: global.name.clone(),
+                store: global.store.clone(),
+            });
+        }
+        if let Some(first) = names.insert(&global.store, &global.name) {
+            errors.push(TopologyError::StoreUsedTwice {
+                store: global.store.clone(),
+                first: first.to_string(),
+                second: global.name.clone(),
+            });
+        }
+        if let Some(source) = sources.get(global.topic.as_str()) {
+            errors.push(TopologyError::TopicReadTwice {
+                topic: global.topic.clone(),
+                first: source.to_string(),
+                second: global.name.clone(),
+            });
+        }
+    }
+    for node in &graph.nodes {
+        for store in &node.globals {
+            if !graph.globals.iter().any(|g| &g.store == store) {
+                errors.push(TopologyError::UnknownGlobalStore {
+                    node: node.name.clone(),
+                    store: store.clone(),
+                });
+            }
+        }
+    }
+}
+
 fn check_loops(nodes: &[NodeDef], subs: &[SubTopology], errors: &mut Vec<TopologyError>) {
     for sub in subs {
         let sources: HashMap<&str, &str> = sub
@@ -392,6 +475,19 @@ impl<K, V> Stream<K, V> {
         let stream = self.add_node(name, operator, terminal, factory);
         self.graph.borrow_mut().nodes[stream.node].stores =
             stores.iter().map(|s| s.to_string()).collect();
+        stream
+    }
+
+    /// Adds a processor node that reads a global table's store.
+    pub(crate) fn add_global_reading_node<K2, V2>(
+        &self,
+        name: &str,
+        operator: &'static str,
+        store: &str,
+        factory: NodeFactory,
+    ) -> Stream<K2, V2> {
+        let stream = self.add_node(name, operator, false, factory);
+        self.graph.borrow_mut().nodes[stream.node].globals = vec![store.to_string()];
         stream
     }
 

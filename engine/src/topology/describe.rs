@@ -34,6 +34,12 @@ impl Topology {
                             topics.join(", ")
                         )
                     }
+                    NodeKind::Processor { operator, .. } if !node.globals.is_empty() => writeln!(
+                        s,
+                        "    Processor: {} (operator: {operator}, global stores: [{}])",
+                        node.name,
+                        node.globals.join(", ")
+                    ),
                     NodeKind::Processor { operator, .. } if !node.stores.is_empty() => writeln!(
                         s,
                         "    Processor: {} (operator: {operator}, stores: [{}])",
@@ -54,6 +60,13 @@ impl Topology {
                     let _ = writeln!(s, "      <-- {}", names(&def.nodes, &node.parents));
                 }
             }
+        }
+        for global in &def.globals {
+            let _ = writeln!(
+                s,
+                "  Global table: {} (topic: {}, store: {})",
+                global.name, global.topic, global.store
+            );
         }
         s
     }

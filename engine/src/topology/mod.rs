@@ -68,6 +68,8 @@ pub(crate) struct NodeDef {
     /// Names of stores another node owns that this node reads (a join reading a table).
     /// A reader runs in its store's sub-topology, so it sees the same task's store.
     pub(crate) reads: Vec<String>,
+    /// Names of the global tables' stores this node reads.
+    pub(crate) globals: Vec<String>,
 }
 
 impl NodeDef {
@@ -96,6 +98,17 @@ pub(crate) struct TopologyDef {
     pub(crate) subtopologies: Vec<SubTopology>,
     pub(crate) policy: ErrorPolicy,
     pub(crate) stores: Vec<StoreDef>,
+    pub(crate) globals: Vec<GlobalTableDef>,
+}
+
+/// A global table: every partition of `topic`, kept whole by every worker in the store
+/// `store`, and read by key from any task.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GlobalTableDef {
+    /// The name of the table in descriptions.
+    pub name: String,
+    pub topic: String,
+    pub store: String,
 }
 
 /// A state store of the topology: named by the topology author, so that its directory and
@@ -157,6 +170,11 @@ impl Topology {
     /// Every state store, in the order its operator was added.
     pub fn stores(&self) -> &[StoreDef] {
         &self.def.stores
+    }
+
+    /// Every global table.
+    pub fn global_tables(&self) -> &[GlobalTableDef] {
+        &self.def.globals
     }
 
     /// Whether the tasks of `subtopology` keep state.
@@ -237,6 +255,10 @@ pub enum TopologyError {
         "store name `{store}` (node `{node}`) is invalid: use 1-200 characters from [A-Za-z0-9._-]"
     )]
     InvalidStoreName { node: String, store: String },
+    #[error(
+        "`{node}` reads global table store `{store}`, which no global table of this builder has: create it with TopologyBuilder::global_table"
+    )]
+    UnknownGlobalStore { node: String, store: String },
     #[error("`{node}` reads store `{store}`, which no operator of the topology owns")]
     UnknownStore { node: String, store: String },
     #[error(
