@@ -626,3 +626,73 @@ fn a_global_table_is_whole_on_the_worker_before_its_first_record_and_follows_upd
     worker.stop();
     worker.join().unwrap();
 }
+
+#[test]
+fn group_by_on_the_broker_counts_each_new_key_once_per_record_through_the_internal_topic() {
+    use sluice_engine::{Serdes, TopologyBuilder};
+    const ORDERS: usize = 2_000;
+    const PATIENTS: usize = 37;
+    let broker = TestBroker::start();
+    broker.create_topics(&["regroup-orders"], 4);
+    let builder = TopologyBuilder::new("orders-per-patient");
+    builder
+        .source(
+            "orders",
+            &["regroup-orders"],
+            Serdes::string(),
+            Serdes::string(),
+        )
+        .group_by(
+            "by-patient",
+            |_order: &String, v: &String| v.split(':').next().unwrap_or_default().to_string(),
+            Serdes::string(),
+            Serdes::string(),
+        )
+        .count("count", "orders-per-patient")
+        .to("out", "regroup-counts", Serdes::string(), Serdes::i64());
+    let app = "regroup";
+    let config = broker.worker_config(app, &temp_dir("regroup"), &[("num.stream.threads", "2")]);
+    let worker = Worker::start(builder.build().unwrap(), config).unwrap();
+    // Orders keyed by order id: one patient's orders are spread over every partition.
+    let orders: Vec<_> = (0..ORDERS)
+        .map(|i| {
+            (
+                format!("order-{i}"),
+                format!("p{}:drug", i % PATIENTS),
+                (i % 4) as i32,
+            )
+        })
+        .collect();
+    send_to_partition(&broker.brokers, "regroup-orders", &orders);
+    let mut out = Vec::new();
+    support::wait_until("a count for every order", Duration::from_secs(120), || {
+        out = support::read_committed(&broker.brokers, "regroup-counts");
+        out.len() >= ORDERS
+    });
+    worker.stop();
+    worker.join().unwrap();
+
+    assert_eq!(out.len(), ORDERS, "one update per order, none twice");
+    let mut finals: HashMap<String, i64> = HashMap::new();
+    for record in &out {
+        let key = record.key.clone().unwrap();
+        let count = i64::from_be_bytes(record.value.clone().unwrap().try_into().unwrap());
+        let top = finals.entry(key).or_default();
+        *top = (*top).max(count);
+    }
+    assert_eq!(finals.len(), PATIENTS);
+    for (patient, count) in finals {
+        let n: usize = patient.trim_start_matches('p').parse().unwrap();
+        let expected = (0..ORDERS).filter(|i| i % PATIENTS == n).count() as i64;
+        assert_eq!(
+            count, expected,
+            "patient {patient}: one task saw all its orders"
+        );
+    }
+    let hop = support::read_committed(&broker.brokers, &format!("{app}-by-patient-repartition"));
+    assert_eq!(
+        hop.len(),
+        ORDERS,
+        "every order crossed the internal topic once"
+    );
+}

@@ -48,6 +48,8 @@ impl TestDriver {
     pub const DEFAULT_START_MS: i64 = 1_767_225_600_000;
 
     pub fn new(topology: Topology) -> Self {
+        // Internal topics are named for an application: here, the topology's name.
+        let topology = topology.for_application(&topology.name().to_string());
         let stores: GlobalStores = topology
             .global_tables()
             .iter()

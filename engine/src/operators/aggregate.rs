@@ -84,6 +84,39 @@ where
     }
 }
 
+impl<K, V> Stream<K, V>
+where
+    K: Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// Groups records by a new key, `key_of(key, value)`: the stream is re-keyed (node
+    /// `name`) and [repartitioned](Stream::repartition) through the internal topic
+    /// `<application.id>-<name>-repartition`, so each group is aggregated in one task.
+    /// The serdes encode the new key and the value on that topic and in the stores.
+    pub fn group_by<K2, F>(
+        &self,
+        name: &str,
+        key_of: F,
+        key_serde: impl Serde<K2>,
+        value_serde: impl Serde<V>,
+    ) -> GroupedStream<K2, V>
+    where
+        K2: Clone + Send + Sync + 'static,
+        F: Fn(&K, &V) -> K2 + Send + Sync + 'static,
+    {
+        let key_serde: Arc<dyn Serde<K2>> = Arc::new(key_serde);
+        let value_serde: Arc<dyn Serde<V>> = Arc::new(value_serde);
+        let rekeyed = self
+            .map(name, move |k, v| (key_of(&k, &v), v))
+            .repartition_shared(name, key_serde.clone(), value_serde.clone());
+        GroupedStream {
+            stream: rekeyed,
+            key_serde,
+            value_serde,
+        }
+    }
+}
+
 impl<K, V> GroupedStream<K, V>
 where
     K: Clone + Send + Sync + 'static,

@@ -27,6 +27,7 @@ mod map_values;
 mod merge;
 mod peek;
 mod process;
+mod repartition;
 mod session;
 pub(crate) mod sink;
 pub(crate) mod source;

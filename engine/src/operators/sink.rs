@@ -34,8 +34,8 @@ use super::{DynRecord, Node, NodeContext};
 use crate::error::{ErrorKind, ProcessError};
 use crate::lineage::{derived_event_id, stamp_headers};
 use crate::record::ProducerRecord;
-use crate::serde::Serde;
-use crate::topology::{NodeKind, Stream};
+use crate::serde::{Serde, SharedSerde};
+use crate::topology::{NodeFactory, NodeKind, Retarget, Stream};
 
 impl<K, V> Stream<K, V>
 where
@@ -50,23 +50,68 @@ where
         key_serde: impl Serde<K>,
         value_serde: impl Serde<V>,
     ) {
-        let sink = Arc::new(SinkNode {
-            name: Arc::from(name),
-            topic: Arc::from(topic),
-            key_serde,
-            value_serde,
-            _marker: PhantomData,
-        });
-        let factory = Arc::new(move || Box::new(SinkInstance(sink.clone())) as Box<dyn Node>);
+        let factory = sink_factory(name, topic, key_serde, value_serde);
         self.graph.borrow_mut().add(
             name,
             NodeKind::Sink {
                 topic: topic.to_string(),
                 factory,
+                retarget: None,
             },
             &[self.node],
         );
     }
+
+    /// Writes every record of this stream to the topology's internal topic `topic`
+    /// (named `<application.id>-<topic>` when the topology runs).
+    pub(crate) fn to_internal(
+        &self,
+        name: &str,
+        topic: &str,
+        key_serde: Arc<dyn Serde<K>>,
+        value_serde: Arc<dyn Serde<V>>,
+    ) {
+        let node = Arc::<str>::from(name);
+        let retarget: Retarget = Arc::new(move |topic: &str| {
+            sink_factory(
+                &node,
+                topic,
+                SharedSerde(key_serde.clone()),
+                SharedSerde(value_serde.clone()),
+            )
+        });
+        let mut graph = self.graph.borrow_mut();
+        graph.internal_topics.insert(topic.to_string());
+        graph.add(
+            name,
+            NodeKind::Sink {
+                topic: topic.to_string(),
+                factory: retarget(topic),
+                retarget: Some(retarget),
+            },
+            &[self.node],
+        );
+    }
+}
+
+fn sink_factory<K, V>(
+    name: &str,
+    topic: &str,
+    key_serde: impl Serde<K>,
+    value_serde: impl Serde<V>,
+) -> NodeFactory
+where
+    K: Send + 'static,
+    V: Send + 'static,
+{
+    let sink = Arc::new(SinkNode {
+        name: Arc::from(name),
+        topic: Arc::from(topic),
+        key_serde,
+        value_serde,
+        _marker: PhantomData,
+    });
+    Arc::new(move || Box::new(SinkInstance(sink.clone())) as Box<dyn Node>)
 }
 
 struct SinkNode<K, V, KS, VS> {

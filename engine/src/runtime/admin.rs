@@ -47,6 +47,14 @@ pub enum AdminError {
         configured: i32,
     },
     #[error(
+        "internal topic `{topic}` has {actual} partitions, but the topology's input topics (or topic.partitions) say {expected}: keys would land in other tasks than before; delete the internal topic while the application is stopped, or restore the partition count"
+    )]
+    InternalTopicMismatch {
+        topic: String,
+        actual: i32,
+        expected: i32,
+    },
+    #[error(
         "changelog topic `{topic}` has {actual} partitions but its store's source topics have {expected}: a changelog partition belongs to the task of the same partition; delete the changelog (its state is rebuilt from the sources only by reprocessing them) or restore the source partition count"
     )]
     ChangelogMismatch {
@@ -93,12 +101,13 @@ pub fn prepare(
     config: &WorkerConfig,
 ) -> Result<BTreeMap<String, i32>, AdminError> {
     let admin = admin_client(config)?;
-    let counts =
+    let mut counts =
         partition_counts(&admin, config.startup_timeout).map_err(|e| AdminError::Unreachable {
             servers: config.bootstrap_servers.clone(),
             timeout: config.startup_timeout,
             reason: e.to_string(),
         })?;
+    prepare_internal_topics(&admin, topology, config, &mut counts)?;
     for global in topology.global_tables() {
         if !counts.contains_key(&global.topic) {
             return Err(AdminError::MissingGlobalTopic {
@@ -171,6 +180,57 @@ pub fn prepare(
     )?;
     prepare_changelogs(&admin, topology, config, &counts)?;
     Ok(counts)
+}
+
+/// Creates the internal (repartition) topics, with `topic.partitions` partitions or, by
+/// default, as many as the topology's largest input topic: they carry the input onward,
+/// and fewer partitions would cap the parallelism downstream. An existing one must have
+/// that count, or keys would move to other tasks than the ones holding their state.
+fn prepare_internal_topics(
+    admin: &AdminClient<DefaultClientContext>,
+    topology: &Topology,
+    config: &WorkerConfig,
+    counts: &mut BTreeMap<String, i32>,
+) -> Result<(), AdminError> {
+    let internal = topology.internal_topics();
+    if internal.is_empty() {
+        return Ok(());
+    }
+    let expected = config.topic_partitions.unwrap_or_else(|| {
+        topology
+            .source_topics()
+            .iter()
+            .filter(|t| !internal.contains(*t))
+            .filter_map(|t| counts.get(t))
+            .copied()
+            .max()
+            .unwrap_or(1)
+    });
+    let mut missing = Vec::new();
+    for topic in internal {
+        match counts.get(topic) {
+            Some(&actual) if actual != expected => {
+                return Err(AdminError::InternalTopicMismatch {
+                    topic: topic.clone(),
+                    actual,
+                    expected,
+                });
+            }
+            Some(_) => {}
+            None => missing.push(topic.clone()),
+        }
+    }
+    create_topics(
+        admin,
+        &missing,
+        expected,
+        config.topic_replication_factor,
+        config.startup_timeout,
+    )?;
+    for topic in missing {
+        counts.insert(topic, expected);
+    }
+    Ok(())
 }
 
 /// Creates each store's compacted changelog topic, with the partition count of the

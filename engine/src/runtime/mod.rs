@@ -104,6 +104,7 @@ pub struct Worker {
 impl Worker {
     /// Checks the cluster and topics, then starts the stream threads.
     pub fn start(topology: Topology, config: WorkerConfig) -> Result<Self, WorkerError> {
+        let topology = topology.for_application(&config.application_id);
         let config = Arc::new(config);
         let partition_counts = admin::prepare(&topology, &config)?;
         let process_id = process_id(&config.state_dir, &config.application_id)?;

@@ -23,6 +23,8 @@ pub(crate) struct Graph {
     pub(crate) errors: Vec<TopologyError>,
     pub(crate) policy: ErrorPolicy,
     pub(crate) globals: Vec<GlobalTableDef>,
+    /// Names of the internal topics (before the application id is known).
+    pub(crate) internal_topics: BTreeSet<String>,
 }
 
 impl Graph {
@@ -80,6 +82,7 @@ impl TopologyBuilder {
                 errors: Vec::new(),
                 policy: ErrorPolicy::dead_letter(format!("{name}.dlq")),
                 globals: Vec::new(),
+                internal_topics: BTreeSet::new(),
             })),
         }
     }
@@ -147,6 +150,8 @@ impl TopologyBuilder {
                     policy: graph.policy.clone(),
                     stores,
                     globals: graph.globals.clone(),
+                    internal_topics: graph.internal_topics.clone(),
+                    application_id: None,
                 }),
             }),
             1 => Err(errors.remove(0)),

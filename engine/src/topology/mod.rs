@@ -52,8 +52,14 @@ pub(crate) enum NodeKind {
     Sink {
         topic: String,
         factory: NodeFactory,
+        /// For a sink to an internal topic: makes its factory for the topic's final name,
+        /// known once the application id is (see [`Topology::for_application`]).
+        retarget: Option<Retarget>,
     },
 }
+
+/// Makes a sink's factory for a given topic.
+pub(crate) type Retarget = Arc<dyn Fn(&str) -> NodeFactory + Send + Sync>;
 
 #[derive(Clone)]
 pub(crate) struct NodeDef {
@@ -99,6 +105,11 @@ pub(crate) struct TopologyDef {
     pub(crate) policy: ErrorPolicy,
     pub(crate) stores: Vec<StoreDef>,
     pub(crate) globals: Vec<GlobalTableDef>,
+    /// Topics the topology writes and reads itself (repartition topics): their names
+    /// before [`Topology::for_application`], `<application.id>-<name>` after.
+    pub(crate) internal_topics: BTreeSet<String>,
+    /// The application id the internal topics are named for, once they are.
+    pub(crate) application_id: Option<String>,
 }
 
 /// A global table: every partition of `topic`, kept whole by every worker in the store
@@ -187,6 +198,93 @@ impl Topology {
         self.subtopologies()
             .iter()
             .find(|s| s.source_topics.contains(topic))
+    }
+}
+
+impl Topology {
+    /// Internal topics (repartition topics), by the names they have now.
+    pub fn internal_topics(&self) -> &BTreeSet<String> {
+        &self.def.internal_topics
+    }
+
+    /// The topology as the application `application_id` runs it: each internal topic
+    /// named `<application.id>-<name>`, so two applications running one topology never
+    /// share one. The runtime and the TestDriver (with the topology's name as the id) call
+    /// it; a topology without internal topics comes back unchanged.
+    ///
+    /// # Panics
+    /// If the topology was already named for another application.
+    pub fn for_application(&self, application_id: &str) -> Topology {
+        match &self.def.application_id {
+            Some(id) if id == application_id => return self.clone(),
+            Some(id) => panic!(
+                "topology `{}` already runs as application `{id}`, not `{application_id}`: build it again",
+                self.def.name
+            ),
+            None if self.def.internal_topics.is_empty() => return self.clone(),
+            None => {}
+        }
+        let rename = |topic: &String| match self.def.internal_topics.contains(topic) {
+            true => format!("{application_id}-{topic}"),
+            false => topic.clone(),
+        };
+        let nodes = self
+            .def
+            .nodes
+            .iter()
+            .map(|node| {
+                let kind = match &node.kind {
+                    NodeKind::Source {
+                        topics,
+                        decoder,
+                        factory,
+                    } => NodeKind::Source {
+                        topics: topics.iter().map(rename).collect(),
+                        decoder: decoder.clone(),
+                        factory: factory.clone(),
+                    },
+                    NodeKind::Sink {
+                        topic,
+                        retarget: Some(retarget),
+                        ..
+                    } => {
+                        let topic = rename(topic);
+                        NodeKind::Sink {
+                            factory: retarget(&topic),
+                            topic,
+                            retarget: Some(retarget.clone()),
+                        }
+                    }
+                    other => other.clone(),
+                };
+                NodeDef {
+                    kind,
+                    ..node.clone()
+                }
+            })
+            .collect();
+        let subtopologies = self
+            .def
+            .subtopologies
+            .iter()
+            .map(|sub| SubTopology {
+                source_topics: sub.source_topics.iter().map(rename).collect(),
+                sink_topics: sub.sink_topics.iter().map(rename).collect(),
+                ..sub.clone()
+            })
+            .collect();
+        Topology {
+            def: Arc::new(TopologyDef {
+                name: self.def.name.clone(),
+                nodes,
+                subtopologies,
+                policy: self.def.policy.clone(),
+                stores: self.def.stores.clone(),
+                globals: self.def.globals.clone(),
+                internal_topics: self.def.internal_topics.iter().map(rename).collect(),
+                application_id: Some(application_id.to_string()),
+            }),
+        }
     }
 }
 
