@@ -49,7 +49,7 @@ impl TestDriver {
 
     pub fn new(topology: Topology) -> Self {
         // Internal topics are named for an application: here, the topology's name.
-        let topology = topology.for_application(&topology.name().to_string());
+        let topology = topology.for_application(topology.name());
         let stores: GlobalStores = topology
             .global_tables()
             .iter()
