@@ -696,3 +696,94 @@ fn group_by_on_the_broker_counts_each_new_key_once_per_record_through_the_intern
         "every order crossed the internal topic once"
     );
 }
+
+#[test]
+fn a_task_restoring_a_long_changelog_does_not_hold_up_a_ready_task_on_its_thread() {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    use sluice_engine::runtime::ThreadStatus;
+    use sluice_engine::{Serdes, TopologyBuilder};
+    const CHANGELOG_RECORDS: usize = 500_000;
+    let broker = TestBroker::start();
+    let app = "slow-restore";
+    let changelog = format!("{app}-restore-counts-changelog");
+    broker.create_topics(&["slow-restore-in", changelog.as_str()], 2);
+    // Partition 1's store has a long history; partition 0's has none.
+    let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", &broker.brokers)
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .unwrap();
+    for i in 0..CHANGELOG_RECORDS {
+        let key = format!("history-{i}");
+        producer
+            .send(
+                BaseRecord::to(&changelog)
+                    .key(key.as_bytes())
+                    .payload(&7i64.to_be_bytes()[..])
+                    .partition(1),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+
+    let builder = TopologyBuilder::new("restore-beside");
+    builder
+        .source(
+            "in",
+            &["slow-restore-in"],
+            Serdes::string(),
+            Serdes::string(),
+        )
+        .group_by_key(Serdes::string(), Serdes::string())
+        .count("count", "restore-counts")
+        .to("out", "slow-restore-out", Serdes::string(), Serdes::i64());
+    let config = broker.worker_config(app, &temp_dir("slow-restore"), &[]);
+    let worker = Worker::start(builder.build().unwrap(), config).unwrap();
+    let health = worker.health().clone();
+
+    send_to_partition(
+        &broker.brokers,
+        "slow-restore-in",
+        &[("restored-key".into(), "x".into(), 1)],
+    );
+    support::wait_until(
+        "partition 1's task restoring",
+        Duration::from_secs(60),
+        || health.state(0) == Some(ThreadStatus::Restoring),
+    );
+    let ready: Vec<_> = (0..50)
+        .map(|i| (format!("ready-{i}"), "x".to_string(), 0))
+        .collect();
+    send_to_partition(&broker.brokers, "slow-restore-in", &ready);
+    let mut out = Vec::new();
+    support::wait_until("partition 0's counts", Duration::from_secs(60), || {
+        out = support::read_committed(&broker.brokers, "slow-restore-out");
+        out.iter()
+            .filter(|r| r.key.as_deref().is_some_and(|k| k.starts_with("ready-")))
+            .count()
+            == 50
+    });
+    assert!(
+        !out.iter().any(|r| r.key.as_deref() == Some("restored-key")),
+        "partition 1's record waited for its store"
+    );
+    assert_eq!(
+        health.state(0),
+        Some(ThreadStatus::Restoring),
+        "partition 0 ran while partition 1 was still restoring"
+    );
+
+    support::wait_until("partition 1's count", Duration::from_secs(180), || {
+        out = support::read_committed(&broker.brokers, "slow-restore-out");
+        out.iter().any(|r| r.key.as_deref() == Some("restored-key"))
+    });
+    assert_eq!(
+        worker.stats().restored.load(Ordering::Relaxed),
+        CHANGELOG_RECORDS as u64
+    );
+    assert_eq!(health.state(0), Some(ThreadStatus::Running));
+    worker.stop();
+    worker.join().unwrap();
+}

@@ -6,6 +6,10 @@
 //! read_committed, so aborted writes never reach the store, and applies the records in
 //! batches, each written with the checkpoint after it. A crash during a restore loses
 //! nothing: the next one continues from the last batch's checkpoint.
+//!
+//! A restore is a session advanced in steps ([`Restorer::begin`], [`Restorer::step`]), so
+//! that a stream thread can restore one task's stores between polls while its other
+//! tasks keep processing; [`Restorer::restore`] runs one to the end (global tables).
 
 use std::time::{Duration, Instant};
 
@@ -98,90 +102,123 @@ impl Restorer {
         }
     }
 
-    /// Brings `store` up to the end of `topic`/`partition`.
+    /// Brings `store` up to the end of `topic`/`partition`, blocking until it is.
     pub(crate) fn restore(
         &self,
         topic: &str,
         partition: i32,
         store: &mut dyn KeyValueStore,
     ) -> Result<Restored, Box<RestoreError>> {
-        let started = Instant::now();
+        let mut session = self.begin(topic, partition, store)?;
+        loop {
+            let until = Instant::now() + Duration::from_secs(1);
+            if let Some(restored) = self.step(&mut session, store, until)? {
+                return Ok(restored);
+            }
+        }
+    }
+
+    /// Starts restoring `store` from `topic`/`partition`: reads its checkpoint and the
+    /// partition's end, and assigns the partition from the checkpoint on. The restore
+    /// then advances by [`Restorer::step`]; one session at a time per restorer.
+    pub(crate) fn begin(
+        &self,
+        topic: &str,
+        partition: i32,
+        store: &dyn KeyValueStore,
+    ) -> Result<RestoreSession, Box<RestoreError>> {
         let name = store.name().to_string();
-        let kafka = |source| {
-            Box::new(RestoreError::Kafka {
-                store: name.clone(),
-                topic: topic.to_string(),
-                partition,
-                source,
-            })
-        };
-        let store_error = |source| {
-            Box::new(RestoreError::Store {
-                store: name.clone(),
-                topic: topic.to_string(),
-                partition,
-                source,
-            })
-        };
-        let from = store.checkpoint().map_err(store_error)?;
-        let (low, end) = self
-            .consumer
-            .fetch_watermarks(topic, partition, Duration::from_secs(30))
-            .map_err(kafka)?;
         let labels = [
             ("store", name.clone()),
             ("partition", partition.to_string()),
         ];
-        let restored_counter = metrics::counter!(RESTORED_RECORDS, &labels);
-        let remaining = metrics::gauge!(RESTORE_REMAINING, &labels);
-        let start = from.unwrap_or(low);
-        remaining.set((end - start).max(0) as f64);
-        if start >= end {
-            return Ok(Restored {
-                records: 0,
-                from,
-                elapsed: started.elapsed(),
-            });
+        let mut session = RestoreSession {
+            topic: topic.to_string(),
+            partition,
+            name,
+            from: None,
+            end: 0,
+            next: 0,
+            records: 0,
+            batch: Vec::new(),
+            started: Instant::now(),
+            last_progress: Instant::now(),
+            restored_counter: metrics::counter!(RESTORED_RECORDS, &labels),
+            remaining: metrics::gauge!(RESTORE_REMAINING, &labels),
+            assigned: false,
+        };
+        session.from = store.checkpoint().map_err(|e| session.store_error(e))?;
+        let (low, end) = self
+            .consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(30))
+            .map_err(|e| session.kafka_error(e))?;
+        session.end = end;
+        session.next = session.from.unwrap_or(low);
+        session.remaining.set((end - session.next).max(0) as f64);
+        if session.next >= end {
+            return Ok(session);
         }
         log::log!(
             self.log_level,
-            "restoring store `{name}` partition {partition} from {}: up to {} records",
-            from.map_or("the beginning".to_string(), |f| format!("offset {f}")),
-            end - start
+            "restoring store `{}` partition {partition} from {}: up to {} records",
+            session.name,
+            session
+                .from
+                .map_or("the beginning".to_string(), |f| format!("offset {f}")),
+            end - session.next
         );
         let mut assignment = TopicPartitionList::new();
         assignment
             .add_partition_offset(
                 topic,
                 partition,
-                from.map_or(Offset::Beginning, Offset::Offset),
+                session.from.map_or(Offset::Beginning, Offset::Offset),
             )
-            .map_err(kafka)?;
-        self.consumer.assign(&assignment).map_err(kafka)?;
+            .map_err(|e| session.kafka_error(e))?;
+        self.consumer
+            .assign(&assignment)
+            .map_err(|e| session.kafka_error(e))?;
+        session.assigned = true;
+        session.batch.reserve(BATCH);
+        Ok(session)
+    }
 
-        let mut batch: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(BATCH);
-        let mut next = start;
-        let mut records = 0u64;
-        let mut last_progress = Instant::now();
-        let result = loop {
-            match self.consumer.poll(Duration::from_millis(100)) {
+    /// Restores until the partition's end (then returns what the restore did) or until
+    /// `until` (then `None`: call again).
+    pub(crate) fn step(
+        &self,
+        session: &mut RestoreSession,
+        store: &mut dyn KeyValueStore,
+        until: Instant,
+    ) -> Result<Option<Restored>, Box<RestoreError>> {
+        let mut done = !session.assigned;
+        while !done && Instant::now() < until {
+            let wait = until
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(100));
+            match self.consumer.poll(wait) {
+                // A record of a partition assigned before this session's: not its own.
+                Some(Ok(message))
+                    if message.partition() != session.partition
+                        || message.topic() != session.topic => {}
                 Some(Ok(message)) => {
-                    batch.push((
+                    session.batch.push((
                         message.key().map(<[u8]>::to_vec).unwrap_or_default(),
                         message.payload().map(<[u8]>::to_vec),
                     ));
-                    next = message.offset() + 1;
-                    last_progress = Instant::now();
-                    if batch.len() >= BATCH {
-                        write(store, &mut batch, next).map_err(store_error)?;
-                        records += BATCH as u64;
-                        restored_counter.increment(BATCH as u64);
-                        remaining.set((end - next).max(0) as f64);
+                    session.next = message.offset() + 1;
+                    session.last_progress = Instant::now();
+                    if session.batch.len() >= BATCH {
+                        session.flush(store)?;
                     }
                 }
-                Some(Err(KafkaError::PartitionEOF(_))) => break Ok(()),
+                Some(Err(KafkaError::PartitionEOF(_))) => done = true,
                 Some(Err(e)) => {
-                    log::warn!("restoring store `{name}` partition {partition}: {e}");
+                    log::warn!(
+                        "restoring store `{}` partition {}: {e}",
+                        session.name,
+                        session.partition
+                    );
                 }
                 None => {
                     // Nothing more for now: done once the position has reached the end
@@ -189,42 +226,54 @@ impl Restorer {
                     // record set never make librdkafka report the partition's end).
                     // librdkafka moves the position past transaction markers, which
                     // the records read never reach.
-                    let position = self.position(topic, partition).unwrap_or(next).max(next);
-                    if position >= end {
-                        break Ok(());
-                    }
+                    let position = self
+                        .position(&session.topic, session.partition)
+                        .unwrap_or(session.next)
+                        .max(session.next);
+                    done = position >= session.end;
                 }
             }
-            if last_progress.elapsed() > STALL_TIMEOUT {
-                break Err(Box::new(RestoreError::Stalled {
-                    store: name.clone(),
-                    topic: topic.to_string(),
-                    partition,
-                    position: next,
+            if !done && session.last_progress.elapsed() > STALL_TIMEOUT {
+                self.cancel();
+                return Err(Box::new(RestoreError::Stalled {
+                    store: session.name.clone(),
+                    topic: session.topic.clone(),
+                    partition: session.partition,
+                    position: session.next,
                 }));
             }
-        };
-        let tail = batch.len() as u64;
-        if tail > 0 {
-            write(store, &mut batch, next).map_err(store_error)?;
         }
-        records += tail;
-        restored_counter.increment(tail);
-        remaining.set(0.0);
-        let _ = self.consumer.unassign();
-        result?;
-        let elapsed = started.elapsed();
-        log::log!(
-            self.log_level,
-            "restored store `{name}` partition {partition}: {records} records in {:.2}s ({:.0} records/s)",
-            elapsed.as_secs_f64(),
-            records as f64 / elapsed.as_secs_f64().max(1e-9)
-        );
-        Ok(Restored {
-            records,
-            from,
+        if !done {
+            return Ok(None);
+        }
+        session.flush(store)?;
+        session.remaining.set(0.0);
+        if session.assigned {
+            self.cancel();
+            session.assigned = false;
+        }
+        let elapsed = session.started.elapsed();
+        if session.records > 0 {
+            log::log!(
+                self.log_level,
+                "restored store `{}` partition {}: {} records in {:.2}s ({:.0} records/s)",
+                session.name,
+                session.partition,
+                session.records,
+                elapsed.as_secs_f64(),
+                session.records as f64 / elapsed.as_secs_f64().max(1e-9)
+            );
+        }
+        Ok(Some(Restored {
+            records: session.records,
+            from: session.from,
             elapsed,
-        })
+        }))
+    }
+
+    /// Stops reading the session's partition (its task went away, or it is done).
+    pub(crate) fn cancel(&self) {
+        let _ = self.consumer.unassign();
     }
 
     fn position(&self, topic: &str, partition: i32) -> Option<i64> {
@@ -236,13 +285,63 @@ impl Restorer {
     }
 }
 
-fn write(
-    store: &mut dyn KeyValueStore,
-    batch: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>,
-    checkpoint: i64,
-) -> Result<(), sluice_state::StoreError> {
-    let mut changes = batch.iter().map(|(k, v)| (k.as_slice(), v.as_deref()));
-    store.write(&mut changes, Some(checkpoint))?;
-    batch.clear();
-    Ok(())
+/// A restore in progress: one changelog partition into one store.
+pub(crate) struct RestoreSession {
+    topic: String,
+    partition: i32,
+    name: String,
+    from: Option<i64>,
+    /// The partition's end when the restore began: the restore is done on reaching it.
+    end: i64,
+    /// The offset after the last record read.
+    next: i64,
+    records: u64,
+    batch: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    started: Instant,
+    last_progress: Instant,
+    restored_counter: metrics::Counter,
+    remaining: metrics::Gauge,
+    assigned: bool,
+}
+
+impl RestoreSession {
+    /// Records still to restore, as far as the end seen at the start.
+    pub(crate) fn remaining(&self) -> i64 {
+        (self.end - self.next).max(0)
+    }
+
+    /// Writes the batch read so far with the checkpoint after it.
+    fn flush(&mut self, store: &mut dyn KeyValueStore) -> Result<(), Box<RestoreError>> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let mut changes = self.batch.iter().map(|(k, v)| (k.as_slice(), v.as_deref()));
+        store
+            .write(&mut changes, Some(self.next))
+            .map_err(|e| self.store_error(e))?;
+        let n = self.batch.len() as u64;
+        self.records += n;
+        self.restored_counter.increment(n);
+        self.remaining.set(self.remaining() as f64);
+        self.batch.clear();
+        Ok(())
+    }
+
+    fn kafka_error(&self, source: KafkaError) -> Box<RestoreError> {
+        Box::new(RestoreError::Kafka {
+            store: self.name.clone(),
+            topic: self.topic.clone(),
+            partition: self.partition,
+            source,
+        })
+    }
+
+    fn store_error(&self, source: sluice_state::StoreError) -> Box<RestoreError> {
+        Box::new(RestoreError::Store {
+            store: self.name.clone(),
+            topic: self.topic.clone(),
+            partition: self.partition,
+            source,
+        })
+    }
 }

@@ -18,6 +18,13 @@
 //! next owner starts exactly where this thread stopped. A record whose operator reports a
 //! transient failure (a service down) is retried after a backoff: its partition is paused
 //! and rewound to it, and the thread keeps polling so it stays in the group.
+//!
+//! A stateful task whose stores must first be restored from their changelogs does not
+//! block the thread: its input partitions are paused at the first record that arrives for
+//! it, and the loop restores its stores in short steps between polls, so the thread's
+//! ready tasks keep processing (and the consumer keeps its place in the group). Once the
+//! stores reach the end of their changelogs the task starts and its partitions resume at
+//! the records they stopped at.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,7 +43,7 @@ use super::WorkerStats;
 use super::config::{KafkaClient, ProcessingGuarantee, WorkerConfig, redact_kafka_error};
 use super::failpoint;
 use super::observability::{Health, ThreadStatus};
-use super::restore::{RestoreError, Restorer};
+use super::restore::{RestoreError, RestoreSession, Restorer};
 use crate::record::{Headers, Origin, ProducerRecord, RawRecord};
 use crate::task::{GlobalStores, Task, TaskError, TaskId};
 use crate::topology::Topology;
@@ -58,6 +65,10 @@ const CHANGELOG: usize = 1;
 /// Backoff of a record whose operator reported a transient failure.
 const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How long one step of restoring may run between polls of the main consumer: restores
+/// take turns with processing, so tasks that are ready keep running (at about half speed)
+/// while others restore.
+const RESTORE_STEP: Duration = Duration::from_millis(20);
 
 /// Why a stream thread stopped for good.
 #[derive(Debug, thiserror::Error)]
@@ -169,9 +180,25 @@ pub(crate) struct ThreadState {
     /// Open stores of tasks dropped by an abort, up to date with the last commit, for the
     /// rebuilt tasks to take back without a restore.
     idle_stores: HashMap<TaskId, Vec<TransactionalStore>>,
+    /// Stateful tasks whose stores are being restored, restored one at a time in task
+    /// order; their input partitions are paused meanwhile.
+    restoring: std::collections::BTreeMap<TaskId, RestoringTask>,
+    /// When the last restore step ended.
+    last_restore_step: Instant,
     health: Arc<Health>,
     last_store_sizes: Instant,
     globals: GlobalStores,
+}
+
+/// A stateful task waiting for its stores to be restored.
+struct RestoringTask {
+    /// Its stores, opened, with their changelog topics, in the sub-topology's order.
+    stores: Vec<(RocksDbStore, String)>,
+    /// The store being restored (an index of `stores`), and its restore once begun.
+    current: usize,
+    session: Option<RestoreSession>,
+    /// Input partitions paused until the task is ready, with the offset to resume at.
+    waiting: HashMap<(Arc<str>, i32), i64>,
 }
 
 /// A record retried after a transient failure.
@@ -426,6 +453,8 @@ impl StreamThread {
             budget,
             restorer: None,
             idle_stores: HashMap::new(),
+            restoring: Default::default(),
+            last_restore_step: Instant::now(),
             health,
             last_store_sizes: Instant::now(),
             globals,
@@ -442,8 +471,14 @@ impl StreamThread {
     pub(crate) fn run(self) -> Result<(), StreamThreadError> {
         let mut last_commit = Instant::now();
         let mut out = Vec::new();
+        let mut restoring = false;
         while !self.stop.load(Ordering::Relaxed) {
-            let polled = self.consumer.poll(POLL_TIMEOUT);
+            // While a restore is pending, polling must not wait: the loop restores.
+            let polled = self.consumer.poll(if restoring {
+                Duration::ZERO
+            } else {
+                POLL_TIMEOUT
+            });
             let mut guard = self.consumer.context().lock();
             let state = guard.as_mut().expect("state is set at creation");
             if let Some(e) = state.callback_error.take() {
@@ -462,6 +497,7 @@ impl StreamThread {
                 None => Ok(()),
             };
             let result = result.and_then(|()| {
+                state.restore_step()?;
                 state.resume_due_retries(&self.consumer);
                 state.tick(&mut out)?;
                 if last_commit.elapsed() >= self.commit_interval {
@@ -472,6 +508,7 @@ impl StreamThread {
                 }
                 Ok(())
             });
+            restoring = !state.restoring.is_empty();
             if let Err(e) = result {
                 match e {
                     // The topology asked to stop on this error, or no retry can help.
@@ -544,13 +581,31 @@ impl ThreadState {
             // Fetched before the pause took effect; it will be read again after the retry.
             return Ok(());
         }
-        let raw = raw_record(message, topic);
-        self.current_input = Some(raw.origin.clone());
+        if !self.restoring.is_empty()
+            && self
+                .restoring
+                .values()
+                .any(|r| r.waiting.contains_key(&key))
+        {
+            // Its task is restoring: read again once it is ready.
+            return Ok(());
+        }
         let id = TaskId {
             subtopology,
             partition,
         };
-        self.ensure_task(id)?;
+        if !self.ensure_task(id)? {
+            // The task restores first; its partition waits, paused, from this record on.
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&topic, partition);
+            let _ = consumer.pause(&tpl);
+            if let Some(restoring) = self.restoring.get_mut(&id) {
+                restoring.waiting.insert(key, offset);
+            }
+            return Ok(());
+        }
+        let raw = raw_record(message, topic);
+        self.current_input = Some(raw.origin.clone());
         let task = self.tasks.get_mut(&id).expect("ensured above");
         out.clear();
         match task.process(&raw, out) {
@@ -831,6 +886,17 @@ impl ThreadState {
             }
         }
         let _ = consumer.resume(&consumer.assignment().unwrap_or_default());
+        // Restoring tasks processed nothing: their partitions wait on, from the record
+        // each stopped at (their committed offset, where the rewind just put them).
+        let mut waiting = TopicPartitionList::new();
+        for restoring in self.restoring.values() {
+            for (topic, partition) in restoring.waiting.keys() {
+                waiting.add_partition(topic, *partition);
+            }
+        }
+        if waiting.count() > 0 {
+            let _ = consumer.pause(&waiting);
+        }
         Ok(())
     }
 
@@ -880,36 +946,42 @@ impl ThreadState {
         Ok(())
     }
 
-    /// Creates the task if it does not exist yet. A stateful task takes back its stores
-    /// if an abort left them open; otherwise it opens them and restores each from its
-    /// changelog before processing anything.
-    fn ensure_task(&mut self, id: TaskId) -> Result<(), StreamThreadError> {
+    /// Creates the task if it does not exist yet; `false` while it cannot run yet. A
+    /// stateful task takes back its stores if an abort left them open; otherwise it opens
+    /// them and restores each from its changelog (in [`ThreadState::restore_step`], beside
+    /// the tasks that are ready) before it processes anything.
+    fn ensure_task(&mut self, id: TaskId) -> Result<bool, StreamThreadError> {
         if self.tasks.contains_key(&id) {
-            return Ok(());
+            return Ok(true);
+        }
+        if self.restoring.contains_key(&id) {
+            return Ok(false);
         }
         let task = if self.topology.is_stateful(id.subtopology) {
-            let stores = match self.idle_stores.remove(&id) {
-                Some(stores) => stores,
-                None => self.open_stores(id)?,
-            };
-            Task::with_stores(
-                &self.topology,
-                id.subtopology,
-                id.partition,
-                &self.config.application_id,
-                stores,
-            )
+            match self.idle_stores.remove(&id) {
+                Some(stores) => Task::with_stores(
+                    &self.topology,
+                    id.subtopology,
+                    id.partition,
+                    &self.config.application_id,
+                    stores,
+                ),
+                None => {
+                    self.begin_restore(id)?;
+                    return Ok(false);
+                }
+            }
         } else {
             Task::new(&self.topology, id.subtopology, id.partition)
         };
         self.tasks
             .insert(id, task.with_global_stores(&self.globals));
-        Ok(())
+        Ok(true)
     }
 
     /// Opens the task's stores under `<state.dir>/<application.id>/<task>/<store>` and
-    /// restores each from its changelog, from its checkpoint on.
-    fn open_stores(&mut self, id: TaskId) -> Result<Vec<TransactionalStore>, StreamThreadError> {
+    /// queues the task for restoring.
+    fn begin_restore(&mut self, id: TaskId) -> Result<(), StreamThreadError> {
         let index = self.index;
         let state = |source| StreamThreadError::State {
             thread: index,
@@ -921,8 +993,6 @@ impl ThreadState {
                     .map_err(|e| self.kafka("creating the restore consumer", e))?,
             );
         }
-        self.health.set(index, ThreadStatus::Restoring);
-        publish_running(&self.health);
         let dir = self
             .config
             .state_dir
@@ -935,31 +1005,111 @@ impl ThreadState {
             .iter()
             .filter(|s| s.subtopology == id.subtopology)
         {
-            let mut store =
+            let store =
                 RocksDbStore::open(&dir.join(&def.name), &def.name, &self.budget).map_err(state)?;
-            let restored = self
-                .restorer
-                .as_ref()
-                .expect("made above")
-                .restore(
-                    &def.changelog_topic(&self.config.application_id),
-                    id.partition,
-                    &mut store,
-                )
-                .map_err(|source| StreamThreadError::Restore {
-                    thread: index,
-                    source,
-                })?;
-            self.stats
-                .restored
-                .fetch_add(restored.records, Ordering::Relaxed);
-            let store = TransactionalStore::new(Box::new(store));
-            super::metrics::store_size(&store, id.partition);
-            stores.push(store);
+            stores.push((store, def.changelog_topic(&self.config.application_id)));
         }
-        self.health.set(index, ThreadStatus::Running);
+        self.restoring.insert(
+            id,
+            RestoringTask {
+                stores,
+                current: 0,
+                session: None,
+                waiting: HashMap::new(),
+            },
+        );
+        self.health.set(index, ThreadStatus::Restoring);
         publish_running(&self.health);
-        Ok(stores)
+        Ok(())
+    }
+
+    /// Advances the first restoring task for up to [`RESTORE_STEP`]; once all its stores
+    /// have reached the end of their changelogs, starts it and resumes its partitions from
+    /// the records they stopped at. Runs at most every other [`RESTORE_STEP`] while other
+    /// tasks are ready, so they keep processing.
+    fn restore_step(&mut self) -> Result<(), StreamThreadError> {
+        let Some(mut entry) = self.restoring.first_entry() else {
+            return Ok(());
+        };
+        if !self.tasks.is_empty() && self.last_restore_step.elapsed() < RESTORE_STEP {
+            return Ok(());
+        }
+        let index = self.index;
+        let restore_error = |source| StreamThreadError::Restore {
+            thread: index,
+            source,
+        };
+        let id = *entry.key();
+        let restorer = self
+            .restorer
+            .as_ref()
+            .expect("made with the restoring task");
+        let until = Instant::now() + RESTORE_STEP;
+        let task = entry.get_mut();
+        while task.current < task.stores.len() {
+            let (store, topic) = &mut task.stores[task.current];
+            if task.session.is_none() {
+                task.session = Some(
+                    restorer
+                        .begin(topic, id.partition, store)
+                        .map_err(restore_error)?,
+                );
+            }
+            let session = task.session.as_mut().expect("begun above");
+            match restorer
+                .step(session, store, until)
+                .map_err(restore_error)?
+            {
+                Some(restored) => {
+                    self.stats
+                        .restored
+                        .fetch_add(restored.records, Ordering::Relaxed);
+                    task.session = None;
+                    task.current += 1;
+                }
+                None => {
+                    self.last_restore_step = Instant::now();
+                    return Ok(());
+                }
+            }
+        }
+        let restored = entry.remove();
+        let stores: Vec<TransactionalStore> = restored
+            .stores
+            .into_iter()
+            .map(|(store, _)| {
+                let store = TransactionalStore::new(Box::new(store));
+                super::metrics::store_size(&store, id.partition);
+                store
+            })
+            .collect();
+        let task = Task::with_stores(
+            &self.topology,
+            id.subtopology,
+            id.partition,
+            &self.config.application_id,
+            stores,
+        );
+        self.tasks
+            .insert(id, task.with_global_stores(&self.globals));
+        // Resume each paused partition at the record it stopped at, as a retry due now.
+        for (key, offset) in restored.waiting {
+            self.retries.insert(
+                key,
+                Retry {
+                    offset,
+                    due: Some(Instant::now()),
+                    backoff: RETRY_BACKOFF_MIN,
+                },
+            );
+        }
+        log::info!("stream thread {index}: task {id} restored and running");
+        if self.restoring.is_empty() {
+            self.health.set(index, ThreadStatus::Running);
+            publish_running(&self.health);
+        }
+        self.last_restore_step = Instant::now();
+        Ok(())
     }
 
     fn producer_is_unusable(&self, error: &StreamThreadError) -> bool {
@@ -1010,6 +1160,17 @@ impl ThreadState {
                 // so a later assignment restores only the changelog's tail.
                 self.tasks.remove(&id);
                 self.idle_stores.remove(&id);
+                if let Some(restoring) = self.restoring.remove(&id) {
+                    if restoring.session.is_some()
+                        && let Some(restorer) = &self.restorer
+                    {
+                        restorer.cancel();
+                    }
+                    if self.restoring.is_empty() {
+                        self.health.set(self.index, ThreadStatus::Running);
+                        publish_running(&self.health);
+                    }
+                }
             }
             let key = (Arc::from(topic.as_str()), *partition);
             self.uncommitted.remove(&key);
