@@ -703,11 +703,13 @@ fn a_task_restoring_a_long_changelog_does_not_hold_up_a_ready_task_on_its_thread
     use sluice_engine::runtime::ThreadStatus;
     use sluice_engine::{Serdes, TopologyBuilder};
     const CHANGELOG_RECORDS: usize = 500_000;
+    const SHORT_HISTORY: usize = 1_000;
     let broker = TestBroker::start();
     let app = "slow-restore";
     let changelog = format!("{app}-restore-counts-changelog");
     broker.create_topics(&["slow-restore-in", changelog.as_str()], 2);
-    // Partition 1's store has a long history; partition 0's has none.
+    // Partition 1's store has a long history, partition 0's a short one: partition 0's
+    // task restores beside partition 1's and starts long before it.
     let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::config::ClientConfig::new()
         .set("bootstrap.servers", &broker.brokers)
         .set("linger.ms", "20")
@@ -722,6 +724,18 @@ fn a_task_restoring_a_long_changelog_does_not_hold_up_a_ready_task_on_its_thread
                     .key(key.as_bytes())
                     .payload(&7i64.to_be_bytes()[..])
                     .partition(1),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    for i in 0..SHORT_HISTORY {
+        let key = format!("short-{i}");
+        producer
+            .send(
+                BaseRecord::to(&changelog)
+                    .key(key.as_bytes())
+                    .payload(&3i64.to_be_bytes()[..])
+                    .partition(0),
             )
             .map_err(|(e, _)| e)
             .unwrap();
@@ -781,9 +795,79 @@ fn a_task_restoring_a_long_changelog_does_not_hold_up_a_ready_task_on_its_thread
     });
     assert_eq!(
         worker.stats().restored.load(Ordering::Relaxed),
-        CHANGELOG_RECORDS as u64
+        (CHANGELOG_RECORDS + SHORT_HISTORY) as u64
     );
     assert_eq!(health.state(0), Some(ThreadStatus::Running));
     worker.stop();
     worker.join().unwrap();
+}
+
+/// Writes `(key, value)` records with the given timestamps to partition 0.
+fn send_at(brokers: &str, topic: &str, records: &[(&str, &str, i64)]) {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    for (key, value, timestamp) in records {
+        producer
+            .send(
+                BaseRecord::to(topic)
+                    .key(key.as_bytes())
+                    .payload(value.as_bytes())
+                    .partition(0)
+                    .timestamp(*timestamp),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+#[test]
+fn stream_time_survives_a_restart_so_a_record_late_before_it_is_late_after_it() {
+    use sluice_engine::operators::{TimeWindows, WindowedSerde};
+    use sluice_engine::{Serdes, TopologyBuilder};
+    let broker = TestBroker::start();
+    broker.create_topics(&["late-in"], 1);
+    let topology = || {
+        let builder = TopologyBuilder::new("late-windows");
+        builder
+            .source("in", &["late-in"], Serdes::string(), Serdes::string())
+            .group_by_key(Serdes::string(), Serdes::string())
+            .windowed_by(TimeWindows::tumbling(Duration::from_secs(10)))
+            .count("count", "late-window-counts")
+            .to(
+                "out",
+                "late-out",
+                WindowedSerde::new(Serdes::string()),
+                Serdes::i64(),
+            );
+        builder.build().unwrap()
+    };
+    let app = "late-windows";
+    let dir = temp_dir("late");
+    let run = |records: &[(&str, &str, i64)], outputs: usize| {
+        let worker = Worker::start(topology(), broker.worker_config(app, &dir, &[])).unwrap();
+        send_at(&broker.brokers, "late-in", records);
+        let mut out = Vec::new();
+        support::wait_until("the window counts", Duration::from_secs(60), || {
+            out = support::read_committed(&broker.brokers, "late-out");
+            out.len() >= outputs
+        });
+        worker.stop();
+        worker.join().unwrap();
+        out
+    };
+    // Stream time reaches 100 s: the window [0 s, 10 s) is closed.
+    run(&[("k", "a", 1_000), ("k", "b", 100_000)], 2);
+    // After a restart a record for the closed window is still late; the next one counts.
+    let out = run(&[("k", "late", 2_000), ("k", "c", 100_500)], 3);
+    assert_eq!(out.len(), 3, "the late record produced nothing");
+    let last = out.last().unwrap();
+    assert_eq!(
+        i64::from_be_bytes(last.value.clone().unwrap().try_into().unwrap()),
+        2,
+        "the window [100 s, 110 s) counted b and c"
+    );
 }

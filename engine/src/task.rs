@@ -304,6 +304,9 @@ impl Task {
                     topic: input.origin.topic.to_string(),
                 })?;
         self.metrics.consumed.increment(1);
+        // Stream time moves with every input, before the operators see it, as Kafka
+        // Streams' partition time does.
+        self.stream_time = self.stream_time.max(input.timestamp);
         for store in &mut self.stores {
             store.begin_input();
         }
@@ -323,7 +326,6 @@ impl Task {
         let outcome = match result {
             Ok(()) => {
                 self.count_produced(&out[first_output..]);
-                self.stream_time = self.stream_time.max(input.timestamp);
                 Ok(Outcome::Processed)
             }
             Err((node, error)) if error.transient => {
@@ -390,6 +392,17 @@ impl Task {
         (self.stream_time != i64::MIN).then_some(self.stream_time)
     }
 
+    /// Continues from the stream time an earlier incarnation of the task committed, so
+    /// that windows it closed stay closed and records it found late stay late. The
+    /// stream-time punctuations already due at that time ran in that incarnation (their
+    /// outputs committed with it): the next one is the next interval after it.
+    pub fn resume_stream_time(&mut self, stream_time: i64) {
+        self.stream_time = self.stream_time.max(stream_time);
+        for p in &mut self.stream_punctuators {
+            p.next = (self.stream_time.div_euclid(p.interval) + 1).saturating_mul(p.interval);
+        }
+    }
+
     /// Lets every operator act on wall-clock time `now_ms` (punctuation), in topological
     /// order; what they forward runs through their children before the next one ticks.
     pub fn tick(&mut self, now_ms: i64, out: &mut Vec<ProducerRecord>) -> Result<(), TaskError> {
@@ -446,6 +459,7 @@ impl Task {
                 stores: &mut self.stores,
                 node_stores,
                 globals,
+                stream_time: self.stream_time,
             };
             let punctuated = call(node.as_mut(), time, &mut ctx);
             if punctuated.is_ok() {
@@ -588,6 +602,7 @@ impl Task {
                 stores: &mut self.stores,
                 node_stores,
                 globals,
+                stream_time: self.stream_time,
             };
             if let Err(error) = node.process(record, &mut ctx) {
                 self.pending.clear();

@@ -128,6 +128,10 @@ pub(crate) struct NodeContext<'a> {
     pub(crate) node_stores: &'a [usize],
     /// The global stores this node reads, in the order it declared them.
     pub(crate) globals: &'a [Arc<GlobalStore>],
+    /// The task's stream time: the largest timestamp of its input so far, this record's
+    /// included. It survives restarts (see [`Task::resume_stream_time`](crate::Task::resume_stream_time)),
+    /// so what is late stays late after a crash.
+    pub(crate) stream_time: i64,
 }
 
 /// Encodes a record's key for a store; `None` when it encodes to null (no group, no row).

@@ -250,7 +250,7 @@ where
             return Ok(());
         };
         let ts = record.timestamp;
-        self.stream_time = self.stream_time.max(ts);
+        self.stream_time = self.stream_time.max(ctx.stream_time);
         let store = ctx.store(0);
         // Sessions are stored under (end, start); those ending at most a gap before the
         // record and starting at most a gap after it take it in.

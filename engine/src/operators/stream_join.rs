@@ -349,7 +349,7 @@ where
             return Ok(());
         };
         let ts = record.timestamp;
-        self.stream_time = self.stream_time.max(ts);
+        self.stream_time = self.stream_time.max(ctx.stream_time);
         // The input offset tells apart records of one key in one millisecond.
         let sequence = ctx.input.origin.offset;
         let window_on_other_side = match record.value {

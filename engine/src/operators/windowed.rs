@@ -3,7 +3,9 @@
 //!
 //! A record belongs to every window `[start, start + size)` that holds its timestamp;
 //! window starts are multiples of the advance (tumbling windows advance by their size).
-//! The task's *stream time* is the largest record timestamp it has seen. A window closes
+//! The task's *stream time* is the largest record timestamp it has seen; the runtime
+//! commits it with the task's offsets and a restarted task resumes it, so a window closed
+//! before a crash stays closed after it. A window closes
 //! when stream time reaches its end plus the grace period: records for it that arrive out
 //! of order before that still count; a record all of whose windows are closed is late. A
 //! late record is dropped and counted (`sluice_records_dropped_total{reason="late"}`), or,
@@ -307,7 +309,7 @@ where
             self.null_keys.increment(1);
             return Ok(());
         };
-        self.stream_time = self.stream_time.max(record.timestamp);
+        self.stream_time = self.stream_time.max(ctx.stream_time);
         let closed = |start: i64| start + windows.size_ms + windows.grace_ms <= self.stream_time;
         let open: Vec<i64> = windows
             .starts(record.timestamp)

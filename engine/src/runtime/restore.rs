@@ -7,9 +7,11 @@
 //! batches, each written with the checkpoint after it. A crash during a restore loses
 //! nothing: the next one continues from the last batch's checkpoint.
 //!
-//! A restore is a session advanced in steps ([`Restorer::begin`], [`Restorer::step`]), so
-//! that a stream thread can restore one task's stores between polls while its other
-//! tasks keep processing; [`Restorer::restore`] runs one to the end (global tables).
+//! A restore is a session ([`Restorer::begin`]) advanced in steps ([`Restorer::step`]),
+//! so a stream thread restores between polls while its ready tasks keep processing. The
+//! sessions of one restorer read side by side from one consumer, so a task with a short
+//! changelog is not queued behind one with a long changelog. [`Restorer::restore`] runs
+//! one session to its end (global tables).
 
 use std::time::{Duration, Instant};
 
@@ -112,15 +114,16 @@ impl Restorer {
         let mut session = self.begin(topic, partition, store)?;
         loop {
             let until = Instant::now() + Duration::from_secs(1);
-            if let Some(restored) = self.step(&mut session, store, until)? {
+            self.step(&mut [(&mut session, store)], until)?;
+            if let Some(restored) = session.restored {
                 return Ok(restored);
             }
         }
     }
 
     /// Starts restoring `store` from `topic`/`partition`: reads its checkpoint and the
-    /// partition's end, and assigns the partition from the checkpoint on. The restore
-    /// then advances by [`Restorer::step`]; one session at a time per restorer.
+    /// partition's end, and adds the partition, from the checkpoint on, to what this
+    /// restorer reads. [`Restorer::step`] then advances every session begun.
     pub(crate) fn begin(
         &self,
         topic: &str,
@@ -146,6 +149,7 @@ impl Restorer {
             restored_counter: metrics::counter!(RESTORED_RECORDS, &labels),
             remaining: metrics::gauge!(RESTORE_REMAINING, &labels),
             assigned: false,
+            restored: None,
         };
         session.from = store.checkpoint().map_err(|e| session.store_error(e))?;
         let (low, end) = self
@@ -154,8 +158,13 @@ impl Restorer {
             .map_err(|e| session.kafka_error(e))?;
         session.end = end;
         session.next = session.from.unwrap_or(low);
-        session.remaining.set((end - session.next).max(0) as f64);
+        session.remaining.set(session.remaining() as f64);
         if session.next >= end {
+            session.restored = Some(Restored {
+                records: 0,
+                from: session.from,
+                elapsed: session.started.elapsed(),
+            });
             return Ok(session);
         }
         log::log!(
@@ -176,32 +185,43 @@ impl Restorer {
             )
             .map_err(|e| session.kafka_error(e))?;
         self.consumer
-            .assign(&assignment)
+            .incremental_assign(&assignment)
             .map_err(|e| session.kafka_error(e))?;
         session.assigned = true;
         session.batch.reserve(BATCH);
         Ok(session)
     }
 
-    /// Restores until the partition's end (then returns what the restore did) or until
-    /// `until` (then `None`: call again).
+    /// Reads what arrives for the sessions until `until`, each record into its session's
+    /// store in batches, and finishes every session that has reached its end (its
+    /// [`RestoreSession::restored`] is then set). Sessions restore side by side: one
+    /// long changelog does not hold up the others.
     pub(crate) fn step(
         &self,
-        session: &mut RestoreSession,
-        store: &mut dyn KeyValueStore,
+        sessions: &mut [(&mut RestoreSession, &mut dyn KeyValueStore)],
         until: Instant,
-    ) -> Result<Option<Restored>, Box<RestoreError>> {
-        let mut done = !session.assigned;
-        while !done && Instant::now() < until {
+    ) -> Result<(), Box<RestoreError>> {
+        let mut last = 0;
+        loop {
             let wait = until
                 .saturating_duration_since(Instant::now())
                 .min(Duration::from_millis(100));
             match self.consumer.poll(wait) {
-                // A record of a partition assigned before this session's: not its own.
-                Some(Ok(message))
-                    if message.partition() != session.partition
-                        || message.topic() != session.topic => {}
                 Some(Ok(message)) => {
+                    let owns = |s: &RestoreSession| {
+                        s.assigned
+                            && s.partition == message.partition()
+                            && s.topic == message.topic()
+                    };
+                    // Records come in runs per partition: try the last session first.
+                    if !sessions.get(last).is_some_and(|(s, _)| owns(s)) {
+                        match sessions.iter().position(|(s, _)| owns(s)) {
+                            Some(found) => last = found,
+                            // A partition no session reads any more (cancelled).
+                            None => continue,
+                        }
+                    }
+                    let (session, store) = &mut sessions[last];
                     session.batch.push((
                         message.key().map(<[u8]>::to_vec).unwrap_or_default(),
                         message.payload().map(<[u8]>::to_vec),
@@ -209,51 +229,44 @@ impl Restorer {
                     session.next = message.offset() + 1;
                     session.last_progress = Instant::now();
                     if session.batch.len() >= BATCH {
-                        session.flush(store)?;
+                        session.flush(&mut **store)?;
                     }
                 }
-                Some(Err(KafkaError::PartitionEOF(_))) => done = true,
-                Some(Err(e)) => {
-                    log::warn!(
-                        "restoring store `{}` partition {}: {e}",
-                        session.name,
-                        session.partition
-                    );
+                Some(Err(KafkaError::PartitionEOF(_))) | None => {
+                    // Nothing more for now. Brokers that answer an empty fetch without a
+                    // record set never make librdkafka report a partition's end, so the
+                    // position decides (librdkafka moves it past transaction markers,
+                    // which the records read never reach).
+                    if self.all_at_end(sessions) {
+                        break;
+                    }
                 }
-                None => {
-                    // Nothing more for now: done once the position has reached the end
-                    // seen at the start (brokers that answer an empty fetch without a
-                    // record set never make librdkafka report the partition's end).
-                    // librdkafka moves the position past transaction markers, which
-                    // the records read never reach.
-                    let position = self
-                        .position(&session.topic, session.partition)
-                        .unwrap_or(session.next)
-                        .max(session.next);
-                    done = position >= session.end;
-                }
+                Some(Err(e)) => log::warn!("restoring: {e}"),
             }
-            if !done && session.last_progress.elapsed() > STALL_TIMEOUT {
-                self.cancel();
-                return Err(Box::new(RestoreError::Stalled {
-                    store: session.name.clone(),
-                    topic: session.topic.clone(),
-                    partition: session.partition,
-                    position: session.next,
-                }));
+            if Instant::now() >= until {
+                break;
             }
         }
-        if !done {
-            return Ok(None);
-        }
-        session.flush(store)?;
-        session.remaining.set(0.0);
-        if session.assigned {
-            self.cancel();
-            session.assigned = false;
-        }
-        let elapsed = session.started.elapsed();
-        if session.records > 0 {
+        let positions = self.consumer.position().ok();
+        for (session, store) in sessions.iter_mut() {
+            if !session.assigned {
+                continue;
+            }
+            if !reached_end(session, positions.as_ref()) {
+                if session.last_progress.elapsed() > STALL_TIMEOUT {
+                    return Err(Box::new(RestoreError::Stalled {
+                        store: session.name.clone(),
+                        topic: session.topic.clone(),
+                        partition: session.partition,
+                        position: session.next,
+                    }));
+                }
+                continue;
+            }
+            session.flush(&mut **store)?;
+            session.remaining.set(0.0);
+            self.cancel(session);
+            let elapsed = session.started.elapsed();
             log::log!(
                 self.log_level,
                 "restored store `{}` partition {}: {} records in {:.2}s ({:.0} records/s)",
@@ -263,26 +276,44 @@ impl Restorer {
                 elapsed.as_secs_f64(),
                 session.records as f64 / elapsed.as_secs_f64().max(1e-9)
             );
+            session.restored = Some(Restored {
+                records: session.records,
+                from: session.from,
+                elapsed,
+            });
         }
-        Ok(Some(Restored {
-            records: session.records,
-            from: session.from,
-            elapsed,
-        }))
+        Ok(())
     }
 
-    /// Stops reading the session's partition (its task went away, or it is done).
-    pub(crate) fn cancel(&self) {
-        let _ = self.consumer.unassign();
+    /// Stops reading the session's partition (it is done, or its task went away).
+    pub(crate) fn cancel(&self, session: &mut RestoreSession) {
+        if session.assigned {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&session.topic, session.partition);
+            let _ = self.consumer.incremental_unassign(&tpl);
+            session.assigned = false;
+        }
     }
 
-    fn position(&self, topic: &str, partition: i32) -> Option<i64> {
-        let positions = self.consumer.position().ok()?;
-        match positions.find_partition(topic, partition)?.offset() {
+    fn all_at_end(&self, sessions: &[(&mut RestoreSession, &mut dyn KeyValueStore)]) -> bool {
+        let positions = self.consumer.position().ok();
+        sessions
+            .iter()
+            .all(|(s, _)| !s.assigned || reached_end(s, positions.as_ref()))
+    }
+}
+
+/// Whether a session's partition has been read to the end seen at its start.
+fn reached_end(session: &RestoreSession, positions: Option<&TopicPartitionList>) -> bool {
+    let position = positions
+        .and_then(|p| p.find_partition(&session.topic, session.partition))
+        .and_then(|e| match e.offset() {
             Offset::Offset(o) => Some(o),
             _ => None,
-        }
-    }
+        })
+        .unwrap_or(session.next)
+        .max(session.next);
+    position >= session.end
 }
 
 /// A restore in progress: one changelog partition into one store.
@@ -301,7 +332,10 @@ pub(crate) struct RestoreSession {
     last_progress: Instant,
     restored_counter: metrics::Counter,
     remaining: metrics::Gauge,
+    /// Whether the restorer reads its partition now.
     assigned: bool,
+    /// What the restore did, once it is done.
+    pub(crate) restored: Option<Restored>,
 }
 
 impl RestoreSession {

@@ -65,6 +65,9 @@ const CHANGELOG: usize = 1;
 /// Backoff of a record whose operator reported a transient failure.
 const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// The prefix of the stream time in committed offsets' metadata (versioned, so a later
+/// format can tell itself apart).
+const STREAM_TIME_METADATA: &str = "sluice.v1.stream-time=";
 /// How long one step of restoring may run between polls of the main consumer: restores
 /// take turns with processing, so tasks that are ready keep running (at about half speed)
 /// while others restore.
@@ -192,13 +195,18 @@ pub(crate) struct ThreadState {
 
 /// A stateful task waiting for its stores to be restored.
 struct RestoringTask {
-    /// Its stores, opened, with their changelog topics, in the sub-topology's order.
-    stores: Vec<(RocksDbStore, String)>,
-    /// The store being restored (an index of `stores`), and its restore once begun.
-    current: usize,
-    session: Option<RestoreSession>,
+    /// Its stores, in the sub-topology's order.
+    stores: Vec<RestoringStore>,
     /// Input partitions paused until the task is ready, with the offset to resume at.
     waiting: HashMap<(Arc<str>, i32), i64>,
+}
+
+/// One store of a restoring task.
+struct RestoringStore {
+    store: RocksDbStore,
+    changelog: String,
+    /// Its restore, once begun; done when the session says it is restored.
+    session: Option<RestoreSession>,
 }
 
 /// A record retried after a transient failure.
@@ -497,7 +505,7 @@ impl StreamThread {
                 None => Ok(()),
             };
             let result = result.and_then(|()| {
-                state.restore_step()?;
+                state.restore_step(&self.consumer)?;
                 state.resume_due_retries(&self.consumer);
                 state.tick(&mut out)?;
                 if last_commit.elapsed() >= self.commit_interval {
@@ -594,7 +602,7 @@ impl ThreadState {
             subtopology,
             partition,
         };
-        if !self.ensure_task(id)? {
+        if !self.ensure_task(consumer, id)? {
             // The task restores first; its partition waits, paused, from this record on.
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition(&topic, partition);
@@ -768,6 +776,18 @@ impl ThreadState {
             offsets
                 .add_partition_offset(topic, *partition, Offset::Offset(*offset))
                 .map_err(|e| self.kafka("listing offsets to commit", e))?;
+            // Each offset carries its task's stream time, so a restarted task resumes it.
+            let task = self.sources.get(&**topic).and_then(|(_, sub)| {
+                self.tasks.get(&TaskId {
+                    subtopology: *sub,
+                    partition: *partition,
+                })
+            });
+            if let Some(stream_time) = task.and_then(Task::stream_time)
+                && let Some(mut element) = offsets.find_partition(topic, *partition)
+            {
+                element.set_metadata(stream_time_metadata(stream_time));
+            }
         }
         if self.exactly_once() {
             self.begin_transaction_if_needed()?;
@@ -950,7 +970,11 @@ impl ThreadState {
     /// stateful task takes back its stores if an abort left them open; otherwise it opens
     /// them and restores each from its changelog (in [`ThreadState::restore_step`], beside
     /// the tasks that are ready) before it processes anything.
-    fn ensure_task(&mut self, id: TaskId) -> Result<bool, StreamThreadError> {
+    fn ensure_task(
+        &mut self,
+        consumer: &BaseConsumer<ThreadContext>,
+        id: TaskId,
+    ) -> Result<bool, StreamThreadError> {
         if self.tasks.contains_key(&id) {
             return Ok(true);
         }
@@ -974,9 +998,45 @@ impl ThreadState {
         } else {
             Task::new(&self.topology, id.subtopology, id.partition)
         };
+        self.start_task(consumer, id, task);
+        Ok(true)
+    }
+
+    /// Runs `task` from now on, from the stream time its partitions last committed.
+    fn start_task(&mut self, consumer: &BaseConsumer<ThreadContext>, id: TaskId, mut task: Task) {
+        if let Some(stream_time) = self.committed_stream_time(consumer, id) {
+            task.resume_stream_time(stream_time);
+        }
         self.tasks
             .insert(id, task.with_global_stores(&self.globals));
-        Ok(true)
+    }
+
+    /// The stream time committed with the offsets of a task's input partitions.
+    fn committed_stream_time(
+        &self,
+        consumer: &BaseConsumer<ThreadContext>,
+        id: TaskId,
+    ) -> Option<i64> {
+        let mut partitions = TopicPartitionList::new();
+        for topic in &self.topology.subtopologies()[id.subtopology].source_topics {
+            partitions.add_partition(topic, id.partition);
+        }
+        match consumer.committed_offsets(partitions, CALL_TIMEOUT) {
+            Ok(committed) => committed
+                .elements()
+                .iter()
+                .filter_map(|e| parse_stream_time(e.metadata()))
+                .max(),
+            Err(e) => {
+                // Without it the task starts from the next record's time: windows it
+                // closed may take late records again, as before stream time was kept.
+                log::warn!(
+                    "stream thread {}: reading the committed stream time of task {id}: {e}",
+                    self.index
+                );
+                None
+            }
+        }
     }
 
     /// Opens the task's stores under `<state.dir>/<application.id>/<task>/<store>` and
@@ -1007,14 +1067,16 @@ impl ThreadState {
         {
             let store =
                 RocksDbStore::open(&dir.join(&def.name), &def.name, &self.budget).map_err(state)?;
-            stores.push((store, def.changelog_topic(&self.config.application_id)));
+            stores.push(RestoringStore {
+                store,
+                changelog: def.changelog_topic(&self.config.application_id),
+                session: None,
+            });
         }
         self.restoring.insert(
             id,
             RestoringTask {
                 stores,
-                current: 0,
-                session: None,
                 waiting: HashMap::new(),
             },
         );
@@ -1023,15 +1085,17 @@ impl ThreadState {
         Ok(())
     }
 
-    /// Advances the first restoring task for up to [`RESTORE_STEP`]; once all its stores
-    /// have reached the end of their changelogs, starts it and resumes its partitions from
-    /// the records they stopped at. Runs at most every other [`RESTORE_STEP`] while other
-    /// tasks are ready, so they keep processing.
-    fn restore_step(&mut self) -> Result<(), StreamThreadError> {
-        let Some(mut entry) = self.restoring.first_entry() else {
-            return Ok(());
-        };
-        if !self.tasks.is_empty() && self.last_restore_step.elapsed() < RESTORE_STEP {
+    /// Restores every restoring task's stores, side by side, for up to [`RESTORE_STEP`];
+    /// starts each task whose stores have all reached the end of their changelogs and
+    /// resumes its partitions from the records they stopped at. While other tasks are
+    /// ready it runs at most every other [`RESTORE_STEP`], so they keep processing.
+    fn restore_step(
+        &mut self,
+        consumer: &BaseConsumer<ThreadContext>,
+    ) -> Result<(), StreamThreadError> {
+        if self.restoring.is_empty()
+            || (!self.tasks.is_empty() && self.last_restore_step.elapsed() < RESTORE_STEP)
+        {
             return Ok(());
         }
         let index = self.index;
@@ -1039,50 +1103,67 @@ impl ThreadState {
             thread: index,
             source,
         };
-        let id = *entry.key();
         let restorer = self
             .restorer
             .as_ref()
             .expect("made with the restoring task");
-        let until = Instant::now() + RESTORE_STEP;
-        let task = entry.get_mut();
-        while task.current < task.stores.len() {
-            let (store, topic) = &mut task.stores[task.current];
-            if task.session.is_none() {
-                task.session = Some(
-                    restorer
-                        .begin(topic, id.partition, store)
-                        .map_err(restore_error)?,
-                );
-            }
-            let session = task.session.as_mut().expect("begun above");
-            match restorer
-                .step(session, store, until)
-                .map_err(restore_error)?
-            {
-                Some(restored) => {
-                    self.stats
-                        .restored
-                        .fetch_add(restored.records, Ordering::Relaxed);
-                    task.session = None;
-                    task.current += 1;
-                }
-                None => {
-                    self.last_restore_step = Instant::now();
-                    return Ok(());
+        for (id, task) in &mut self.restoring {
+            for store in &mut task.stores {
+                if store.session.is_none() {
+                    let session = restorer
+                        .begin(&store.changelog, id.partition, &store.store)
+                        .map_err(restore_error)?;
+                    store.session = Some(session);
                 }
             }
         }
-        let restored = entry.remove();
+        let mut active: Vec<(&mut RestoreSession, &mut dyn sluice_state::KeyValueStore)> = self
+            .restoring
+            .values_mut()
+            .flat_map(|task| task.stores.iter_mut())
+            .filter_map(|RestoringStore { store, session, .. }| {
+                let session = session.as_mut().filter(|s| s.restored.is_none())?;
+                Some((session, store as &mut dyn sluice_state::KeyValueStore))
+            })
+            .collect();
+        if !active.is_empty() {
+            restorer
+                .step(&mut active, Instant::now() + RESTORE_STEP)
+                .map_err(restore_error)?;
+        }
+        drop(active);
+        let ready: Vec<TaskId> = self
+            .restoring
+            .iter()
+            .filter(|(_, task)| {
+                task.stores
+                    .iter()
+                    .all(|s| s.session.as_ref().is_some_and(|s| s.restored.is_some()))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ready {
+            self.start_restored(consumer, id);
+        }
+        self.last_restore_step = Instant::now();
+        Ok(())
+    }
+
+    /// Starts a task whose stores are restored, and lets its partitions resume.
+    fn start_restored(&mut self, consumer: &BaseConsumer<ThreadContext>, id: TaskId) {
+        let restored = self.restoring.remove(&id).expect("a restoring task");
+        let mut records = 0;
         let stores: Vec<TransactionalStore> = restored
             .stores
             .into_iter()
-            .map(|(store, _)| {
-                let store = TransactionalStore::new(Box::new(store));
+            .map(|s| {
+                records += s.session.and_then(|s| s.restored).map_or(0, |r| r.records);
+                let store = TransactionalStore::new(Box::new(s.store));
                 super::metrics::store_size(&store, id.partition);
                 store
             })
             .collect();
+        self.stats.restored.fetch_add(records, Ordering::Relaxed);
         let task = Task::with_stores(
             &self.topology,
             id.subtopology,
@@ -1090,8 +1171,7 @@ impl ThreadState {
             &self.config.application_id,
             stores,
         );
-        self.tasks
-            .insert(id, task.with_global_stores(&self.globals));
+        self.start_task(consumer, id, task);
         // Resume each paused partition at the record it stopped at, as a retry due now.
         for (key, offset) in restored.waiting {
             self.retries.insert(
@@ -1103,13 +1183,14 @@ impl ThreadState {
                 },
             );
         }
-        log::info!("stream thread {index}: task {id} restored and running");
+        log::info!(
+            "stream thread {}: task {id} restored {records} records and runs",
+            self.index
+        );
         if self.restoring.is_empty() {
-            self.health.set(index, ThreadStatus::Running);
+            self.health.set(self.index, ThreadStatus::Running);
             publish_running(&self.health);
         }
-        self.last_restore_step = Instant::now();
-        Ok(())
     }
 
     fn producer_is_unusable(&self, error: &StreamThreadError) -> bool {
@@ -1161,10 +1242,10 @@ impl ThreadState {
                 self.tasks.remove(&id);
                 self.idle_stores.remove(&id);
                 if let Some(restoring) = self.restoring.remove(&id) {
-                    if restoring.session.is_some()
-                        && let Some(restorer) = &self.restorer
-                    {
-                        restorer.cancel();
+                    if let Some(restorer) = &self.restorer {
+                        for mut session in restoring.stores.into_iter().filter_map(|s| s.session) {
+                            restorer.cancel(&mut session);
+                        }
                     }
                     if self.restoring.is_empty() {
                         self.health.set(self.index, ThreadStatus::Running);
@@ -1232,6 +1313,16 @@ impl ThreadState {
             }
         }
     }
+}
+
+/// The metadata of a committed offset: the stream time of the task that committed it.
+fn stream_time_metadata(stream_time: i64) -> String {
+    format!("{STREAM_TIME_METADATA}{stream_time}")
+}
+
+/// The stream time in a committed offset's metadata, if Sluice wrote it.
+fn parse_stream_time(metadata: &str) -> Option<i64> {
+    metadata.strip_prefix(STREAM_TIME_METADATA)?.parse().ok()
 }
 
 /// Aborts one transaction that holds the group, so the broker drops any transactional
