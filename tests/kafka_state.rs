@@ -871,3 +871,60 @@ fn stream_time_survives_a_restart_so_a_record_late_before_it_is_late_after_it() 
         "the window [100 s, 110 s) counted b and c"
     );
 }
+
+/// Copies a directory tree.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_store_whose_checkpoint_is_beyond_its_changelog_is_wiped_not_trusted() {
+    use sluice_engine::{Serdes, TopologyBuilder};
+    let broker = TestBroker::start();
+    broker.create_topics(&["wipe-in"], 1);
+    let topology = |out: &str| {
+        let builder = TopologyBuilder::new("wipe");
+        builder
+            .source("in", &["wipe-in"], Serdes::string(), Serdes::string())
+            .group_by_key(Serdes::string(), Serdes::string())
+            .count("count", "wipe-counts")
+            .to("out", out, Serdes::string(), Serdes::i64());
+        builder.build().unwrap()
+    };
+    let records: Vec<_> = (0..100)
+        .map(|i| (format!("k{}", i % 10), "x".to_string(), 0))
+        .collect();
+    send_to_partition(&broker.brokers, "wipe-in", &records);
+    let dir = temp_dir("wipe");
+    let run = |app: &str, out: &str| {
+        let worker = Worker::start(topology(out), broker.worker_config(app, &dir, &[])).unwrap();
+        let mut read = Vec::new();
+        support::wait_until("every record counted", Duration::from_secs(60), || {
+            read = support::read_committed(&broker.brokers, out);
+            read.len() >= 100
+        });
+        worker.stop();
+        worker.join().unwrap();
+        read.iter()
+            .map(|r| i64::from_be_bytes(r.value.clone().unwrap().try_into().unwrap()))
+            .max()
+            .unwrap()
+    };
+    assert_eq!(run("wipe-a", "wipe-out-a"), 10);
+    // Application b finds a's store where its own should be, with a checkpoint far
+    // beyond b's empty changelog: trusting it would count every key twice.
+    copy_dir(
+        &dir.join("wipe-a").join("0_0").join("wipe-counts"),
+        &dir.join("wipe-b").join("0_0").join("wipe-counts"),
+    );
+    assert_eq!(run("wipe-b", "wipe-out-b"), 10, "b's counts are its own");
+}

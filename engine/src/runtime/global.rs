@@ -17,10 +17,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use sluice_state::{GlobalStore, RocksDbStore, SharedKeyValueStore, StateBudget};
+use sluice_state::{GlobalStore, SharedKeyValueStore, StateBudget};
 
 use super::config::WorkerConfig;
 use super::restore::Restorer;
+use super::stream_thread::{Opened, open_checked};
 use super::{WorkerError, WorkerStats};
 use crate::task::GlobalStores;
 use crate::topology::Topology;
@@ -66,11 +67,16 @@ pub(crate) fn start(
             .join(&global.store);
         let stores = (0..partitions)
             .map(|p| {
-                RocksDbStore::open(&dir.join(p.to_string()), &global.store, budget)
+                let path = dir.join(p.to_string());
+                open_checked(&restorer, &path, &global.store, &global.topic, p, budget)
                     .map(|s| Box::new(s) as SharedKeyValueStore)
+                    .map_err(|e| match e {
+                        Opened::Store(e) => e.to_string(),
+                        Opened::Restore(e) => e.to_string(),
+                    })
             })
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| error(&global.name, e.to_string()))?;
+            .map_err(|e| error(&global.name, e))?;
         let store = Arc::new(GlobalStore::new(global.store.clone(), stores));
         let mut records = 0;
         for p in 0..partitions {

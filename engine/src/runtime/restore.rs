@@ -66,6 +66,17 @@ pub enum RestoreError {
         source: sluice_state::StoreError,
     },
     #[error(
+        "store `{store}` has checkpoint {checkpoint}, outside {topic}/{partition}'s offsets {low}..{end}: the changelog was deleted, recreated or truncated since the store was written; the store must be wiped and restored from the changelog"
+    )]
+    CheckpointOutOfRange {
+        store: String,
+        topic: String,
+        partition: i32,
+        checkpoint: i64,
+        low: i64,
+        end: i64,
+    },
+    #[error(
         "restoring store `{store}` from {topic}/{partition}: no progress for {STALL_TIMEOUT:?} at offset {position}; is a transaction on the changelog left open?"
     )]
     Stalled {
@@ -121,6 +132,51 @@ impl Restorer {
         }
     }
 
+    /// Whether the checkpoint of `store` lies within `topic`/`partition`'s offsets: if it
+    /// is past the end, or before the start, the changelog is not the one the store was
+    /// written from (deleted and recreated, truncated), and the store must be wiped.
+    pub(crate) fn check_checkpoint(
+        &self,
+        topic: &str,
+        partition: i32,
+        store: &dyn KeyValueStore,
+    ) -> Result<(), Box<RestoreError>> {
+        let error = |source| {
+            Box::new(RestoreError::Kafka {
+                store: store.name().to_string(),
+                topic: topic.to_string(),
+                partition,
+                source,
+            })
+        };
+        let Some(checkpoint) = store.checkpoint().map_err(|e| {
+            Box::new(RestoreError::Store {
+                store: store.name().to_string(),
+                topic: topic.to_string(),
+                partition,
+                source: e,
+            })
+        })?
+        else {
+            return Ok(());
+        };
+        let (low, end) = self
+            .consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(30))
+            .map_err(error)?;
+        if checkpoint > end || checkpoint < low {
+            return Err(Box::new(RestoreError::CheckpointOutOfRange {
+                store: store.name().to_string(),
+                topic: topic.to_string(),
+                partition,
+                checkpoint,
+                low,
+                end,
+            }));
+        }
+        Ok(())
+    }
+
     /// Starts restoring `store` from `topic`/`partition`: reads its checkpoint and the
     /// partition's end, and adds the partition, from the checkpoint on, to what this
     /// restorer reads. [`Restorer::step`] then advances every session begun.
@@ -156,6 +212,18 @@ impl Restorer {
             .consumer
             .fetch_watermarks(topic, partition, Duration::from_secs(30))
             .map_err(|e| session.kafka_error(e))?;
+        if let Some(checkpoint) = session.from
+            && (checkpoint > end || checkpoint < low)
+        {
+            return Err(Box::new(RestoreError::CheckpointOutOfRange {
+                store: session.name.clone(),
+                topic: topic.to_string(),
+                partition,
+                checkpoint,
+                low,
+                end,
+            }));
+        }
         session.end = end;
         session.next = session.from.unwrap_or(low);
         session.remaining.set(session.remaining() as f64);

@@ -1065,11 +1065,25 @@ impl ThreadState {
             .iter()
             .filter(|s| s.subtopology == id.subtopology)
         {
-            let store =
-                RocksDbStore::open(&dir.join(&def.name), &def.name, &self.budget).map_err(state)?;
+            let changelog = def.changelog_topic(&self.config.application_id);
+            let store = open_checked(
+                self.restorer.as_ref().expect("made above"),
+                &dir.join(&def.name),
+                &def.name,
+                &changelog,
+                id.partition,
+                &self.budget,
+            )
+            .map_err(|source| match source {
+                Opened::Store(e) => state(e),
+                Opened::Restore(e) => StreamThreadError::Restore {
+                    thread: index,
+                    source: e,
+                },
+            })?;
             stores.push(RestoringStore {
                 store,
-                changelog: def.changelog_topic(&self.config.application_id),
+                changelog,
                 session: None,
             });
         }
@@ -1312,6 +1326,43 @@ impl ThreadState {
                 let _ = consumer.resume(&tpl);
             }
         }
+    }
+}
+
+/// Why a store could not be opened for restoring.
+pub(crate) enum Opened {
+    Store(StoreError),
+    Restore(Box<RestoreError>),
+}
+
+/// Opens the RocksDB store at `path`; one whose checkpoint lies outside its changelog's
+/// offsets (the changelog was deleted and recreated, or truncated) is wiped first, since
+/// it may hold state the changelog no longer has: restoring then rebuilds it from the
+/// changelog alone, and the store is never ahead of what Kafka holds.
+pub(crate) fn open_checked(
+    restorer: &Restorer,
+    path: &std::path::Path,
+    name: &str,
+    changelog: &str,
+    partition: i32,
+    budget: &StateBudget,
+) -> Result<RocksDbStore, Opened> {
+    let store = RocksDbStore::open(path, name, budget).map_err(Opened::Store)?;
+    match restorer.check_checkpoint(changelog, partition, &store) {
+        Ok(()) => Ok(store),
+        Err(e) if matches!(*e, RestoreError::CheckpointOutOfRange { .. }) => {
+            log::warn!("{e}: wiping {}", path.display());
+            drop(store);
+            std::fs::remove_dir_all(path).map_err(|e| {
+                Opened::Store(StoreError {
+                    store: name.to_string(),
+                    what: "wiping its directory",
+                    reason: format!("{e} (at {})", path.display()),
+                })
+            })?;
+            RocksDbStore::open(path, name, budget).map_err(Opened::Store)
+        }
+        Err(e) => Err(Opened::Restore(e)),
     }
 }
 
