@@ -304,9 +304,6 @@ impl Task {
                     topic: input.origin.topic.to_string(),
                 })?;
         self.metrics.consumed.increment(1);
-        // Stream time moves with every input, before the operators see it, as Kafka
-        // Streams' partition time does.
-        self.stream_time = self.stream_time.max(input.timestamp);
         for store in &mut self.stores {
             store.begin_input();
         }
@@ -314,6 +311,12 @@ impl Task {
         let source_node = source.node;
         let result = match source.decoder.decode(input) {
             Ok((record, lineage)) => {
+                // Stream time moves with every record that decodes, before the operators
+                // see it, as Kafka Streams' partition time does. A record without a
+                // timestamp (negative) leaves it alone.
+                if input.timestamp >= 0 {
+                    self.stream_time = self.stream_time.max(input.timestamp);
+                }
                 let meta = InputMeta {
                     origin: input.origin.clone(),
                     lineage,
@@ -366,7 +369,8 @@ impl Task {
         &mut self,
         out: &mut Vec<ProducerRecord>,
     ) -> Result<(), TaskError> {
-        if self.stream_punctuators.is_empty() {
+        // Before the first record there is no stream time to punctuate on.
+        if self.stream_punctuators.is_empty() || self.stream_time == i64::MIN {
             return Ok(());
         }
         let now = self.stream_time;
@@ -523,6 +527,12 @@ impl Task {
     /// Whether the task keeps state.
     pub fn is_stateful(&self) -> bool {
         !self.stores.is_empty()
+    }
+
+    /// Whether anything in the task depends on stream time (state or stream-time
+    /// punctuations), so that it must resume the stream time its partitions committed.
+    pub fn uses_stream_time(&self) -> bool {
+        self.is_stateful() || !self.stream_punctuators.is_empty()
     }
 
     /// The changelog records of every store's writes since the last commit, to be sent in

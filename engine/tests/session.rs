@@ -175,3 +175,18 @@ fn closed_sessions_leave_the_store() {
     // One session left: its data key and its expiry key.
     assert_eq!(live.values().filter(|v| **v).count(), 2);
 }
+
+#[test]
+fn a_record_out_of_order_across_keys_within_the_gap_is_not_late() {
+    let mut d = counting(SessionWindows::with_inactivity_gap(Duration::from_secs(60)));
+    pipe_at(&mut d, "a", "x", 100_000);
+    // 1 s behind stream time, no grace: its session could still grow for 59 s more.
+    pipe_at(&mut d, "b", "x", 99_000);
+    assert_eq!(
+        changes(&mut d),
+        [
+            change("a", 100_000, 100_000, Some(1)),
+            change("b", 99_000, 99_000, Some(1)),
+        ]
+    );
+}

@@ -217,3 +217,41 @@ fn a_stream_join_runs_in_one_sub_topology_that_owns_both_buffers() {
     let stores: Vec<_> = topology.stores().iter().map(|s| s.name.as_str()).collect();
     assert_eq!(stores, ["orders-buffer", "fills-buffer"]);
 }
+
+#[test]
+fn a_left_joins_none_is_never_contradicted_by_a_partner_accepted_later() {
+    let mut d = left(JoinWindows::of(Duration::from_secs(10)));
+    pipe(&mut d, "orders", "k", "o1", 0);
+    pipe(&mut d, "orders", "z", "clock", 11_000); // o1's window has closed
+    assert_eq!(outputs(&mut d), [out("k", "o1+none", 0)]);
+    // Inside o1's window, but later than the grace period allows: late, not joined.
+    pipe(&mut d, "fills", "k", "f1", 5_000);
+    assert!(outputs(&mut d).is_empty());
+}
+
+#[test]
+fn records_one_input_makes_with_one_key_and_time_are_all_buffered() {
+    let builder = TopologyBuilder::new("order-fills");
+    let fills = builder.source("fills", &["fills"], Serdes::string(), Serdes::string());
+    builder
+        .source("orders", &["orders"], Serdes::string(), Serdes::string())
+        // One input, two order lines with the same key and timestamp.
+        .flat_map("lines", |k: String, v: String| {
+            vec![(k.clone(), format!("{v}-a")), (k, format!("{v}-b"))]
+        })
+        .join_stream(
+            "join",
+            &fills,
+            JoinWindows::of(Duration::from_secs(10)),
+            joined(),
+            |_, o, f| format!("{o}+{f}"),
+        )
+        .to("out", "out", Serdes::string(), Serdes::string());
+    let mut d = TestDriver::new(builder.build().unwrap());
+    pipe(&mut d, "orders", "k", "o1", 1_000);
+    pipe(&mut d, "fills", "k", "f1", 2_000);
+    assert_eq!(
+        outputs(&mut d),
+        [out("k", "o1-a+f1", 2_000), out("k", "o1-b+f1", 2_000)]
+    );
+}

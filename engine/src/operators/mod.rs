@@ -134,6 +134,11 @@ pub(crate) struct NodeContext<'a> {
     pub(crate) stream_time: i64,
 }
 
+/// A duration in whole milliseconds, saturating: `Duration::MAX` means "for ever".
+pub(crate) fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// Encodes a record's key for a store; `None` when it encodes to null (no group, no row).
 pub(crate) fn encode_key<K, S: Serde<K> + ?Sized>(
     serde: &S,
@@ -430,7 +435,7 @@ where
     fn stream_time_interval(&self) -> Option<i64> {
         self.processor
             .stream_time_interval()
-            .map(|d| (d.as_millis() as i64).max(1))
+            .map(|d| millis(d).max(1))
     }
 
     fn on_stream_time(

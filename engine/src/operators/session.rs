@@ -2,7 +2,7 @@
 //! burst of activity that ends after an inactivity gap.
 //!
 //! A session runs from its first record's timestamp to its last one's, both inclusive
-//! ([`Windowed::start_ms`], [`Windowed::end_ms`]). A record less than the gap away from a
+//! ([`Windowed::start_ms`], [`Windowed::end_ms`]). A record at most the gap away from a
 //! session of its key joins it; a record that falls between two sessions closer than the
 //! gap to both merges them into one, and their aggregates with `merge`. Every change is
 //! emitted: the session's new aggregate, and a `None` for each session merged away (a
@@ -10,8 +10,8 @@
 //! only). Send the stream to a topic with [`Serdes::optional`](crate::Serdes::optional).
 //!
 //! Stream time and grace work as for time windows: a session closes when stream time
-//! passes its end plus the grace period; a record that could only land in closed sessions
-//! is late (dropped with `sluice_records_dropped_total{reason="late"}`, or sent to the
+//! passes its end plus the inactivity gap (no record can extend it any more) plus the
+//! grace period; a record that could only land in closed sessions is late (dropped with `sluice_records_dropped_total{reason="late"}`, or sent to the
 //! error policy with [`SessionWindows::late_records_to_dead_letter`]). Sessions leave the
 //! store once no record could extend them any more.
 //!
@@ -49,7 +49,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::aggregate::GroupedStream;
-use super::{DynRecord, Node, NodeContext, Windowed, encode_key};
+use super::{DynRecord, Node, NodeContext, Windowed, encode_key, millis};
 use crate::error::{ErrorKind, ProcessError};
 use crate::record::Record;
 use crate::serde::{I64Serde, Serde};
@@ -65,12 +65,12 @@ pub struct SessionWindows {
 }
 
 impl SessionWindows {
-    /// Records of one key less than `gap` apart are one session; no grace period.
+    /// Records of one key at most `gap` apart are one session; no grace period.
     ///
     /// # Panics
     /// If `gap` is under a millisecond.
     pub fn with_inactivity_gap(gap: Duration) -> Self {
-        let gap_ms = gap.as_millis() as i64;
+        let gap_ms = millis(gap);
         assert!(gap_ms > 0, "a session gap is at least a millisecond");
         Self {
             gap_ms,
@@ -82,7 +82,7 @@ impl SessionWindows {
     /// How long after a session's end records for it are still accepted (event time).
     pub fn grace(self, grace: Duration) -> Self {
         Self {
-            grace_ms: grace.as_millis() as i64,
+            grace_ms: millis(grace),
             ..self
         }
     }
@@ -262,7 +262,8 @@ where
             .collect();
         let start = merged.iter().map(|s| s.sequence).fold(ts, i64::min);
         let end = merged.iter().map(|s| s.time).fold(ts, i64::max);
-        if end.saturating_add(grace) < self.stream_time {
+        // A session closes once its inactivity gap and the grace period have passed.
+        if end.saturating_add(gap).saturating_add(grace) < self.stream_time {
             if shared.windows.late_to_dead_letter {
                 return Err(ProcessError::validation(
                     "the record is later than its session's grace period",
@@ -293,7 +294,7 @@ where
             .map_err(|e| ProcessError::from_serde(ErrorKind::Serialization, "aggregate", e))?
             .unwrap_or_default();
         store.put_window(&key, end, start, bytes);
-        let open_from = self.stream_time.saturating_sub(gap + grace);
+        let open_from = self.stream_time.saturating_sub(gap.saturating_add(grace));
         if open_from > self.expired_before {
             store
                 .expire_windows(open_from)

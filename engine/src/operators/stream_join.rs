@@ -8,12 +8,12 @@
 //! order records still find their partners. The joined record takes the later of the two
 //! timestamps, as in Kafka Streams.
 //!
-//! The node's *stream time* is the largest timestamp it has seen on either side. A
-//! buffered record is dropped once stream time has passed the last moment a partner could
-//! still arrive for it (its timestamp plus the window on the other side plus the grace
-//! period). A record that arrives already past that point is late: dropped and counted
+//! *Stream time* is the task's largest record timestamp. A record is late when stream
+//! time is past its timestamp by more than the grace period: it is dropped and counted
 //! (`sluice_records_dropped_total{reason="late"}`) or, with
-//! [`JoinWindows::late_records_to_dead_letter`], sent to the error policy.
+//! [`JoinWindows::late_records_to_dead_letter`], sent to the error policy. A buffered
+//! record is kept exactly as long as a partner that is not late could still arrive for it
+//! (its timestamp, plus the window on the other side, plus the grace period).
 //!
 //! A left join also emits each record of this stream that found no partner, joined with
 //! `None`, when its window closes: never a `None` result that a partner arriving in time
@@ -57,7 +57,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{DynRecord, Node, NodeContext, encode_key};
+use super::{DynRecord, Node, NodeContext, encode_key, millis};
 use crate::error::{ErrorKind, ProcessError};
 use crate::record::Record;
 use crate::serde::Serde;
@@ -77,7 +77,7 @@ pub struct JoinWindows {
 impl JoinWindows {
     /// Records at most `distance` apart join, in either order; no grace period.
     pub fn of(distance: Duration) -> Self {
-        let ms = distance.as_millis() as i64;
+        let ms = millis(distance);
         Self {
             before_ms: ms,
             after_ms: ms,
@@ -89,7 +89,7 @@ impl JoinWindows {
     /// How much earlier than a record of this stream the other stream's record may be.
     pub fn before(self, before: Duration) -> Self {
         Self {
-            before_ms: before.as_millis() as i64,
+            before_ms: millis(before),
             ..self
         }
     }
@@ -97,7 +97,7 @@ impl JoinWindows {
     /// How much later than a record of this stream the other stream's record may be.
     pub fn after(self, after: Duration) -> Self {
         Self {
-            after_ms: after.as_millis() as i64,
+            after_ms: millis(after),
             ..self
         }
     }
@@ -105,7 +105,7 @@ impl JoinWindows {
     /// How long after a window closes out-of-order records are still joined.
     pub fn grace(self, grace: Duration) -> Self {
         Self {
-            grace_ms: grace.as_millis() as i64,
+            grace_ms: millis(grace),
             ..self
         }
     }
@@ -251,6 +251,8 @@ where
                 expired_before: [i64::MIN, i64::MIN],
                 late: crate::metrics::dropped(&topology, &node_name, "late"),
                 null_keys: crate::metrics::dropped(&topology, &node_name, "null-key"),
+                last_input: (-1, 0),
+                ordinal: 0,
                 _marker: PhantomData,
             }) as Box<dyn Node>
         });
@@ -288,6 +290,9 @@ struct StreamJoinNode<K, V, V2, VO, F> {
     expired_before: [i64; 2],
     late: metrics::Counter,
     null_keys: metrics::Counter,
+    /// The input (offset, topic hash) last buffered, and how many records it buffered.
+    last_input: (i64, u32),
+    ordinal: u16,
     _marker: PhantomData<fn() -> VO>,
 }
 
@@ -350,13 +355,11 @@ where
         };
         let ts = record.timestamp;
         self.stream_time = self.stream_time.max(ctx.stream_time);
-        // The input offset tells apart records of one key in one millisecond.
-        let sequence = ctx.input.origin.offset;
-        let window_on_other_side = match record.value {
-            Side::This(_) => w.after_ms,
-            Side::Other(_) => w.before_ms,
-        };
-        if ts.saturating_add(window_on_other_side + w.grace_ms) < self.stream_time {
+        let sequence = self.sequence(ctx);
+        // One rule for both sides: a record is late once stream time has passed it by more
+        // than the grace period. Buffers keep each record as long as a partner that is not
+        // late could still arrive for it (see `expire`).
+        if ts.saturating_add(w.grace_ms) < self.stream_time {
             if w.late_to_dead_letter {
                 return Err(ProcessError::validation(
                     "the record is later than the join window's grace period",
@@ -440,6 +443,25 @@ where
     VO: Clone + Send + Sync + 'static,
     F: Fn(&K, &V, Option<&V2>) -> Option<VO> + Send + Sync + 'static,
 {
+    /// Tells apart buffered records of one key in one millisecond: the input's offset,
+    /// its topic (a side may read several), and how many records this input has buffered
+    /// so far (a `flat_map` upstream may make several of one input).
+    fn sequence(&mut self, ctx: &NodeContext<'_>) -> i64 {
+        let origin = &ctx.input.origin;
+        let topic = origin
+            .topic
+            .bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+        let input = (origin.offset, topic);
+        if self.last_input == input {
+            self.ordinal = self.ordinal.wrapping_add(1);
+        } else {
+            self.last_input = input;
+            self.ordinal = 0;
+        }
+        (origin.offset << 20) | (i64::from(topic & 0xF) << 16) | i64::from(self.ordinal)
+    }
+
     /// Drops the buffered records no partner can reach any more; a left join emits those
     /// of this stream that never found one.
     fn expire(&mut self, ctx: &mut NodeContext<'_>) -> Result<(), ProcessError> {
@@ -449,7 +471,7 @@ where
         for (side, window_on_other_side) in [(THIS, w.after_ms), (OTHER, w.before_ms)] {
             let before = self
                 .stream_time
-                .saturating_sub(window_on_other_side + w.grace_ms);
+                .saturating_sub(window_on_other_side.saturating_add(w.grace_ms));
             if before <= self.expired_before[side] {
                 continue;
             }

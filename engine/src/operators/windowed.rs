@@ -42,7 +42,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::aggregate::GroupedStream;
-use super::{DynRecord, Node, NodeContext, encode_key, read_value, write_value};
+use super::{DynRecord, Node, NodeContext, encode_key, millis, read_value, write_value};
 use crate::error::{ProcessError, SerdeError};
 use crate::record::Record;
 use crate::serde::{I64Serde, Serde};
@@ -68,7 +68,7 @@ impl TimeWindows {
     /// # Panics
     /// If `size` or `advance` is under a millisecond, or `advance` exceeds `size`.
     pub fn hopping(size: Duration, advance: Duration) -> Self {
-        let (size_ms, advance_ms) = (size.as_millis() as i64, advance.as_millis() as i64);
+        let (size_ms, advance_ms) = (millis(size), millis(advance));
         assert!(
             size_ms > 0 && advance_ms > 0 && advance_ms <= size_ms,
             "windows need 0 < advance <= size (in whole milliseconds)"
@@ -84,7 +84,7 @@ impl TimeWindows {
     /// How long after a window's end records for it are still accepted (event time).
     pub fn grace(self, grace: Duration) -> Self {
         Self {
-            grace_ms: grace.as_millis() as i64,
+            grace_ms: millis(grace),
             ..self
         }
     }
@@ -310,7 +310,12 @@ where
             return Ok(());
         };
         self.stream_time = self.stream_time.max(ctx.stream_time);
-        let closed = |start: i64| start + windows.size_ms + windows.grace_ms <= self.stream_time;
+        let closed = |start: i64| {
+            start
+                .saturating_add(windows.size_ms)
+                .saturating_add(windows.grace_ms)
+                <= self.stream_time
+        };
         let open: Vec<i64> = windows
             .starts(record.timestamp)
             .filter(|start| !closed(*start))
@@ -367,7 +372,10 @@ impl<K, V, A, S, I, F> WindowedNode<K, V, A, S, I, F> {
     fn expire_closed_windows(&mut self, ctx: &mut NodeContext<'_>) -> Result<(), ProcessError> {
         let windows = self.shared.windows;
         // The first start still open: every window starting before it is closed.
-        let open_from = self.stream_time - windows.size_ms - windows.grace_ms + 1;
+        let open_from = self
+            .stream_time
+            .saturating_sub(windows.size_ms.saturating_add(windows.grace_ms))
+            .saturating_add(1);
         if open_from <= self.expired_before {
             return Ok(());
         }

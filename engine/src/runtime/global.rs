@@ -81,7 +81,7 @@ pub(crate) fn start(
         let mut records = 0;
         for p in 0..partitions {
             records += restorer
-                .restore(&global.topic, p, &mut store.partition(p as usize))
+                .restore(&global.topic, p, &mut store.partition(p as usize), stop)
                 .map_err(|e| error(&global.name, e.to_string()))?
                 .records;
         }
@@ -116,7 +116,7 @@ fn follow(restorer: &Restorer, tables: &[(String, Arc<GlobalStore>)], stop: &Ato
     while !stop.load(Ordering::Relaxed) {
         for (topic, store) in tables {
             for p in 0..store.partitions() {
-                if let Err(e) = restorer.restore(topic, p as i32, &mut store.partition(p)) {
+                if let Err(e) = restorer.restore(topic, p as i32, &mut store.partition(p), stop) {
                     log::warn!("following global table store: {e}; retrying");
                 }
             }

@@ -13,6 +13,7 @@
 //! changelog is not queued behind one with a long changelog. [`Restorer::restore`] runs
 //! one session to its end (global tables).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -115,19 +116,35 @@ impl Restorer {
         }
     }
 
-    /// Brings `store` up to the end of `topic`/`partition`, blocking until it is.
+    /// Brings `store` up to the end of `topic`/`partition`, blocking until it is or until
+    /// `stop` is set (then returns what it restored so far; the checkpoint keeps it).
     pub(crate) fn restore(
         &self,
         topic: &str,
         partition: i32,
         store: &mut dyn KeyValueStore,
+        stop: &AtomicBool,
     ) -> Result<Restored, Box<RestoreError>> {
         let mut session = self.begin(topic, partition, store)?;
         loop {
-            let until = Instant::now() + Duration::from_secs(1);
-            self.step(&mut [(&mut session, store)], until)?;
+            let until = Instant::now() + Duration::from_millis(200);
+            if let Err(e) = self.step(&mut [(&mut session, &mut *store)], until) {
+                // The partition must leave the consumer's assignment, or the next restore
+                // of it could not assign it again.
+                self.cancel(&mut session);
+                return Err(e);
+            }
             if let Some(restored) = session.restored {
                 return Ok(restored);
+            }
+            if stop.load(Ordering::Relaxed) {
+                session.flush(store)?;
+                self.cancel(&mut session);
+                return Ok(Restored {
+                    records: session.records,
+                    from: session.from,
+                    elapsed: session.started.elapsed(),
+                });
             }
         }
     }

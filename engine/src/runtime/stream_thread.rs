@@ -479,14 +479,9 @@ impl StreamThread {
     pub(crate) fn run(self) -> Result<(), StreamThreadError> {
         let mut last_commit = Instant::now();
         let mut out = Vec::new();
-        let mut restoring = false;
+        let mut poll_timeout = POLL_TIMEOUT;
         while !self.stop.load(Ordering::Relaxed) {
-            // While a restore is pending, polling must not wait: the loop restores.
-            let polled = self.consumer.poll(if restoring {
-                Duration::ZERO
-            } else {
-                POLL_TIMEOUT
-            });
+            let polled = self.consumer.poll(poll_timeout);
             let mut guard = self.consumer.context().lock();
             let state = guard.as_mut().expect("state is set at creation");
             if let Some(e) = state.callback_error.take() {
@@ -516,7 +511,7 @@ impl StreamThread {
                 }
                 Ok(())
             });
-            restoring = !state.restoring.is_empty();
+            poll_timeout = state.poll_timeout();
             if let Err(e) = result {
                 match e {
                     // The topology asked to stop on this error, or no retry can help.
@@ -1004,7 +999,9 @@ impl ThreadState {
 
     /// Runs `task` from now on, from the stream time its partitions last committed.
     fn start_task(&mut self, consumer: &BaseConsumer<ThreadContext>, id: TaskId, mut task: Task) {
-        if let Some(stream_time) = self.committed_stream_time(consumer, id) {
+        if task.uses_stream_time()
+            && let Some(stream_time) = self.committed_stream_time(consumer, id)
+        {
             task.resume_stream_time(stream_time);
         }
         self.tasks
@@ -1097,6 +1094,20 @@ impl ThreadState {
         self.health.set(index, ThreadStatus::Restoring);
         publish_running(&self.health);
         Ok(())
+    }
+
+    /// How long the next poll may wait: while tasks restore, no longer than until the next
+    /// restore step (not at all when no task is ready to process meanwhile).
+    fn poll_timeout(&self) -> Duration {
+        if self.restoring.is_empty() {
+            POLL_TIMEOUT
+        } else if self.tasks.is_empty() {
+            Duration::ZERO
+        } else {
+            RESTORE_STEP
+                .saturating_sub(self.last_restore_step.elapsed())
+                .min(POLL_TIMEOUT)
+        }
     }
 
     /// Restores every restoring task's stores, side by side, for up to [`RESTORE_STEP`];
