@@ -928,3 +928,83 @@ fn a_store_whose_checkpoint_is_beyond_its_changelog_is_wiped_not_trusted() {
     );
     assert_eq!(run("wipe-b", "wipe-out-b"), 10, "b's counts are its own");
 }
+
+#[test]
+fn a_join_catching_up_on_two_topics_reads_them_in_timestamp_order() {
+    use sluice_engine::operators::{JoinWindows, StreamJoined};
+    use sluice_engine::{Serdes, TopologyBuilder};
+    const PAIRS: usize = 5_000;
+    let broker = TestBroker::start();
+    broker.create_topics(&["sync-orders", "sync-fills"], 1);
+    // (Timestamps start past 0: a producer takes 0 for "now".)
+    // All the orders are written before any fill: read batch by batch, the orders would
+    // carry stream time to the end before the first fill, and every fill would be late.
+    let orders: Vec<(String, String, i64)> = (0..PAIRS)
+        .map(|i| {
+            (
+                format!("k{}", i % 50),
+                format!("order-{i}"),
+                1_000_000 + i as i64 * 1_000,
+            )
+        })
+        .collect();
+    let fills: Vec<(String, String, i64)> = (0..PAIRS)
+        .map(|i| {
+            (
+                format!("k{}", i % 50),
+                format!("fill-{i}"),
+                1_000_500 + i as i64 * 1_000,
+            )
+        })
+        .collect();
+    let refs = |v: &[(String, String, i64)]| -> Vec<(String, String, i64)> { v.to_vec() };
+    for (topic, records) in [("sync-orders", refs(&orders)), ("sync-fills", refs(&fills))] {
+        let borrowed: Vec<(&str, &str, i64)> = records
+            .iter()
+            .map(|(k, v, t)| (k.as_str(), v.as_str(), *t))
+            .collect();
+        send_at(&broker.brokers, topic, &borrowed);
+    }
+    let builder = TopologyBuilder::new("sync-join");
+    let fill_stream = builder.source("fills", &["sync-fills"], Serdes::string(), Serdes::string());
+    builder
+        .source(
+            "orders",
+            &["sync-orders"],
+            Serdes::string(),
+            Serdes::string(),
+        )
+        .join_stream(
+            "join",
+            &fill_stream,
+            JoinWindows::of(Duration::from_secs(2)),
+            StreamJoined::new(
+                "sync-orders-buffer",
+                "sync-fills-buffer",
+                Serdes::string(),
+                Serdes::string(),
+                Serdes::string(),
+            ),
+            |_, order, fill| format!("{order}|{fill}"),
+        )
+        .to("out", "sync-joined", Serdes::string(), Serdes::string());
+    let config = broker.worker_config("sync-join", &temp_dir("sync"), &[]);
+    let worker = Worker::start(builder.build().unwrap(), config).unwrap();
+    let mut out = Vec::new();
+    support::wait_until("every pair joined", Duration::from_secs(120), || {
+        out = support::read_committed(&broker.brokers, "sync-joined");
+        out.len() >= PAIRS
+    });
+    worker.stop();
+    worker.join().unwrap();
+    assert_eq!(out.len(), PAIRS);
+    for record in &out {
+        let value = String::from_utf8(record.value.clone().unwrap()).unwrap();
+        let (order, fill) = value.split_once('|').unwrap();
+        assert_eq!(
+            order.trim_start_matches("order-"),
+            fill.trim_start_matches("fill-"),
+            "each order joined its own fill"
+        );
+    }
+}

@@ -98,6 +98,11 @@ const KEYS: &[(&str, Option<&str>, &str)] = &[
     ),
     ("state.dir", Some("/tmp/sluice"), "a directory path"),
     (
+        "max.task.idle.ms",
+        Some("0"),
+        "-1, or a whole number of milliseconds from 0 to 600000: how long a task reading several partitions (a join or merge of topics) waits for an empty one before processing the others out of timestamp order; 0 waits only while the broker holds records for it, -1 never waits",
+    ),
+    (
         "state.cache.max.bytes",
         Some("67108864"),
         "a whole number of bytes from 1048576 to 1099511627776: the block cache all RocksDB stores of the worker share",
@@ -184,6 +189,9 @@ pub struct WorkerConfig {
     pub num_stream_threads: usize,
     pub processing_guarantee: ProcessingGuarantee,
     pub commit_interval: Duration,
+    /// How long a task reading several partitions waits for data on an empty one beyond
+    /// what the broker is known to hold; `None` (-1): it never waits.
+    pub max_task_idle: Option<Duration>,
     pub state_dir: PathBuf,
     /// Block cache shared by every RocksDB store of the worker.
     pub state_cache_max_bytes: usize,
@@ -222,6 +230,7 @@ impl fmt::Debug for WorkerConfig {
             .field("num_stream_threads", &self.num_stream_threads)
             .field("processing_guarantee", &self.processing_guarantee)
             .field("commit_interval", &self.commit_interval)
+            .field("max_task_idle", &self.max_task_idle)
             .field("state_dir", &self.state_dir)
             .field("state_cache_max_bytes", &self.state_cache_max_bytes)
             .field(
@@ -441,6 +450,11 @@ impl ConfigBuilder {
         );
         let topic_partitions =
             number("topic.partitions", 1..=10_000, &mut errors).map(|n| n as i32);
+        let max_task_idle = match number("max.task.idle.ms", -1..=600_000, &mut errors) {
+            Some(-1) => None,
+            Some(ms) => Some(Duration::from_millis(ms as u64)),
+            None => Some(Duration::ZERO),
+        };
         let state_cache_max_bytes = number("state.cache.max.bytes", 1 << 20..=1 << 40, &mut errors)
             .unwrap_or(64 << 20) as usize;
         let state_write_buffer_max_bytes = number(
@@ -514,6 +528,7 @@ impl ConfigBuilder {
                 num_stream_threads,
                 processing_guarantee,
                 commit_interval,
+                max_task_idle,
                 state_dir: PathBuf::from(get("state.dir").unwrap_or("/tmp/sluice")),
                 state_cache_max_bytes,
                 state_write_buffer_max_bytes,

@@ -149,6 +149,15 @@ impl Restorer {
         }
     }
 
+    /// A partition's (low, high) watermarks. Asked through this consumer, not a stream
+    /// thread's: that one's connection may be held by a long-poll fetch for up to
+    /// `fetch.wait.max.ms`, this one's is idle between restores.
+    pub(crate) fn watermarks(&self, topic: &str, partition: i32) -> Option<(i64, i64)> {
+        self.consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(30))
+            .ok()
+    }
+
     /// Whether the checkpoint of `store` lies within `topic`/`partition`'s offsets: if it
     /// is past the end, or before the start, the changelog is not the one the store was
     /// written from (deleted and recreated, truncated), and the store must be wiped.

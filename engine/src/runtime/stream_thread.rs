@@ -19,6 +19,14 @@
 //! transient failure (a service down) is retried after a backoff: its partition is paused
 //! and rewound to it, and the thread keeps polling so it stays in the group.
 //!
+//! A task that depends on stream time and reads several partitions (a join of two
+//! topics, a table and a stream) takes their records in timestamp order: records are
+//! buffered per partition and the oldest head goes first. An empty partition holds the
+//! task up while the broker has records for it that are not fetched yet (at most
+//! [`MAX_LAG_WAIT`]), plus `max.task.idle.ms`, as in Kafka Streams; so a join catching up
+//! after downtime sees its inputs interleaved by time rather than fetch batch by fetch
+//! batch, and does not call records of the slower topic late.
+//!
 //! A stateful task whose stores must first be restored from their changelogs does not
 //! block the thread: its input partitions are paused at the first record that arrives for
 //! it, and the loop restores its stores in short steps between polls, so the thread's
@@ -68,6 +76,11 @@ const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// The prefix of the stream time in committed offsets' metadata (versioned, so a later
 /// format can tell itself apart).
 const STREAM_TIME_METADATA: &str = "sluice.v1.stream-time=";
+/// Records a synchronized task buffers per input partition before the partition pauses.
+const MAX_BUFFERED: usize = 1_000;
+/// The longest a synchronized task waits for records the broker holds for an empty input
+/// partition, so that a partition whose fetches stall cannot stop its task for good.
+const MAX_LAG_WAIT: Duration = Duration::from_secs(5);
 /// How long one step of restoring may run between polls of the main consumer: restores
 /// take turns with processing, so tasks that are ready keep running (at about half speed)
 /// while others restore.
@@ -188,9 +201,31 @@ pub(crate) struct ThreadState {
     restoring: std::collections::BTreeMap<TaskId, RestoringTask>,
     /// When the last restore step ended.
     last_restore_step: Instant,
+    /// Tasks reading several partitions (a join or merge of topics): their records,
+    /// buffered per partition and processed in timestamp order across them.
+    synced: HashMap<TaskId, SyncedInputs>,
     health: Arc<Health>,
     last_store_sizes: Instant,
     globals: GlobalStores,
+}
+
+/// The input of a task that reads several partitions: one queue per partition.
+struct SyncedInputs {
+    queues: Vec<InputQueue>,
+}
+
+/// Records fetched for one input partition of a [`SyncedInputs`], not processed yet.
+struct InputQueue {
+    key: (Arc<str>, i32),
+    records: std::collections::VecDeque<RawRecord>,
+    /// Paused because the queue is full.
+    paused: bool,
+    /// Since when the queue has been empty.
+    empty_since: Instant,
+    /// The offset after the last record queued (at first, the committed offset).
+    next: i64,
+    /// The partition's end when the task started.
+    high: i64,
 }
 
 /// A stateful task waiting for its stores to be restored.
@@ -463,6 +498,7 @@ impl StreamThread {
             idle_stores: HashMap::new(),
             restoring: Default::default(),
             last_restore_step: Instant::now(),
+            synced: HashMap::new(),
             health,
             last_store_sizes: Instant::now(),
             globals,
@@ -500,6 +536,9 @@ impl StreamThread {
                 None => Ok(()),
             };
             let result = result.and_then(|()| {
+                if !state.synced.is_empty() {
+                    state.drain_all_synced(&self.consumer, &mut out)?;
+                }
                 state.restore_step(&self.consumer)?;
                 state.resume_due_retries(&self.consumer);
                 state.tick(&mut out)?;
@@ -608,6 +647,32 @@ impl ThreadState {
             return Ok(());
         }
         let raw = raw_record(message, topic);
+        // Order across partitions matters to what depends on stream time (windows, joins,
+        // stream-time punctuations); a stateless merge of topics is not held up for it.
+        if self.topology.subtopologies()[subtopology]
+            .source_topics
+            .len()
+            > 1
+            && self.tasks.get(&id).is_some_and(Task::uses_stream_time)
+        {
+            self.enqueue(consumer, id, raw);
+            return self.drain_synced(consumer, id, out);
+        }
+        self.process_raw(consumer, id, raw, out).map(|_| ())
+    }
+
+    /// Runs one input record through its task and sends what it produced. `Ok(false)`
+    /// when a service it needs is down: the record is retried later (its partition paused
+    /// and rewound to it).
+    fn process_raw(
+        &mut self,
+        consumer: &BaseConsumer<ThreadContext>,
+        id: TaskId,
+        raw: RawRecord,
+        out: &mut Vec<ProducerRecord>,
+    ) -> Result<bool, StreamThreadError> {
+        let key = (raw.origin.topic.clone(), raw.origin.partition);
+        let offset = raw.origin.offset;
         self.current_input = Some(raw.origin.clone());
         let task = self.tasks.get_mut(&id).expect("ensured above");
         out.clear();
@@ -619,7 +684,7 @@ impl ThreadState {
             }
             Err(TaskError::Unavailable { .. }) => {
                 self.schedule_retry(consumer, key, offset);
-                return Ok(());
+                return Ok(false);
             }
             Err(e) => return Err(e.into()),
         }
@@ -642,6 +707,204 @@ impl ThreadState {
         }
         self.processed_since_commit += 1;
         self.uncommitted.insert(key, offset + 1);
+        Ok(true)
+    }
+
+    /// Buffers a record of a task that reads several partitions; a full queue pauses its
+    /// partition.
+    fn enqueue(&mut self, consumer: &BaseConsumer<ThreadContext>, id: TaskId, raw: RawRecord) {
+        if !self.synced.contains_key(&id) {
+            let inputs = self.synced_inputs(consumer, id);
+            self.synced.insert(id, inputs);
+        }
+        let Some(inputs) = self.synced.get_mut(&id) else {
+            return;
+        };
+        let Some(queue) = inputs
+            .queues
+            .iter_mut()
+            .find(|q| *q.key.0 == *raw.origin.topic)
+        else {
+            return;
+        };
+        queue.next = raw.origin.offset + 1;
+        queue.records.push_back(raw);
+        if queue.records.len() >= MAX_BUFFERED && !queue.paused {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&queue.key.0, queue.key.1);
+            let _ = consumer.pause(&tpl);
+            queue.paused = true;
+        }
+    }
+
+    /// The queues of a task that reads several partitions, each knowing where its
+    /// partition starts (the committed offset) and ends, so that the task can tell an
+    /// empty queue whose records are on their way from one whose partition is read out.
+    fn synced_inputs(
+        &mut self,
+        consumer: &BaseConsumer<ThreadContext>,
+        id: TaskId,
+    ) -> SyncedInputs {
+        if self.restorer.is_none() {
+            match Restorer::new(&self.config) {
+                Ok(restorer) => self.restorer = Some(restorer),
+                Err(e) => log::warn!("stream thread {}: creating a consumer: {e}", self.index),
+            }
+        }
+        let topics = &self.topology.subtopologies()[id.subtopology].source_topics;
+        let mut partitions = TopicPartitionList::new();
+        for topic in topics {
+            partitions.add_partition(topic, id.partition);
+        }
+        let committed = consumer.committed_offsets(partitions, CALL_TIMEOUT).ok();
+        let queues = topics
+            .iter()
+            .map(|topic| {
+                let next = committed
+                    .as_ref()
+                    .and_then(|c| c.find_partition(topic, id.partition))
+                    .and_then(|e| match e.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    })
+                    .unwrap_or(0);
+                let high = self
+                    .restorer
+                    .as_ref()
+                    .and_then(|r| r.watermarks(topic, id.partition))
+                    .map_or(0, |(_, high)| high);
+                InputQueue {
+                    key: (self.sources[topic.as_str()].0.clone(), id.partition),
+                    records: Default::default(),
+                    paused: false,
+                    empty_since: Instant::now(),
+                    next,
+                    high,
+                }
+            })
+            .collect();
+        SyncedInputs { queues }
+    }
+
+    /// Processes a synchronized task's buffered records in timestamp order: always the
+    /// oldest head among its partitions. An empty partition stops it while the broker
+    /// holds records for that partition not fetched yet (up to [`MAX_LAG_WAIT`]), and then
+    /// for `max.task.idle.ms` more, as Kafka Streams' `max.task.idle.ms` does; so a join
+    /// catching up on two topics sees them interleaved by time, not batch by batch.
+    fn drain_synced(
+        &mut self,
+        consumer: &BaseConsumer<ThreadContext>,
+        id: TaskId,
+        out: &mut Vec<ProducerRecord>,
+    ) -> Result<(), StreamThreadError> {
+        let mut positions: Option<TopicPartitionList> = None;
+        loop {
+            let Some(inputs) = self.synced.get(&id) else {
+                return Ok(());
+            };
+            let mut oldest: Option<(usize, i64)> = None;
+            let mut waiting = false;
+            for (i, queue) in inputs.queues.iter().enumerate() {
+                match queue.records.front() {
+                    Some(head) => {
+                        if oldest.is_none_or(|(_, t)| head.timestamp < t) {
+                            oldest = Some((i, head.timestamp));
+                        }
+                    }
+                    None => {
+                        let positions = positions
+                            .get_or_insert_with(|| consumer.position().unwrap_or_default());
+                        waiting |= self.must_wait_for(consumer, queue, positions);
+                    }
+                }
+            }
+            let (index, _) = match oldest {
+                Some(oldest) if !waiting => oldest,
+                _ => return Ok(()),
+            };
+            let inputs = self.synced.get_mut(&id).expect("looked up above");
+            let queue = &mut inputs.queues[index];
+            let raw = queue.records.pop_front().expect("a head");
+            if queue.records.is_empty() {
+                queue.empty_since = Instant::now();
+            }
+            if queue.paused && queue.records.len() <= MAX_BUFFERED / 2 {
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition(&queue.key.0, queue.key.1);
+                let _ = consumer.resume(&tpl);
+                queue.paused = false;
+            }
+            let key = queue.key.clone();
+            if !self.process_raw(consumer, id, raw, out)? {
+                // Retried later from its offset: what is buffered after it is read again.
+                if let Some(queue) = self
+                    .synced
+                    .get_mut(&id)
+                    .and_then(|i| i.queues.iter_mut().find(|q| q.key == key))
+                {
+                    queue.records.clear();
+                    queue.paused = false;
+                    queue.empty_since = Instant::now();
+                }
+            }
+        }
+    }
+
+    /// Whether a synchronized task must wait for its empty input `queue`.
+    fn must_wait_for(
+        &self,
+        consumer: &BaseConsumer<ThreadContext>,
+        queue: &InputQueue,
+        positions: &TopicPartitionList,
+    ) -> bool {
+        let Some(idle) = self.config.max_task_idle else {
+            return false;
+        };
+        // A partition paused until a retry is due is not coming soon.
+        if self
+            .retries
+            .get(&queue.key)
+            .is_some_and(|r| r.due.is_some())
+        {
+            return false;
+        }
+        let waited = queue.empty_since.elapsed();
+        if waited < idle {
+            return true;
+        }
+        if waited >= MAX_LAG_WAIT {
+            return false;
+        }
+        let (topic, partition) = (&*queue.key.0, queue.key.1);
+        // librdkafka's position moves past transaction markers, which `next` never does.
+        let position = positions
+            .find_partition(topic, partition)
+            .and_then(|e| match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            })
+            .unwrap_or(queue.next);
+        let high = cached_high_watermark(consumer, topic, partition)
+            .unwrap_or(0)
+            .max(queue.high);
+        position < high
+    }
+
+    /// Runs the synchronized tasks whose wait for an empty partition has ended.
+    fn drain_all_synced(
+        &mut self,
+        consumer: &BaseConsumer<ThreadContext>,
+        out: &mut Vec<ProducerRecord>,
+    ) -> Result<(), StreamThreadError> {
+        let ids: Vec<TaskId> = self
+            .synced
+            .iter()
+            .filter(|(_, inputs)| inputs.queues.iter().any(|q| !q.records.is_empty()))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.drain_synced(consumer, id, out)?;
+        }
         Ok(())
     }
 
@@ -861,6 +1124,8 @@ impl ThreadState {
         self.processed_since_commit = 0;
         self.uncommitted.clear();
         self.retries.clear();
+        // Buffered records are read again from the committed offsets.
+        self.synced.clear();
         // Stateful tasks keep their stores open: the abort dropped the overlays, and what
         // is in RocksDB is exactly the last commit's state.
         for (id, task) in self.tasks.drain() {
@@ -1266,6 +1531,7 @@ impl ThreadState {
                 // so a later assignment restores only the changelog's tail.
                 self.tasks.remove(&id);
                 self.idle_stores.remove(&id);
+                self.synced.remove(&id);
                 if let Some(restoring) = self.restoring.remove(&id) {
                     if let Some(restorer) = &self.restorer {
                         for mut session in restoring.stores.into_iter().filter_map(|s| s.session) {
@@ -1375,6 +1641,29 @@ pub(crate) fn open_checked(
         }
         Err(e) => Err(Opened::Restore(e)),
     }
+}
+
+/// The high watermark librdkafka last saw for a partition, from its cache (no request).
+fn cached_high_watermark(
+    consumer: &BaseConsumer<ThreadContext>,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid for the consumer's lifetime; the topic is a
+    // NUL-terminated string that outlives the call, which copies into the two locals.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(high)
 }
 
 /// The metadata of a committed offset: the stream time of the task that committed it.
