@@ -45,6 +45,10 @@ pub struct Restored {
 /// Reads changelog partitions for one stream thread; a consumer outside the group.
 pub(crate) struct Restorer {
     consumer: BaseConsumer,
+    /// Asks partitions' watermarks. A client of its own, which never fetches: on the
+    /// restoring consumer's connection such a request waits behind a long-poll fetch (up
+    /// to `fetch.wait.max.ms`), and every task starting would stall the restores.
+    offsets: BaseConsumer,
     /// How restores are logged: `Info` for a task's stores, `Debug` for the rounds of a
     /// global table's thread, which follows its topic with a restore every few moments.
     log_level: log::Level,
@@ -98,12 +102,22 @@ impl Restorer {
             .set("enable.auto.offset.store", "false")
             .set("isolation.level", "read_committed")
             .set("enable.partition.eof", "true")
+            // A restore reads partitions to their ends, where some brokers answer a fetch
+            // with an error (an empty record set); librdkafka's default 500 ms backoff
+            // after one stalls every partition the restore is still reading.
+            .set("fetch.error.backoff.ms", "10")
             .set("auto.offset.reset", "earliest");
         for (key, value) in config.kafka_for(KafkaClient::Consumer) {
             c.set(key, value);
         }
+        let offsets = c
+            .clone()
+            .set("group.id", format!("{}-offsets", config.application_id))
+            .create()
+            .map_err(super::config::redact_kafka_error)?;
         Ok(Self {
             consumer: c.create().map_err(super::config::redact_kafka_error)?,
+            offsets,
             log_level: log::Level::Info,
         })
     }
@@ -149,11 +163,10 @@ impl Restorer {
         }
     }
 
-    /// A partition's (low, high) watermarks. Asked through this consumer, not a stream
-    /// thread's: that one's connection may be held by a long-poll fetch for up to
-    /// `fetch.wait.max.ms`, this one's is idle between restores.
+    /// A partition's (low, high) watermarks, from a client that never fetches (a stream
+    /// thread's connection may be held by a long-poll fetch for up to `fetch.wait.max.ms`).
     pub(crate) fn watermarks(&self, topic: &str, partition: i32) -> Option<(i64, i64)> {
-        self.consumer
+        self.offsets
             .fetch_watermarks(topic, partition, Duration::from_secs(30))
             .ok()
     }
@@ -187,7 +200,7 @@ impl Restorer {
             return Ok(());
         };
         let (low, end) = self
-            .consumer
+            .offsets
             .fetch_watermarks(topic, partition, Duration::from_secs(30))
             .map_err(error)?;
         if checkpoint > end || checkpoint < low {
@@ -235,7 +248,7 @@ impl Restorer {
         };
         session.from = store.checkpoint().map_err(|e| session.store_error(e))?;
         let (low, end) = self
-            .consumer
+            .offsets
             .fetch_watermarks(topic, partition, Duration::from_secs(30))
             .map_err(|e| session.kafka_error(e))?;
         if let Some(checkpoint) = session.from

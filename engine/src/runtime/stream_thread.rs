@@ -201,6 +201,9 @@ pub(crate) struct ThreadState {
     restoring: std::collections::BTreeMap<TaskId, RestoringTask>,
     /// When the last restore step ended.
     last_restore_step: Instant,
+    /// Whether the last poll found no input record: then restoring takes no time from
+    /// processing.
+    input_idle: bool,
     /// Tasks reading several partitions (a join or merge of topics): their records,
     /// buffered per partition and processed in timestamp order across them.
     synced: HashMap<TaskId, SyncedInputs>,
@@ -498,6 +501,7 @@ impl StreamThread {
             idle_stores: HashMap::new(),
             restoring: Default::default(),
             last_restore_step: Instant::now(),
+            input_idle: true,
             synced: HashMap::new(),
             health,
             last_store_sizes: Instant::now(),
@@ -523,6 +527,7 @@ impl StreamThread {
             if let Some(e) = state.callback_error.take() {
                 return Err(e);
             }
+            state.input_idle = polled.is_none();
             let result = match polled {
                 Some(Ok(message)) => state.process(&self.consumer, &message, &mut out),
                 Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
@@ -1361,30 +1366,30 @@ impl ThreadState {
         Ok(())
     }
 
-    /// How long the next poll may wait: while tasks restore, no longer than until the next
-    /// restore step (not at all when no task is ready to process meanwhile).
+    /// How long the next poll may wait: not at all while tasks restore (the restore steps
+    /// wait for changelog records instead).
     fn poll_timeout(&self) -> Duration {
         if self.restoring.is_empty() {
             POLL_TIMEOUT
-        } else if self.tasks.is_empty() {
-            Duration::ZERO
         } else {
-            RESTORE_STEP
-                .saturating_sub(self.last_restore_step.elapsed())
-                .min(POLL_TIMEOUT)
+            Duration::ZERO
         }
     }
 
     /// Restores every restoring task's stores, side by side, for up to [`RESTORE_STEP`];
     /// starts each task whose stores have all reached the end of their changelogs and
-    /// resumes its partitions from the records they stopped at. While other tasks are
-    /// ready it runs at most every other [`RESTORE_STEP`], so they keep processing.
+    /// resumes its partitions from the records they stopped at. While ready tasks have
+    /// input it runs at most every other [`RESTORE_STEP`], so they keep processing; when
+    /// they have none it runs at once.
     fn restore_step(
         &mut self,
         consumer: &BaseConsumer<ThreadContext>,
     ) -> Result<(), StreamThreadError> {
+        // Ready tasks with input get every other step's worth of time.
         if self.restoring.is_empty()
-            || (!self.tasks.is_empty() && self.last_restore_step.elapsed() < RESTORE_STEP)
+            || (!self.tasks.is_empty()
+                && !self.input_idle
+                && self.last_restore_step.elapsed() < RESTORE_STEP)
         {
             return Ok(());
         }
