@@ -1,15 +1,15 @@
 //! Global tables on a worker: each read whole before the stream threads start, then
 //! followed by one thread for as long as the worker runs.
 //!
-//! A global table's store is one RocksDB instance per partition of its topic, under
-//! `<state.dir>/<application.id>/global/<store>/<partition>`, each checkpointed with the
-//! offset it has read to. Start-up brings every partition to the end of its topic (the
-//! same restore a changelog gets, read_committed), so the first stream record already
-//! sees the whole table, and a restart with the state directory intact reads only the
-//! tail (counted in [`WorkerStats::restored`]). Afterwards the global thread repeats that restore every
-//! [`FOLLOW_INTERVAL`]: new rows reach lookups within about that long of their commit.
-//! A failure while following (a broker restart) is logged and retried at the next round:
-//! the stream keeps joining with the rows it has.
+//! A global table's store is one RocksDB instance for all partitions of its topic, under
+//! `<state.dir>/<application.id>/global/<store>`, with each partition's checkpoint (the
+//! offset it has been read to) beside the rows. Start-up brings every partition to the end
+//! of its topic (the same restore a changelog gets, read_committed), so the first stream
+//! record already sees the whole table, and a restart with the state directory intact
+//! reads only the tail (counted in [`WorkerStats::restored`]). Afterwards the global
+//! thread repeats that restore every [`FOLLOW_INTERVAL`]: new rows reach lookups within
+//! about that long of their commit. A failure while following (a broker restart) is
+//! logged and retried at the next round: the stream keeps joining with the rows it has.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,11 +17,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use sluice_state::{GlobalStore, SharedKeyValueStore, StateBudget};
+use sluice_state::{GlobalStore, RocksDbStore, StateBudget};
 
 use super::config::WorkerConfig;
-use super::restore::Restorer;
-use super::stream_thread::{Opened, open_checked};
+use super::restore::{RestoreError, Restorer};
 use super::{WorkerError, WorkerStats};
 use crate::task::GlobalStores;
 use crate::topology::Topology;
@@ -65,19 +64,16 @@ pub(crate) fn start(
             .join(&config.application_id)
             .join("global")
             .join(&global.store);
-        let stores = (0..partitions)
-            .map(|p| {
-                let path = dir.join(p.to_string());
-                open_checked(&restorer, &path, &global.store, &global.topic, p, budget)
-                    .map(|s| Box::new(s) as SharedKeyValueStore)
-                    .map_err(|e| match e {
-                        Opened::Store(e) => e.to_string(),
-                        Opened::Restore(e) => e.to_string(),
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| error(&global.name, e))?;
-        let store = Arc::new(GlobalStore::new(global.store.clone(), stores));
+        let store = open_global(
+            &restorer,
+            &dir,
+            &global.store,
+            &global.topic,
+            partitions,
+            budget,
+        )
+        .map_err(|e| error(&global.name, e))?;
+        let store = Arc::new(store);
         let mut records = 0;
         for p in 0..partitions {
             records += restorer
@@ -110,6 +106,39 @@ pub(crate) fn start(
         stores,
         thread: Some(thread),
     })
+}
+
+/// Opens a global table's store at `dir`, one RocksDB instance for every partition of
+/// `topic`. One whose checkpoint of some partition lies outside that partition's offsets
+/// (the topic was recreated or truncated) is wiped and read again from the start.
+fn open_global(
+    restorer: &Restorer,
+    dir: &std::path::Path,
+    name: &str,
+    topic: &str,
+    partitions: i32,
+    budget: &StateBudget,
+) -> Result<GlobalStore, String> {
+    let open = || {
+        RocksDbStore::open(dir, name, budget)
+            .map(|s| GlobalStore::new(name, Box::new(s), partitions.max(1) as usize))
+            .map_err(|e| e.to_string())
+    };
+    let store = open()?;
+    for p in 0..partitions {
+        match restorer.check_checkpoint(topic, p, &store.partition(p as usize)) {
+            Ok(()) => {}
+            Err(e) if matches!(*e, RestoreError::CheckpointOutOfRange { .. }) => {
+                log::warn!("{e}: wiping {}", dir.display());
+                drop(store);
+                std::fs::remove_dir_all(dir)
+                    .map_err(|e| format!("wiping {}: {e}", dir.display()))?;
+                return open();
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(store)
 }
 
 fn follow(restorer: &Restorer, tables: &[(String, Arc<GlobalStore>)], stop: &AtomicBool) {
