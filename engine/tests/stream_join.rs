@@ -18,7 +18,8 @@ fn joined() -> StreamJoined<String, String, String> {
     )
 }
 
-fn inner(windows: JoinWindows) -> TestDriver {
+/// Orders joined with fills, each output "order+fill".
+fn inner_builder(windows: JoinWindows) -> TopologyBuilder {
     let builder = TopologyBuilder::new("order-fills");
     let fills = builder.source("fills", &["fills"], Serdes::string(), Serdes::string());
     builder
@@ -27,7 +28,11 @@ fn inner(windows: JoinWindows) -> TestDriver {
             format!("{o}+{f}")
         })
         .to("out", "out", Serdes::string(), Serdes::string());
-    TestDriver::new(builder.build().unwrap())
+    builder
+}
+
+fn inner(windows: JoinWindows) -> TestDriver {
+    TestDriver::new(inner_builder(windows).build().unwrap())
 }
 
 fn left(windows: JoinWindows) -> TestDriver {
@@ -144,19 +149,7 @@ fn a_left_join_emits_an_unmatched_record_once_its_window_closes() {
 
 #[test]
 fn closed_windows_leave_both_buffers() {
-    let builder = TopologyBuilder::new("order-fills");
-    let fills = builder.source("fills", &["fills"], Serdes::string(), Serdes::string());
-    builder
-        .source("orders", &["orders"], Serdes::string(), Serdes::string())
-        .join_stream(
-            "join",
-            &fills,
-            JoinWindows::of(Duration::from_secs(1)),
-            joined(),
-            |_, o, f| format!("{o}+{f}"),
-        )
-        .to("out", "out", Serdes::string(), Serdes::string());
-    let mut d = TestDriver::new(builder.build().unwrap());
+    let mut d = inner(JoinWindows::of(Duration::from_secs(1)));
     for i in 0..5 {
         pipe(&mut d, "orders", &format!("k{i}"), "o", i * 100);
         pipe(&mut d, "fills", &format!("k{i}"), "f", i * 100);
@@ -199,18 +192,7 @@ fn both_streams_must_come_from_one_builder() {
 
 #[test]
 fn a_stream_join_runs_in_one_sub_topology_that_owns_both_buffers() {
-    let builder = TopologyBuilder::new("order-fills");
-    let fills = builder.source("fills", &["fills"], Serdes::string(), Serdes::string());
-    builder
-        .source("orders", &["orders"], Serdes::string(), Serdes::string())
-        .join_stream(
-            "join",
-            &fills,
-            JoinWindows::of(Duration::from_secs(1)),
-            joined(),
-            |_, o, f| format!("{o}+{f}"),
-        )
-        .to("out", "out", Serdes::string(), Serdes::string());
+    let builder = inner_builder(JoinWindows::of(Duration::from_secs(1)));
     builder.error_policy(ErrorPolicy::Skip);
     let topology = builder.build().unwrap();
     assert_eq!(topology.subtopologies().len(), 1);

@@ -42,6 +42,7 @@ use super::{DynRecord, Node, NodeContext};
 use crate::error::{ErrorKind, ProcessError};
 use crate::record::Record;
 use crate::serde::Serde;
+use crate::topology::builder::StoreRead;
 use crate::topology::{GlobalTableDef, Stream, TopologyBuilder};
 
 /// A table every worker holds whole: the latest value per key of every partition of a
@@ -169,7 +170,7 @@ where
                 _marker: PhantomData,
             }) as Box<dyn Node>
         });
-        self.add_global_reading_node(name, operator, &table.store, factory)
+        self.add_reading_node(name, operator, StoreRead::Global(&table.store), factory)
     }
 }
 

@@ -37,6 +37,7 @@ use super::{DynRecord, Node, NodeContext};
 use crate::error::ProcessError;
 use crate::record::Record;
 use crate::topology::Stream;
+use crate::topology::builder::StoreRead;
 
 impl<K, V> Stream<K, V>
 where
@@ -96,7 +97,7 @@ where
                 _marker: PhantomData,
             }) as Box<dyn Node>
         });
-        self.add_reading_node(name, operator, &table.store, factory)
+        self.add_reading_node(name, operator, StoreRead::Table(&table.store), factory)
     }
 }
 

@@ -22,6 +22,7 @@ mod flat_map;
 mod for_each;
 mod global_join;
 mod join;
+mod lateness;
 mod map;
 mod map_values;
 mod merge;
@@ -69,10 +70,20 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
         P: Processor<K, V>,
         F: Fn() -> P + Send + Sync + 'static,
     {
-        let factory =
-            Arc::new(move || Box::new(ProcessorNode::<P, K, V>::new(make())) as Box<dyn Node>);
-        self.add_node(name, operator, terminal, factory)
+        self.add_node(name, operator, terminal, processor_factory::<P, K, V>(make))
     }
+}
+
+/// The factory of a node running the processors that `make` creates, one per task.
+pub(crate) fn processor_factory<P, K, V>(
+    make: impl Fn() -> P + Send + Sync + 'static,
+) -> NodeFactory
+where
+    P: Processor<K, V>,
+    K: Send + 'static,
+    V: Send + 'static,
+{
+    Arc::new(move || Box::new(ProcessorNode::<P, K, V>::new(make())) as Box<dyn Node>)
 }
 
 /// A record between two operators of a task: key and value boxed together as `(K, V)`.

@@ -49,9 +49,7 @@
 //! assert_eq!(out[0].value, "2");
 //! ```
 
-use std::sync::Arc;
-
-use super::{Node, Processor, ProcessorNode};
+use super::{Processor, processor_factory};
 use crate::topology::Stream;
 
 impl<K, V> Stream<K, V>
@@ -81,8 +79,6 @@ where
         P: Processor<K, V>,
         F: Fn() -> P + Send + Sync + 'static,
     {
-        let factory =
-            Arc::new(move || Box::new(ProcessorNode::<P, K, V>::new(make())) as Box<dyn Node>);
-        self.add_stateful_node(name, "process", stores, factory)
+        self.add_stateful_node(name, "process", stores, processor_factory::<P, K, V>(make))
     }
 }

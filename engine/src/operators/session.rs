@@ -49,6 +49,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::aggregate::GroupedStream;
+use super::lateness::{LateRecords, Lateness};
 use super::{DynRecord, Node, NodeContext, Windowed, encode_key, millis};
 use crate::error::{ErrorKind, ProcessError};
 use crate::record::Record;
@@ -60,8 +61,7 @@ use sluice_state::WindowStore;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SessionWindows {
     gap_ms: i64,
-    grace_ms: i64,
-    late_to_dead_letter: bool,
+    lateness: Lateness,
 }
 
 impl SessionWindows {
@@ -74,15 +74,14 @@ impl SessionWindows {
         assert!(gap_ms > 0, "a session gap is at least a millisecond");
         Self {
             gap_ms,
-            grace_ms: 0,
-            late_to_dead_letter: false,
+            lateness: Lateness::default(),
         }
     }
 
     /// How long after a session's end records for it are still accepted (event time).
     pub fn grace(self, grace: Duration) -> Self {
         Self {
-            grace_ms: millis(grace),
+            lateness: self.lateness.with_grace(grace),
             ..self
         }
     }
@@ -91,9 +90,17 @@ impl SessionWindows {
     /// metric.
     pub fn late_records_to_dead_letter(self) -> Self {
         Self {
-            late_to_dead_letter: true,
+            lateness: self.lateness.to_dead_letter(),
             ..self
         }
+    }
+}
+
+impl SessionWindows {
+    /// Sessions ending before this are closed at `stream_time`: no record can extend them
+    /// (the gap has passed) and the grace period is over.
+    fn open_from(&self, stream_time: i64) -> i64 {
+        stream_time.saturating_sub(self.gap_ms.saturating_add(self.lateness.grace_ms))
     }
 }
 
@@ -194,12 +201,12 @@ where
         let stream = self.grouped.stream();
         let topology = stream.graph.borrow().name.clone();
         let node = name.to_string();
+        let lateness = self.windows.lateness;
         let factory = Arc::new(move || {
             Box::new(SessionNode {
                 shared: shared.clone(),
-                stream_time: i64::MIN,
                 expired_before: i64::MIN,
-                late: crate::metrics::dropped(&topology, &node, "late"),
+                late: LateRecords::new(lateness, &topology, &node),
                 null_keys: crate::metrics::dropped(&topology, &node, "null-key"),
             }) as Box<dyn Node>
         });
@@ -220,10 +227,9 @@ struct SessionAggregation<K, V, A, I, F, M> {
 
 struct SessionNode<K, V, A, I, F, M> {
     shared: Arc<SessionAggregation<K, V, A, I, F, M>>,
-    stream_time: i64,
     /// Sessions ending before this are gone from the store.
     expired_before: i64,
-    late: metrics::Counter,
+    late: LateRecords,
     null_keys: metrics::Counter,
 }
 
@@ -242,7 +248,7 @@ where
         ctx: &mut NodeContext<'_>,
     ) -> Result<(), ProcessError> {
         let shared = self.shared.clone();
-        let (gap, grace) = (shared.windows.gap_ms, shared.windows.grace_ms);
+        let gap = shared.windows.gap_ms;
         let record: Record<K, V> = record.into_typed();
         let Some(key) = encode_key(&*shared.key_serde, &shared.store, &record.key, "group key")?
         else {
@@ -250,7 +256,7 @@ where
             return Ok(());
         };
         let ts = record.timestamp;
-        self.stream_time = self.stream_time.max(ctx.stream_time);
+        let open_from = shared.windows.open_from(ctx.stream_time);
         let store = ctx.store(0);
         // Sessions are stored under (end, start); those ending at most a gap before the
         // record and starting at most a gap after it take it in.
@@ -262,15 +268,10 @@ where
             .collect();
         let start = merged.iter().map(|s| s.sequence).fold(ts, i64::min);
         let end = merged.iter().map(|s| s.time).fold(ts, i64::max);
-        // A session closes once its inactivity gap and the grace period have passed.
-        if end.saturating_add(gap).saturating_add(grace) < self.stream_time {
-            if shared.windows.late_to_dead_letter {
-                return Err(ProcessError::validation(
-                    "the record is later than its session's grace period",
-                ));
-            }
-            self.late.increment(1);
-            return Ok(());
+        if end < open_from {
+            return self
+                .late
+                .reject("the record is later than its session's grace period");
         }
         let mut aggregate = (shared.initial)();
         let mut superseded = Vec::new();
@@ -294,7 +295,6 @@ where
             .map_err(|e| ProcessError::from_serde(ErrorKind::Serialization, "aggregate", e))?
             .unwrap_or_default();
         store.put_window(&key, end, start, bytes);
-        let open_from = self.stream_time.saturating_sub(gap.saturating_add(grace));
         if open_from > self.expired_before {
             store
                 .expire_windows(open_from)

@@ -57,6 +57,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::lateness::{LateRecords, Lateness};
 use super::{DynRecord, Node, NodeContext, encode_key, millis};
 use crate::error::{ErrorKind, ProcessError};
 use crate::record::Record;
@@ -70,8 +71,7 @@ use sluice_state::{WindowEntry, WindowStore};
 pub struct JoinWindows {
     before_ms: i64,
     after_ms: i64,
-    grace_ms: i64,
-    late_to_dead_letter: bool,
+    lateness: Lateness,
 }
 
 impl JoinWindows {
@@ -81,8 +81,7 @@ impl JoinWindows {
         Self {
             before_ms: ms,
             after_ms: ms,
-            grace_ms: 0,
-            late_to_dead_letter: false,
+            lateness: Lateness::default(),
         }
     }
 
@@ -105,7 +104,7 @@ impl JoinWindows {
     /// How long after a window closes out-of-order records are still joined.
     pub fn grace(self, grace: Duration) -> Self {
         Self {
-            grace_ms: millis(grace),
+            lateness: self.lateness.with_grace(grace),
             ..self
         }
     }
@@ -114,7 +113,7 @@ impl JoinWindows {
     /// metric.
     pub fn late_records_to_dead_letter(self) -> Self {
         Self {
-            late_to_dead_letter: true,
+            lateness: self.lateness.to_dead_letter(),
             ..self
         }
     }
@@ -247,11 +246,10 @@ where
         let factory = Arc::new(move || {
             Box::new(StreamJoinNode {
                 shared: shared.clone(),
-                stream_time: i64::MIN,
                 expired_before: [i64::MIN, i64::MIN],
-                late: crate::metrics::dropped(&topology, &node_name, "late"),
+                late: LateRecords::new(windows.lateness, &topology, &node_name),
                 null_keys: crate::metrics::dropped(&topology, &node_name, "null-key"),
-                last_input: (-1, 0),
+                last_input: None,
                 ordinal: 0,
                 _marker: PhantomData,
             }) as Box<dyn Node>
@@ -285,13 +283,13 @@ struct JoinShared<K, V, V2, F> {
 
 struct StreamJoinNode<K, V, V2, VO, F> {
     shared: Arc<JoinShared<K, V, V2, F>>,
-    stream_time: i64,
     /// Per side (this, other): entries before this time have been expired already.
     expired_before: [i64; 2],
-    late: metrics::Counter,
+    late: LateRecords,
     null_keys: metrics::Counter,
-    /// The input (offset, topic hash) last buffered, and how many records it buffered.
-    last_input: (i64, u32),
+    /// The input last buffered (its topic, the topic's hash bits, its offset), and how
+    /// many records it buffered.
+    last_input: Option<(Arc<str>, i64, i64)>,
     ordinal: u16,
     _marker: PhantomData<fn() -> VO>,
 }
@@ -354,20 +352,15 @@ where
             return Ok(());
         };
         let ts = record.timestamp;
-        self.stream_time = self.stream_time.max(ctx.stream_time);
-        let sequence = self.sequence(ctx);
         // One rule for both sides: a record is late once stream time has passed it by more
         // than the grace period. Buffers keep each record as long as a partner that is not
         // late could still arrive for it (see `expire`).
-        if ts.saturating_add(w.grace_ms) < self.stream_time {
-            if w.late_to_dead_letter {
-                return Err(ProcessError::validation(
-                    "the record is later than the join window's grace period",
-                ));
-            }
-            self.late.increment(1);
-            return Ok(());
+        if ts.saturating_add(w.lateness.grace_ms) < ctx.stream_time {
+            return self
+                .late
+                .reject("the record is later than the join window's grace period");
         }
+        let sequence = self.sequence(ctx);
         let mut outputs = Vec::new();
         match &record.value {
             Side::This(value) => {
@@ -448,18 +441,26 @@ where
     /// so far (a `flat_map` upstream may make several of one input).
     fn sequence(&mut self, ctx: &NodeContext<'_>) -> i64 {
         let origin = &ctx.input.origin;
-        let topic = origin
-            .topic
-            .bytes()
-            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
-        let input = (origin.offset, topic);
-        if self.last_input == input {
-            self.ordinal = self.ordinal.wrapping_add(1);
-        } else {
-            self.last_input = input;
-            self.ordinal = 0;
-        }
-        (origin.offset << 20) | (i64::from(topic & 0xF) << 16) | i64::from(self.ordinal)
+        let topic_bits = match &self.last_input {
+            // Records of one topic share its `Arc`: hash a topic's name once per change.
+            Some((topic, bits, offset)) if Arc::ptr_eq(topic, &origin.topic) => {
+                if *offset == origin.offset {
+                    self.ordinal = self.ordinal.wrapping_add(1);
+                    return (offset << 20) | bits | i64::from(self.ordinal);
+                }
+                *bits
+            }
+            _ => {
+                let hash = origin
+                    .topic
+                    .bytes()
+                    .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+                i64::from(hash & 0xF) << 16
+            }
+        };
+        self.last_input = Some((origin.topic.clone(), topic_bits, origin.offset));
+        self.ordinal = 0;
+        (origin.offset << 20) | topic_bits
     }
 
     /// Drops the buffered records no partner can reach any more; a left join emits those
@@ -469,9 +470,9 @@ where
         let w = shared.windows;
         let joined = &shared.joined;
         for (side, window_on_other_side) in [(THIS, w.after_ms), (OTHER, w.before_ms)] {
-            let before = self
+            let before = ctx
                 .stream_time
-                .saturating_sub(window_on_other_side.saturating_add(w.grace_ms));
+                .saturating_sub(window_on_other_side.saturating_add(w.lateness.grace_ms));
             if before <= self.expired_before[side] {
                 continue;
             }

@@ -42,6 +42,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::aggregate::GroupedStream;
+use super::lateness::{LateRecords, Lateness};
 use super::{DynRecord, Node, NodeContext, encode_key, millis, read_value, write_value};
 use crate::error::{ProcessError, SerdeError};
 use crate::record::Record;
@@ -53,8 +54,7 @@ use crate::topology::Stream;
 pub struct TimeWindows {
     size_ms: i64,
     advance_ms: i64,
-    grace_ms: i64,
-    late_to_dead_letter: bool,
+    lateness: Lateness,
 }
 
 impl TimeWindows {
@@ -76,15 +76,14 @@ impl TimeWindows {
         Self {
             size_ms,
             advance_ms,
-            grace_ms: 0,
-            late_to_dead_letter: false,
+            lateness: Lateness::default(),
         }
     }
 
     /// How long after a window's end records for it are still accepted (event time).
     pub fn grace(self, grace: Duration) -> Self {
         Self {
-            grace_ms: millis(grace),
+            lateness: self.lateness.with_grace(grace),
             ..self
         }
     }
@@ -93,9 +92,17 @@ impl TimeWindows {
     /// policy (the dead-letter topic by default) instead of dropping them with a metric.
     pub fn late_records_to_dead_letter(self) -> Self {
         Self {
-            late_to_dead_letter: true,
+            lateness: self.lateness.to_dead_letter(),
             ..self
         }
+    }
+
+    /// The first window start still open at `stream_time`: a window closes once stream
+    /// time reaches its end plus the grace period.
+    fn open_from(&self, stream_time: i64) -> i64 {
+        stream_time
+            .saturating_sub(self.size_ms.saturating_add(self.lateness.grace_ms))
+            .saturating_add(1)
     }
 
     /// Starts of the windows holding `timestamp`, oldest first.
@@ -246,12 +253,12 @@ where
         let stream = self.grouped.stream();
         let topology = stream.graph.borrow().name.clone();
         let node = name.to_string();
+        let lateness = self.windows.lateness;
         let factory = Arc::new(move || {
             Box::new(WindowedNode {
                 shared: shared.clone(),
-                stream_time: i64::MIN,
                 expired_before: i64::MIN,
-                late: crate::metrics::dropped(&topology, &node, "late"),
+                late: LateRecords::new(lateness, &topology, &node),
                 null_keys: crate::metrics::dropped(&topology, &node, "null-key"),
             }) as Box<dyn Node>
         });
@@ -271,11 +278,9 @@ struct WindowedAggregation<K, V, A, S, I, F> {
 
 struct WindowedNode<K, V, A, S, I, F> {
     shared: Arc<WindowedAggregation<K, V, A, S, I, F>>,
-    /// The largest timestamp seen by this task.
-    stream_time: i64,
     /// Windows starting before this are closed and gone from the store.
     expired_before: i64,
-    late: metrics::Counter,
+    late: LateRecords,
     null_keys: metrics::Counter,
 }
 
@@ -309,25 +314,15 @@ where
             self.null_keys.increment(1);
             return Ok(());
         };
-        self.stream_time = self.stream_time.max(ctx.stream_time);
-        let closed = |start: i64| {
-            start
-                .saturating_add(windows.size_ms)
-                .saturating_add(windows.grace_ms)
-                <= self.stream_time
-        };
+        let open_from = windows.open_from(ctx.stream_time);
         let open: Vec<i64> = windows
             .starts(record.timestamp)
-            .filter(|start| !closed(*start))
+            .filter(|start| *start >= open_from)
             .collect();
         if open.is_empty() {
-            if windows.late_to_dead_letter {
-                return Err(ProcessError::validation(
-                    "the record is later than its windows' grace period",
-                ));
-            }
-            self.late.increment(1);
-            return Ok(());
+            return self
+                .late
+                .reject("the record is later than its windows' grace period");
         }
         let store = ctx.store(0);
         let mut updates = Vec::with_capacity(open.len());
@@ -350,7 +345,7 @@ where
             )?;
             updates.push((start, next));
         }
-        self.expire_closed_windows(ctx)?;
+        self.expire_closed_windows(open_from, ctx)?;
         for (start, value) in updates {
             ctx.forward_typed(Record {
                 key: Windowed {
@@ -368,14 +363,12 @@ where
 }
 
 impl<K, V, A, S, I, F> WindowedNode<K, V, A, S, I, F> {
-    /// Deletes every window that stream time has closed.
-    fn expire_closed_windows(&mut self, ctx: &mut NodeContext<'_>) -> Result<(), ProcessError> {
-        let windows = self.shared.windows;
-        // The first start still open: every window starting before it is closed.
-        let open_from = self
-            .stream_time
-            .saturating_sub(windows.size_ms.saturating_add(windows.grace_ms))
-            .saturating_add(1);
+    /// Deletes every window starting before `open_from`: stream time has closed them.
+    fn expire_closed_windows(
+        &mut self,
+        open_from: i64,
+        ctx: &mut NodeContext<'_>,
+    ) -> Result<(), ProcessError> {
         if open_from <= self.expired_before {
             return Ok(());
         }

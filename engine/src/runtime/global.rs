@@ -20,7 +20,7 @@ use std::time::Duration;
 use sluice_state::{GlobalStore, RocksDbStore, StateBudget};
 
 use super::config::WorkerConfig;
-use super::restore::{RestoreError, Restorer};
+use super::restore::{Opened, Restorer, open_checked};
 use super::{WorkerError, WorkerStats};
 use crate::task::GlobalStores;
 use crate::topology::Topology;
@@ -64,15 +64,24 @@ pub(crate) fn start(
             .join(&config.application_id)
             .join("global")
             .join(&global.store);
-        let store = open_global(
-            &restorer,
+        let partition_count = partitions.max(1) as usize;
+        let store = open_checked(
             &dir,
             &global.store,
-            &global.topic,
-            partitions,
-            budget,
+            || {
+                RocksDbStore::open(&dir, &global.store, budget)
+                    .map(|s| GlobalStore::new(&global.store, Box::new(s), partition_count))
+            },
+            |store| {
+                (0..partitions).try_for_each(|p| {
+                    restorer.check_checkpoint(&global.topic, p, &store.partition(p as usize))
+                })
+            },
         )
-        .map_err(|e| error(&global.name, e))?;
+        .map_err(|e| match e {
+            Opened::Store(e) => error(&global.name, e.to_string()),
+            Opened::Restore(e) => error(&global.name, e.to_string()),
+        })?;
         let store = Arc::new(store);
         let mut records = 0;
         for p in 0..partitions {
@@ -106,39 +115,6 @@ pub(crate) fn start(
         stores,
         thread: Some(thread),
     })
-}
-
-/// Opens a global table's store at `dir`, one RocksDB instance for every partition of
-/// `topic`. One whose checkpoint of some partition lies outside that partition's offsets
-/// (the topic was recreated or truncated) is wiped and read again from the start.
-fn open_global(
-    restorer: &Restorer,
-    dir: &std::path::Path,
-    name: &str,
-    topic: &str,
-    partitions: i32,
-    budget: &StateBudget,
-) -> Result<GlobalStore, String> {
-    let open = || {
-        RocksDbStore::open(dir, name, budget)
-            .map(|s| GlobalStore::new(name, Box::new(s), partitions.max(1) as usize))
-            .map_err(|e| e.to_string())
-    };
-    let store = open()?;
-    for p in 0..partitions {
-        match restorer.check_checkpoint(topic, p, &store.partition(p as usize)) {
-            Ok(()) => {}
-            Err(e) if matches!(*e, RestoreError::CheckpointOutOfRange { .. }) => {
-                log::warn!("{e}: wiping {}", dir.display());
-                drop(store);
-                std::fs::remove_dir_all(dir)
-                    .map_err(|e| format!("wiping {}: {e}", dir.display()))?;
-                return open();
-            }
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-    Ok(store)
 }
 
 fn follow(restorer: &Restorer, tables: &[(String, Arc<GlobalStore>)], stop: &AtomicBool) {

@@ -423,6 +423,41 @@ fn reached_end(session: &RestoreSession, positions: Option<&TopicPartitionList>)
     position >= session.end
 }
 
+/// Why a store could not be opened for restoring.
+pub(crate) enum Opened {
+    Store(sluice_state::StoreError),
+    Restore(Box<RestoreError>),
+}
+
+/// Opens a store with `open` and checks its checkpoints with `check`. A store whose
+/// checkpoint lies outside its log's offsets (the changelog or topic was deleted and
+/// recreated, or truncated) may hold state the log no longer has: it is wiped and opened
+/// afresh, so the restore rebuilds it from the log alone and it is never ahead of Kafka.
+pub(crate) fn open_checked<T>(
+    path: &std::path::Path,
+    name: &str,
+    open: impl Fn() -> Result<T, sluice_state::StoreError>,
+    check: impl Fn(&T) -> Result<(), Box<RestoreError>>,
+) -> Result<T, Opened> {
+    let store = open().map_err(Opened::Store)?;
+    match check(&store) {
+        Ok(()) => Ok(store),
+        Err(e) if matches!(*e, RestoreError::CheckpointOutOfRange { .. }) => {
+            log::warn!("{e}: wiping {}", path.display());
+            drop(store);
+            std::fs::remove_dir_all(path).map_err(|e| {
+                Opened::Store(sluice_state::StoreError {
+                    store: name.to_string(),
+                    what: "wiping its directory",
+                    reason: format!("{e} (at {})", path.display()),
+                })
+            })?;
+            open().map_err(Opened::Store)
+        }
+        Err(e) => Err(Opened::Restore(e)),
+    }
+}
+
 /// A restore in progress: one changelog partition into one store.
 pub(crate) struct RestoreSession {
     topic: String,

@@ -51,7 +51,7 @@ use super::WorkerStats;
 use super::config::{KafkaClient, ProcessingGuarantee, WorkerConfig, redact_kafka_error};
 use super::failpoint;
 use super::observability::{Health, ThreadStatus};
-use super::restore::{RestoreError, RestoreSession, Restorer};
+use super::restore::{Opened, RestoreError, RestoreSession, Restorer, open_checked};
 use crate::record::{Headers, Origin, ProducerRecord, RawRecord};
 use crate::task::{GlobalStores, Task, TaskError, TaskId};
 use crate::topology::Topology;
@@ -623,19 +623,22 @@ impl ThreadState {
             .get(message.topic())
             .cloned()
             .expect("the consumer subscribes to source topics only");
-        let key = (topic.clone(), partition);
-        if !self.retries.is_empty() && self.retries.get(&key).is_some_and(|r| r.due.is_some()) {
+        // Paused partitions are rare: their key is built only when some partition is.
+        let key = || (topic.clone(), partition);
+        if !self.retries.is_empty() && self.retries.get(&key()).is_some_and(|r| r.due.is_some()) {
             // Fetched before the pause took effect; it will be read again after the retry.
             return Ok(());
         }
-        if !self.restoring.is_empty()
-            && self
+        if !self.restoring.is_empty() {
+            let key = key();
+            if self
                 .restoring
                 .values()
                 .any(|r| r.waiting.contains_key(&key))
-        {
-            // Its task is restoring: read again once it is ready.
-            return Ok(());
+            {
+                // Its task is restoring: read again once it is ready.
+                return Ok(());
+            }
         }
         let id = TaskId {
             subtopology,
@@ -647,7 +650,7 @@ impl ThreadState {
             tpl.add_partition(&topic, partition);
             let _ = consumer.pause(&tpl);
             if let Some(restoring) = self.restoring.get_mut(&id) {
-                restoring.waiting.insert(key, offset);
+                restoring.waiting.insert(key(), offset);
             }
             return Ok(());
         }
@@ -1333,13 +1336,13 @@ impl ThreadState {
             .filter(|s| s.subtopology == id.subtopology)
         {
             let changelog = def.changelog_topic(&self.config.application_id);
+            let path = dir.join(&def.name);
+            let restorer = self.restorer.as_ref().expect("made above");
             let store = open_checked(
-                self.restorer.as_ref().expect("made above"),
-                &dir.join(&def.name),
+                &path,
                 &def.name,
-                &changelog,
-                id.partition,
-                &self.budget,
+                || RocksDbStore::open(&path, &def.name, &self.budget),
+                |store| restorer.check_checkpoint(&changelog, id.partition, store),
             )
             .map_err(|source| match source {
                 Opened::Store(e) => state(e),
@@ -1608,43 +1611,6 @@ impl ThreadState {
                 let _ = consumer.resume(&tpl);
             }
         }
-    }
-}
-
-/// Why a store could not be opened for restoring.
-pub(crate) enum Opened {
-    Store(StoreError),
-    Restore(Box<RestoreError>),
-}
-
-/// Opens the RocksDB store at `path`; one whose checkpoint lies outside its changelog's
-/// offsets (the changelog was deleted and recreated, or truncated) is wiped first, since
-/// it may hold state the changelog no longer has: restoring then rebuilds it from the
-/// changelog alone, and the store is never ahead of what Kafka holds.
-pub(crate) fn open_checked(
-    restorer: &Restorer,
-    path: &std::path::Path,
-    name: &str,
-    changelog: &str,
-    partition: i32,
-    budget: &StateBudget,
-) -> Result<RocksDbStore, Opened> {
-    let store = RocksDbStore::open(path, name, budget).map_err(Opened::Store)?;
-    match restorer.check_checkpoint(changelog, partition, &store) {
-        Ok(()) => Ok(store),
-        Err(e) if matches!(*e, RestoreError::CheckpointOutOfRange { .. }) => {
-            log::warn!("{e}: wiping {}", path.display());
-            drop(store);
-            std::fs::remove_dir_all(path).map_err(|e| {
-                Opened::Store(StoreError {
-                    store: name.to_string(),
-                    what: "wiping its directory",
-                    reason: format!("{e} (at {})", path.display()),
-                })
-            })?;
-            RocksDbStore::open(path, name, budget).map_err(Opened::Store)
-        }
-        Err(e) => Err(Opened::Restore(e)),
     }
 }
 

@@ -15,6 +15,14 @@ use crate::policy::ErrorPolicy;
 use crate::serde::Serde;
 use crate::topology::Stream;
 
+/// A store a node reads without owning it.
+pub(crate) enum StoreRead<'a> {
+    /// The store of a table of the topology.
+    Table(&'a str),
+    /// The store of a global table.
+    Global(&'a str),
+}
+
 /// The graph under construction, shared by the builder and every stream handle.
 pub(crate) struct Graph {
     pub(crate) name: String,
@@ -483,30 +491,21 @@ impl<K, V> Stream<K, V> {
         stream
     }
 
-    /// Adds a processor node that reads a global table's store.
-    pub(crate) fn add_global_reading_node<K2, V2>(
-        &self,
-        name: &str,
-        operator: &'static str,
-        store: &str,
-        factory: NodeFactory,
-    ) -> Stream<K2, V2> {
-        let stream = self.add_node(name, operator, false, factory);
-        self.graph.borrow_mut().nodes[stream.node].globals = vec![store.to_string()];
-        stream
-    }
-
-    /// Adds a processor node that reads a store another node owns; it runs in that
-    /// node's sub-topology.
+    /// Adds a processor node that reads a store it does not own: a table's (the node runs
+    /// in the table's sub-topology) or a global table's.
     pub(crate) fn add_reading_node<K2, V2>(
         &self,
         name: &str,
         operator: &'static str,
-        store: &str,
+        store: StoreRead<'_>,
         factory: NodeFactory,
     ) -> Stream<K2, V2> {
         let stream = self.add_node(name, operator, false, factory);
-        self.graph.borrow_mut().nodes[stream.node].reads = vec![store.to_string()];
+        let node = &mut self.graph.borrow_mut().nodes[stream.node];
+        match store {
+            StoreRead::Table(store) => node.reads = vec![store.to_string()],
+            StoreRead::Global(store) => node.globals = vec![store.to_string()],
+        }
         stream
     }
 }

@@ -16,7 +16,7 @@
 //! way Kafka Streams' `Topology#describe()` does, and [`Topology::to_mermaid`] as a
 //! Mermaid flowchart.
 
-mod builder;
+pub(crate) mod builder;
 mod describe;
 mod stream;
 
