@@ -130,6 +130,9 @@ pub struct Task {
     stream_time: i64,
     /// Nodes punctuating on stream time.
     stream_punctuators: Vec<StreamPunctuator>,
+    /// Per input topic (of this task's partition), the offset after the last input the
+    /// task is done with since the last commit: what the runtime may commit.
+    committable: Vec<(Arc<str>, i64)>,
 }
 
 /// A node's schedule of stream-time punctuations.
@@ -264,6 +267,7 @@ impl Task {
             changelogs,
             stream_time: i64::MIN,
             stream_punctuators,
+            committable: Vec::new(),
         }
     }
 
@@ -354,8 +358,36 @@ impl Task {
                 self.apply_policy(node, error, &failed, out)
             }
         };
+        if outcome.is_ok() {
+            self.done_with(&input.origin);
+        }
         self.metrics.latency.record(started.elapsed().as_secs_f64());
         outcome
+    }
+
+    /// Marks an input as done: processed, dead-lettered or skipped.
+    fn done_with(&mut self, origin: &Origin) {
+        let next = origin.offset + 1;
+        match self
+            .committable
+            .iter_mut()
+            .find(|(topic, _)| **topic == *origin.topic)
+        {
+            Some((_, offset)) => *offset = next,
+            None => self.committable.push((origin.topic.clone(), next)),
+        }
+    }
+
+    /// What the runtime may commit for this task: per input topic read since the last
+    /// commit, the offset of the next input to process (on the task's partition). An input
+    /// the task is not done with (one retried after a transient failure) is not covered.
+    pub fn committable_offsets(&self) -> impl Iterator<Item = (&Arc<str>, i64)> {
+        self.committable.iter().map(|(topic, offset)| (topic, *offset))
+    }
+
+    /// After the runtime committed (or discarded) the committable offsets.
+    pub fn clear_committable(&mut self) {
+        self.committable.clear();
     }
 
     /// Runs the stream-time punctuations that the records processed so far have made due.
