@@ -24,6 +24,9 @@
 //!
 //! `cargo bench --bench e2e_throughput` runs N = `SLUICE_E2E_RECORDS` (default 1,000,000)
 //! `SLUICE_E2E_RUNS` times (default 3) and prints the medians and the ratios c/a and d/b.
+//! With `SLUICE_E2E_BASELINE=<path>`, the e2e_throughput bench binary of another build
+//! (an earlier commit, say) runs the Sluice variants too, right after this build's, on the
+//! same broker and backlog: the table then shows both builds' c/a and d/b side by side.
 //! Run as a test (`cargo test --bench e2e_throughput`) it processes 20,000 records once
 //! and checks that every variant wrote every record.
 
@@ -31,6 +34,7 @@
 mod support;
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -41,8 +45,8 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use sluice_engine::runtime::{ConfigBuilder, Worker, admin};
 use sluice_engine::{Serdes, Topology, TopologyBuilder};
+use sluice_runtime::{ConfigBuilder, Worker, admin};
 use sluice_topologies::demo::send_waiting;
 use sluice_topologies::generator::OrderGenerator;
 use sluice_topologies::normalization::{self, EHR_TOPIC, OUTPUT_TOPIC, PHARMACY_TOPIC};
@@ -133,30 +137,51 @@ fn main() {
     println!(
         "end-to-end harness: {records} records of {VALUE_BYTES} bytes over {PARTITIONS} partitions, {runs} run(s), one stream thread per variant"
     );
-    let mut results: HashMap<&str, Vec<Measured>> = HashMap::new();
+    let baseline = std::env::var_os("SLUICE_E2E_BASELINE").map(PathBuf::from);
+    if let Some(path) = &baseline {
+        println!("baseline build: {}", path.display());
+    }
+    let this_build = std::env::current_exe().unwrap();
+    let mut results: HashMap<String, Vec<Measured>> = HashMap::new();
     for run in 0..runs {
         // A fresh broker per run: every run starts from the same empty log.
         let broker = support::TestBroker::start();
         write_backlog(&broker, records);
         for variant in VARIANTS {
-            let measured = run_variant(&broker, variant, run, records);
-            println!(
-                "run {run} {variant:<22} {:>9.0} rec/s {:>6.1} MB/s  p50 {:>6.1} ms  p99 {:>6.1} ms  peak RSS {:>6.1} MB",
-                measured.records_per_second(),
-                measured.megabytes_per_second(),
-                measured.p50_ms,
-                measured.p99_ms,
-                measured.peak_rss_mb
-            );
-            assert!(
-                measured.outputs >= records,
-                "{variant} wrote {} of {records} records",
-                measured.outputs
-            );
-            results.entry(variant).or_default().push(measured);
+            let mut builds = vec![(variant.to_string(), &this_build, run)];
+            if let Some(path) = &baseline
+                && variant.starts_with("sluice")
+            {
+                // Its own run number, so its output topic and group are its own.
+                builds.push((baseline_name(variant), path, run + BASELINE_RUN_OFFSET));
+            }
+            for (name, binary, child_run) in builds {
+                let measured = run_variant(binary, &broker, variant, child_run, records);
+                println!(
+                    "run {run} {name:<31} {:>9.0} rec/s {:>6.1} MB/s  p50 {:>6.1} ms  p99 {:>6.1} ms  peak RSS {:>6.1} MB",
+                    measured.records_per_second(),
+                    measured.megabytes_per_second(),
+                    measured.p50_ms,
+                    measured.p99_ms,
+                    measured.peak_rss_mb
+                );
+                assert!(
+                    measured.outputs >= records,
+                    "{name} wrote {} of {records} records",
+                    measured.outputs
+                );
+                results.entry(name).or_default().push(measured);
+            }
         }
     }
-    print_table(&results, runs);
+    print_table(&results, runs, baseline.is_some());
+}
+
+/// Added to the run number of the baseline build's children.
+const BASELINE_RUN_OFFSET: u64 = 1_000;
+
+fn baseline_name(variant: &str) -> String {
+    format!("baseline {variant}")
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -164,18 +189,28 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-fn print_table(results: &HashMap<&str, Vec<Measured>>, runs: u64) {
+fn print_table(results: &HashMap<String, Vec<Measured>>, runs: u64, with_baseline: bool) {
     println!("\nmedians of {runs} run(s):\n");
     println!(
         "| variant | records/s | MB/s | p50 latency (ms) | p99 latency (ms) | peak RSS (MB) |"
     );
     println!("|---|---:|---:|---:|---:|---:|");
+    let mut rows: Vec<(String, String)> = ["a", "b", "c", "d", "e"]
+        .iter()
+        .zip(VARIANTS)
+        .map(|(letter, variant)| (letter.to_string(), variant.to_string()))
+        .collect();
+    if with_baseline {
+        for (letter, variant) in ["c", "d", "e"].iter().zip(&VARIANTS[2..]) {
+            rows.push((format!("{letter}0"), baseline_name(variant)));
+        }
+    }
     let mut rate = HashMap::new();
-    for (letter, variant) in ["a", "b", "c", "d", "e"].iter().zip(VARIANTS) {
+    for (letter, variant) in &rows {
         let m = &results[variant];
         let pick = |f: fn(&Measured) -> f64| median(m.iter().map(f).collect());
         let r = pick(Measured::records_per_second);
-        rate.insert(*letter, r);
+        rate.insert(letter.as_str(), r);
         println!(
             "| ({letter}) {variant} | {r:.0} | {:.1} | {:.1} | {:.1} | {:.1} |",
             pick(Measured::megabytes_per_second),
@@ -192,6 +227,16 @@ fn print_table(results: &HashMap<&str, Vec<Measured>>, runs: u64) {
         "d/b (Sluice at-least-once / bare loop)               = {:.2}   (goal >= 0.95)",
         rate["d"] / rate["b"]
     );
+    if with_baseline {
+        println!(
+            "baseline build: c0/a = {:.2}, d0/b = {:.2}; this build / baseline: c/c0 = {:.2}, d/d0 = {:.2}, e/e0 = {:.2}",
+            rate["c0"] / rate["a"],
+            rate["d0"] / rate["b"],
+            rate["c"] / rate["c0"],
+            rate["d"] / rate["d0"],
+            rate["e"] / rate["e0"]
+        );
+    }
 }
 
 /// N records of 200 bytes to the map variants' input, and N generated orders (half per
@@ -241,8 +286,15 @@ fn output_topic(variant: &str, run: u64) -> String {
     format!("e2e.out.{variant}.{run}")
 }
 
-fn run_variant(broker: &support::TestBroker, variant: &str, run: u64, records: u64) -> Measured {
-    let out = Command::new(std::env::current_exe().unwrap())
+/// Runs one variant in a child process of `binary` (this bench, or a baseline build's).
+fn run_variant(
+    binary: &Path,
+    broker: &support::TestBroker,
+    variant: &str,
+    run: u64,
+    records: u64,
+) -> Measured {
+    let out = Command::new(binary)
         .env("SLUICE_E2E_CHILD", variant)
         .env("SLUICE_E2E_BROKERS", &broker.brokers)
         .env("SLUICE_E2E_RUN", run.to_string())
@@ -534,17 +586,19 @@ fn measure_latency(brokers: &str, variant: &str, output: &str) -> Vec<i64> {
         .set("fetch.wait.max.ms", "10")
         .create()
         .unwrap();
+    // Start at each partition's end as it is now, before the first latency record is
+    // written: an exact offset, where `Offset::End` would resolve whenever the reader
+    // first fetches and could skip records written before that on a busy machine.
     let mut assignment = TopicPartitionList::new();
     for partition in 0..PARTITIONS {
+        let (_, high) = reader
+            .fetch_watermarks(output, partition, Duration::from_secs(30))
+            .unwrap();
         assignment
-            .add_partition_offset(output, partition, Offset::End)
+            .add_partition_offset(output, partition, Offset::Offset(high))
             .unwrap();
     }
     reader.assign(&assignment).unwrap();
-    // Let the reader reach the ends before the first latency record is written.
-    for _ in 0..20 {
-        reader.poll(Duration::from_millis(50));
-    }
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "0")

@@ -24,8 +24,8 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use sluice_engine::runtime::{ThreadStatus, Worker};
 use sluice_engine::{Serdes, Topology, TopologyBuilder};
+use sluice_runtime::{ThreadStatus, Worker};
 
 const APP: &str = "restore-bench";
 const STORE: &str = "restore-bench-counts";

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use sluice_engine::runtime::{ConfigBuilder, Worker, WorkerStats};
+use sluice_runtime::{ConfigBuilder, Worker, WorkerStats};
 use sluice_topologies::catalog;
 use sluice_topologies::demo::{self, DemoOptions};
 

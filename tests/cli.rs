@@ -157,7 +157,7 @@ fn run_with_unreachable_brokers_fails_within_the_startup_timeout() {
     );
     assert!(err.contains("startup.timeout.ms"), "{err}");
     assert!(
-        started.elapsed() < std::time::Duration::from_secs(20),
+        started.elapsed() < std::time::Duration::from_secs(60),
         "bounded, not a hang"
     );
 }

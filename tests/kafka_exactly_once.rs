@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use sluice_engine::policy::headers as dlq;
-use sluice_engine::runtime::Worker;
+use sluice_runtime::Worker;
 use sluice_topologies::normalization::{
     self, DEAD_LETTER_TOPIC, EHR_TOPIC, OUTPUT_TOPIC, PHARMACY_TOPIC,
 };

@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use sluice_engine::runtime::Worker;
+use sluice_runtime::Worker;
 use sluice_topologies::demo::send_waiting;
 use sluice_topologies::order_activity::{self, INPUT_TOPIC, OUTPUT_TOPIC, STORE};
 use support::TestBroker;
@@ -202,15 +202,24 @@ fn spawn_worker(
         .expect("the sluice binary starts")
 }
 
+/// Stops a worker gracefully (SIGTERM: commit, flush the stores, leave the group) and
+/// checks that it exited by itself, successfully: the tests read its stores afterwards,
+/// and a kill would lose their memtables (RocksDB's write-ahead log is off).
 fn stop(mut worker: Child) {
-    // SIGTERM: commit and leave the group.
     let _ = Command::new("kill").arg(worker.id().to_string()).status();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(180);
     while worker.try_wait().unwrap().is_none() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
-    let _ = worker.kill();
-    let _ = worker.wait();
+    let status = worker.try_wait().unwrap();
+    if status.is_none() {
+        let _ = worker.kill();
+        let _ = worker.wait();
+    }
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the worker did not stop gracefully within 180 s of SIGTERM: {status:?}"
+    );
 }
 
 #[test]
@@ -380,10 +389,12 @@ fn a_worker_holding_a_million_keys_stays_within_its_state_memory_budget() {
         WORKER_BASELINE_BYTES >> 20
     );
     stop(worker);
-    let on_disk: u64 = walk_size(&dir.join(app));
-    assert!(
-        on_disk > 8 << 20,
-        "the keys are in RocksDB on disk ({on_disk} bytes), not only in memory"
+    // The keys live in RocksDB, not only in memory: the worker has exited, and its stores,
+    // opened again from disk, hold every key exactly once across the 8 tasks.
+    assert_eq!(
+        keys_in_stores(&dir.join(app), STORE),
+        KEYS as u64,
+        "keys found in the tasks' RocksDB stores on disk after the worker exited"
     );
     assert!(
         peak <= CACHE + WRITE_BUFFERS + WORKER_BASELINE_BYTES,
@@ -394,18 +405,26 @@ fn a_worker_holding_a_million_keys_stays_within_its_state_memory_budget() {
     );
 }
 
-fn walk_size(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| match e.file_type() {
-                    Ok(t) if t.is_dir() => walk_size(&e.path()),
-                    _ => e.metadata().map_or(0, |m| m.len()),
-                })
-                .sum()
-        })
-        .unwrap_or(0)
+/// How many keys the RocksDB store `store` of every task under `app_dir` holds, each
+/// store opened from disk and read to its end (RocksDB's own count, exact, where a size on
+/// disk would depend on compression and on when compactions ran).
+fn keys_in_stores(app_dir: &Path, store: &str) -> u64 {
+    use sluice_state::{KeyValueStore, RocksDbStore, StateBudget};
+    use std::ops::Bound;
+    let budget = StateBudget::new(8 << 20, 8 << 20);
+    let mut keys = 0;
+    for task in std::fs::read_dir(app_dir).expect("the application's state directory") {
+        let path = task.expect("a directory entry").path().join(store);
+        if !path.is_dir() {
+            continue;
+        }
+        let opened = RocksDbStore::open(&path, store, &budget).expect("the store opens");
+        for entry in opened.range(Bound::Unbounded, Bound::Unbounded) {
+            entry.expect("a readable entry");
+            keys += 1;
+        }
+    }
+    keys
 }
 
 #[test]
@@ -700,8 +719,8 @@ fn group_by_on_the_broker_counts_each_new_key_once_per_record_through_the_intern
 #[test]
 fn a_task_restoring_a_long_changelog_does_not_hold_up_a_ready_task_on_its_thread() {
     use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-    use sluice_engine::runtime::ThreadStatus;
     use sluice_engine::{Serdes, TopologyBuilder};
+    use sluice_runtime::ThreadStatus;
     const CHANGELOG_RECORDS: usize = 500_000;
     const SHORT_HISTORY: usize = 1_000;
     let broker = TestBroker::start();

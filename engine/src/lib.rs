@@ -8,10 +8,11 @@
 //! * [`operators`]: one file per operator, each with the semantics it guarantees.
 //! * [`task`]: one (sub-topology, partition) running its operators over input records, with
 //!   the topology's [`ErrorPolicy`] applied to every failure.
-//! * [`runtime`]: the Kafka runtime — a [`Worker`](runtime::Worker) of stream threads in a
-//!   consumer group, with exactly-once transactions or at-least-once commits.
 //! * [`test_driver`]: the [`TestDriver`], running a topology in-process on in-memory topics
 //!   through the same task code that production runs.
+//!
+//! The Kafka runtime that runs tasks in a consumer group is the crate `sluice-runtime`: this
+//! crate holds no Kafka client, so topologies and their tests build and run without one.
 //!
 //! Lineage ([`lineage`]) and the platform's [`Envelope`] are carried by the engine, so topology
 //! code never copies correlation ids by hand.
@@ -23,7 +24,6 @@ pub mod metrics;
 pub mod operators;
 pub mod policy;
 pub mod record;
-pub mod runtime;
 pub mod serde;
 pub mod task;
 pub mod test_driver;

@@ -1,20 +1,42 @@
-//! Metric names and the handles tasks keep.
+//! Every metric Sluice exports: its name, its help text and the handles that record it.
 //!
-//! Names follow `sluice_<what>_<unit>[_total]`. Labels are `topology`, `operator`, `topic`,
-//! `partition` and `reason`: names of things, never values taken from a record. Handles are
-//! created once per task and operator, so the per-record cost is an atomic add.
-//! Without an installed recorder (tests, the TestDriver) every handle is a no-op.
+//! One module for the engine and the runtime alike, so the names a dashboard queries are
+//! found in one place. Names follow `sluice_<what>_<unit>[_total]`. Labels are `topology`,
+//! `operator`, `topic`, `partition`, `store` and `reason`: names of things, never values
+//! taken from a record. Every series also carries the recorder's global `application`
+//! label. Handles on the per-record path are created once per task and operator, so the
+//! per-record cost is an atomic add. Without an installed recorder (tests, the TestDriver)
+//! every handle is a no-op.
 
-use metrics::{Counter, Histogram, counter, describe_counter, describe_histogram, histogram};
+use std::time::Duration;
 
+use metrics::{
+    Counter, Gauge, Histogram, counter, describe_counter, describe_gauge, describe_histogram,
+    gauge, histogram,
+};
+
+// What tasks do with records.
 pub const RECORDS_CONSUMED: &str = "sluice_records_consumed_total";
 pub const RECORDS_PRODUCED: &str = "sluice_records_produced_total";
 pub const RECORDS_DEAD_LETTERED: &str = "sluice_records_dead_lettered_total";
 pub const RECORDS_DROPPED: &str = "sluice_records_dropped_total";
 pub const OPERATOR_RECORDS: &str = "sluice_operator_records_total";
 pub const PROCESSING_LATENCY: &str = "sluice_processing_latency_seconds";
+pub const END_TO_END_LATENCY: &str = "sluice_end_to_end_latency_seconds";
+// How the runtime commits and keeps up.
+pub const COMMIT_DURATION: &str = "sluice_commit_duration_seconds";
+pub const COMMITS: &str = "sluice_commits_total";
+pub const TRANSACTIONS_ABORTED: &str = "sluice_transactions_aborted_total";
+pub const REBALANCES: &str = "sluice_rebalances_total";
+pub const CONSUMER_LAG: &str = "sluice_consumer_lag_records";
+pub const STREAM_THREADS_RUNNING: &str = "sluice_stream_threads_running";
+// State.
+pub const STORE_SIZE: &str = "sluice_store_size_bytes";
+pub const STORE_KEYS: &str = "sluice_store_keys";
+pub const RESTORED_RECORDS: &str = "sluice_restore_records_total";
+pub const RESTORE_REMAINING: &str = "sluice_restore_remaining_records";
 
-/// Registers the help text of every engine metric with the installed recorder.
+/// Registers the help text of every metric with the installed recorder.
 pub fn describe() {
     describe_counter!(RECORDS_CONSUMED, "Input records a task has handled.");
     describe_counter!(RECORDS_PRODUCED, "Records sinks have written, by topic.");
@@ -31,6 +53,56 @@ pub fn describe() {
         PROCESSING_LATENCY,
         "Time to run one input record through its sub-topology, in seconds."
     );
+    describe_histogram!(
+        END_TO_END_LATENCY,
+        "From an input record's timestamp to the end of its processing, in seconds."
+    );
+    describe_histogram!(
+        COMMIT_DURATION,
+        "Time to commit: offsets, and under exactly-once the transaction, in seconds."
+    );
+    describe_counter!(COMMITS, "Commits that succeeded.");
+    describe_counter!(
+        TRANSACTIONS_ABORTED,
+        "Transactions aborted (their work is rewound and redone)."
+    );
+    describe_counter!(
+        REBALANCES,
+        "Consumer-group rebalances a stream thread took part in."
+    );
+    describe_gauge!(
+        CONSUMER_LAG,
+        "Records between a stream thread's position in a partition and the partition's end (last stable offset under read_committed)."
+    );
+    describe_gauge!(
+        STREAM_THREADS_RUNNING,
+        "Stream threads that have joined the group and run their tasks."
+    );
+    describe_counter!(
+        RESTORED_RECORDS,
+        "Changelog records restored into a store, by store and partition."
+    );
+    describe_gauge!(
+        RESTORE_REMAINING,
+        "Changelog records left to restore into a store, by store and partition."
+    );
+    describe_gauge!(
+        STORE_SIZE,
+        "Estimated bytes of a store's live data and memtables, by store and partition."
+    );
+    describe_gauge!(
+        STORE_KEYS,
+        "Estimated keys in a store, by store and partition."
+    );
+}
+
+/// Series that exist from the start (at zero unless already counted), so dashboards and
+/// alerts see a 0 rather than no data before the first commit, abort or rebalance.
+pub fn register_at_zero() {
+    counter!(COMMITS).increment(0);
+    counter!(TRANSACTIONS_ABORTED).increment(0);
+    counter!(REBALANCES).increment(0);
+    let _ = histogram!(COMMIT_DURATION);
 }
 
 pub(crate) fn dropped(topology: &str, operator: &str, reason: &'static str) -> Counter {
@@ -63,4 +135,53 @@ impl TaskMetrics {
             latency: histogram!(PROCESSING_LATENCY, "topology" => topology.to_string(), "partition" => p),
         }
     }
+}
+
+/// The end-to-end latency of a topology's records, from their timestamps.
+pub fn end_to_end_latency(topology: &str) -> Histogram {
+    histogram!(END_TO_END_LATENCY, "topology" => topology.to_string())
+}
+
+pub fn commit(elapsed: Duration) {
+    histogram!(COMMIT_DURATION).record(elapsed.as_secs_f64());
+    counter!(COMMITS).increment(1);
+}
+
+pub fn transaction_aborted() {
+    counter!(TRANSACTIONS_ABORTED).increment(1);
+}
+
+pub fn rebalance() {
+    counter!(REBALANCES).increment(1);
+}
+
+pub fn consumer_lag(topic: &str, partition: i32, lag: i64) {
+    gauge!(CONSUMER_LAG, "topic" => topic.to_string(), "partition" => partition.to_string())
+        .set(lag as f64);
+}
+
+pub fn threads_running(running: usize) {
+    gauge!(STREAM_THREADS_RUNNING).set(running as f64);
+}
+
+/// Publishes a store's estimated size and key count.
+pub fn store_size(store: &sluice_state::TransactionalStore, partition: i32) {
+    let labels = [
+        ("store", store.name().to_string()),
+        ("partition", partition.to_string()),
+    ];
+    gauge!(STORE_SIZE, &labels).set(store.approximate_bytes() as f64);
+    gauge!(STORE_KEYS, &labels).set(store.approximate_len() as f64);
+}
+
+/// The handles of one store partition's restore: records restored, and still to restore.
+pub fn restore_progress(store: &str, partition: i32) -> (Counter, Gauge) {
+    let labels = [
+        ("store", store.to_string()),
+        ("partition", partition.to_string()),
+    ];
+    (
+        counter!(RESTORED_RECORDS, &labels),
+        gauge!(RESTORE_REMAINING, &labels),
+    )
 }

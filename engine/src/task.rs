@@ -382,7 +382,9 @@ impl Task {
     /// commit, the offset of the next input to process (on the task's partition). An input
     /// the task is not done with (one retried after a transient failure) is not covered.
     pub fn committable_offsets(&self) -> impl Iterator<Item = (&Arc<str>, i64)> {
-        self.committable.iter().map(|(topic, offset)| (topic, *offset))
+        self.committable
+            .iter()
+            .map(|(topic, offset)| (topic, *offset))
     }
 
     /// After the runtime committed (or discarded) the committable offsets.

@@ -695,15 +695,17 @@ async fn an_unreachable_registry_fails_fast_with_an_error_naming_it() {
     };
     let client = SchemaRegistryClient::new(&format!("http://127.0.0.1:{closed_port}"))
         .unwrap()
-        .with_timeout(Duration::from_secs(2));
+        .with_timeout(Duration::from_secs(60));
 
     let started = Instant::now();
     let err = client
         .register("admissions-value", &schema(ADMISSION_V1))
         .await
         .unwrap_err();
+    // Fast means not waiting out the timeout: the refusal ends the call, however busy
+    // the machine is.
     assert!(
-        started.elapsed() < Duration::from_secs(3),
+        started.elapsed() < Duration::from_secs(30),
         "{:?}",
         started.elapsed()
     );
@@ -747,7 +749,8 @@ async fn a_registry_that_never_answers_times_out_at_the_configured_bound() {
     let waited = started.elapsed();
     assert!(matches!(err, RegistryError::Timeout { .. }), "{err}");
     assert!(waited >= Duration::from_millis(300), "{waited:?}");
-    assert!(waited < Duration::from_secs(2), "{waited:?}");
+    // Bounded, not a hang: the upper bound leaves a busy machine room to schedule.
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
     assert!(err.to_string().contains("/schemas/ids/1"), "{err}");
     silent.abort();
 }
@@ -898,8 +901,9 @@ async fn a_cache_miss_on_a_current_thread_runtime_thread_fails_instead_of_hangin
     let err = reader
         .deserialize("admissions", Some(&records[0]))
         .unwrap_err();
+    // Bounded, not a hang (the wait itself is the client's timeout plus a second).
     assert!(
-        started.elapsed() < Duration::from_secs(3),
+        started.elapsed() < Duration::from_secs(30),
         "{:?}",
         started.elapsed()
     );

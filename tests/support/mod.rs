@@ -17,7 +17,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers as _, Message};
 use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use sluice_engine::runtime::{ConfigBuilder, WorkerConfig, admin};
+use sluice_runtime::{ConfigBuilder, WorkerConfig, admin};
 use sluice_topologies::demo::send_waiting;
 use sluice_topologies::generator::{OrderGenerator, SampleRecord};
 use sluice_topologies::normalization::{EHR_TOPIC, PHARMACY_TOPIC};

@@ -17,7 +17,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use sluice_engine::Serde;
 use sluice_engine::policy::headers as dlq_headers;
-use sluice_engine::runtime::{ConfigBuilder, Worker, WorkerError, WorkerStats, admin};
+use sluice_runtime::{ConfigBuilder, Worker, WorkerError, WorkerStats, admin};
 
 use crate::generator::OrderGenerator;
 use crate::normalization::{self, DEAD_LETTER_TOPIC, EHR_TOPIC, OUTPUT_TOPIC, PHARMACY_TOPIC};

@@ -371,7 +371,7 @@ pub enum TopologyError {
     Many(Vec<TopologyError>),
 }
 
-pub(crate) fn valid_name(name: &str) -> bool {
+pub fn valid_name(name: &str) -> bool {
     (1..=249).contains(&name.len())
         && name
             .bytes()

@@ -1,26 +1,5 @@
-//! The Kafka runtime: runs a topology as a worker in a consumer group.
-//!
-//! A [`Worker`] checks the cluster and the topics ([`admin`]), then runs
-//! `num.stream.threads` [stream threads](stream_thread), each an OS thread with its own
-//! consumer and producer and the tasks of the partitions assigned to it. Scaling out is
-//! running more workers with the same `application.id`: Kafka's group protocol moves
-//! partitions, and their tasks, between them.
-//!
-//! Guarantees, per `processing.guarantee`:
-//! * `exactly_once_v2` (default): every input record's outputs, dead-letter records and
-//!   offset commit are one Kafka transaction; read_committed consumers of the outputs see
-//!   each input's effect exactly once, across crashes, restarts and rebalances.
-//! * `at_least_once`: outputs are flushed before offsets are committed; after a crash,
-//!   the records since the last commit are processed again (duplicates, never losses).
-
-pub mod admin;
-pub mod config;
-pub mod failpoint;
-pub mod global;
-pub mod metrics;
-pub mod observability;
-pub mod restore;
-pub mod stream_thread;
+//! A worker: the stream threads of one process, started together and stopped together,
+//! with the global tables they read and the endpoint that reports on them.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -29,11 +8,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-pub use config::{ConfigBuilder, ConfigError, ProcessingGuarantee, WorkerConfig};
-pub use observability::{Health, ThreadStatus};
-pub use stream_thread::StreamThreadError;
+use sluice_engine::topology::Topology;
 
-use crate::topology::Topology;
+use crate::config::{ConfigError, WorkerConfig};
+use crate::error::StreamThreadError;
+use crate::observability::{self, Health, ThreadStatus, publish_running};
+use crate::{admin, global, metrics, stream_thread};
 
 /// Counters a worker keeps for its own summaries (the metrics carry the same facts).
 #[derive(Debug, Default)]
@@ -160,7 +140,7 @@ impl Worker {
                     .spawn(move || {
                         let result = thread.run();
                         health.set(index, ThreadStatus::Stopped);
-                        stream_thread::publish_running(&health);
+                        publish_running(&health);
                         result
                     })
                     .map_err(|e| WorkerError::Spawn(e.to_string()))

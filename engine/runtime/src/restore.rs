@@ -23,15 +23,13 @@ use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use sluice_state::KeyValueStore;
 
-use super::config::{KafkaClient, WorkerConfig};
+use crate::config::{KafkaClient, WorkerConfig};
+use crate::kafka::redact_kafka_error;
 
 /// Records applied to a store in one batch.
 const BATCH: usize = 10_000;
 /// How long a restore may see no progress before it gives up.
 const STALL_TIMEOUT: Duration = Duration::from_secs(120);
-
-pub const RESTORED_RECORDS: &str = "sluice_restore_records_total";
-pub const RESTORE_REMAINING: &str = "sluice_restore_remaining_records";
 
 /// What one restore did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,9 +112,9 @@ impl Restorer {
             .clone()
             .set("group.id", format!("{}-offsets", config.application_id))
             .create()
-            .map_err(super::config::redact_kafka_error)?;
+            .map_err(redact_kafka_error)?;
         Ok(Self {
-            consumer: c.create().map_err(super::config::redact_kafka_error)?,
+            consumer: c.create().map_err(redact_kafka_error)?,
             offsets,
             log_level: log::Level::Info,
         })
@@ -226,10 +224,7 @@ impl Restorer {
         store: &dyn KeyValueStore,
     ) -> Result<RestoreSession, Box<RestoreError>> {
         let name = store.name().to_string();
-        let labels = [
-            ("store", name.clone()),
-            ("partition", partition.to_string()),
-        ];
+        let (restored_counter, remaining) = crate::metrics::restore_progress(&name, partition);
         let mut session = RestoreSession {
             topic: topic.to_string(),
             partition,
@@ -241,8 +236,8 @@ impl Restorer {
             batch: Vec::new(),
             started: Instant::now(),
             last_progress: Instant::now(),
-            restored_counter: metrics::counter!(RESTORED_RECORDS, &labels),
-            remaining: metrics::gauge!(RESTORE_REMAINING, &labels),
+            restored_counter,
+            remaining,
             assigned: false,
             restored: None,
         };

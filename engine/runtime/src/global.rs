@@ -19,11 +19,12 @@ use std::time::Duration;
 
 use sluice_state::{GlobalStore, RocksDbStore, StateBudget};
 
-use super::config::WorkerConfig;
-use super::restore::{Opened, Restorer, open_checked};
-use super::{WorkerError, WorkerStats};
-use crate::task::GlobalStores;
-use crate::topology::Topology;
+use sluice_engine::task::GlobalStores;
+use sluice_engine::topology::Topology;
+
+use crate::config::WorkerConfig;
+use crate::restore::{Opened, Restorer, open_checked};
+use crate::{WorkerError, WorkerStats};
 
 /// How often the global thread looks for new rows.
 pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);

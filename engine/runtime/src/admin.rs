@@ -13,8 +13,9 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::config::{KafkaClient, WorkerConfig};
-use crate::topology::Topology;
+use crate::config::{KafkaClient, WorkerConfig};
+use crate::kafka::redact_kafka_error;
+use sluice_engine::topology::Topology;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -90,7 +91,7 @@ pub fn admin_client(
     for (key, value) in config.kafka_for(KafkaClient::Admin) {
         c.set(key, value);
     }
-    c.create().map_err(super::config::redact_kafka_error)
+    c.create().map_err(redact_kafka_error)
 }
 
 /// Checks the cluster and the source topics, and creates missing sink and dead-letter

@@ -20,6 +20,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod keys;
+
+pub use keys::is_secret;
+use keys::{ENGINE_OWNED, KEYS, default_commit_interval};
+
 /// Exactly-once (Kafka transactions, the default) or at-least-once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProcessingGuarantee {
@@ -67,118 +72,6 @@ pub enum ConfigError {
     File { path: PathBuf, reason: String },
     #[error("{} configuration problems:\n  - {}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  - "))]
     Many(Vec<ConfigError>),
-}
-
-/// Every key the worker reads, with its default and what it accepts.
-const KEYS: &[(&str, Option<&str>, &str)] = &[
-    (
-        "application.id",
-        None,
-        "a name of [A-Za-z0-9._-]; the consumer group and the prefix of internal topics",
-    ),
-    (
-        "bootstrap.servers",
-        None,
-        "host:port[,host:port...] of the Kafka cluster",
-    ),
-    (
-        "num.stream.threads",
-        Some("1"),
-        "a whole number from 1 to 64",
-    ),
-    (
-        "processing.guarantee",
-        Some("exactly_once_v2"),
-        "exactly_once_v2 or at_least_once",
-    ),
-    (
-        "commit.interval.ms",
-        None,
-        "a whole number of milliseconds from 1 to 600000 (default 100 under exactly_once_v2, 5000 under at_least_once)",
-    ),
-    ("state.dir", Some("/tmp/sluice"), "a directory path"),
-    (
-        "max.task.idle.ms",
-        Some("0"),
-        "-1, or a whole number of milliseconds from 0 to 600000: how long a task reading several partitions (a join or merge of topics) waits for an empty one before processing the others out of timestamp order; 0 waits only while the broker holds records for it, -1 never waits",
-    ),
-    (
-        "state.cache.max.bytes",
-        Some("67108864"),
-        "a whole number of bytes from 1048576 to 1099511627776: the block cache all RocksDB stores of the worker share",
-    ),
-    (
-        "state.write.buffer.max.bytes",
-        Some("33554432"),
-        "a whole number of bytes from 1048576 to 1099511627776: the memtables all RocksDB stores of the worker share",
-    ),
-    (
-        "topic.partitions",
-        None,
-        "a whole number from 1 to 10000: partitions of topics the worker creates (default: as many as its source topics have)",
-    ),
-    (
-        "topic.replication.factor",
-        Some("-1"),
-        "-1 (the broker's default) or a whole number from 1 to 32",
-    ),
-    (
-        "static.membership",
-        Some("false"),
-        "true or false: true gives each stream thread a group.instance.id derived from the state dir, so a restarted worker takes its old place at once, but a stopped worker's partitions move only after kafka.consumer.session.timeout.ms",
-    ),
-    (
-        "metrics.address",
-        Some("0.0.0.0:9464"),
-        "host:port for /metrics, /healthz and /readyz (port 0 picks a free one), or `off`",
-    ),
-    (
-        "startup.timeout.ms",
-        Some("30000"),
-        "a whole number of milliseconds from 100 to 600000: how long to wait for the cluster at start",
-    ),
-];
-
-/// librdkafka properties the worker sets itself, because its guarantees rest on them.
-const ENGINE_OWNED: &[(&str, &str)] = &[
-    ("group.id", "use application.id"),
-    ("group.instance.id", "use static.membership"),
-    ("enable.auto.commit", "commits follow processing.guarantee"),
-    (
-        "enable.auto.offset.store",
-        "commits follow processing.guarantee",
-    ),
-    ("isolation.level", "it follows processing.guarantee"),
-    (
-        "transactional.id",
-        "it derives from application.id and the state dir",
-    ),
-    ("enable.idempotence", "it follows processing.guarantee"),
-];
-
-/// Substrings of key names whose values are secret.
-const SECRET_MARKERS: &[&str] = &[
-    "password",
-    "secret",
-    "token",
-    "key.pem",
-    "private",
-    "sasl.jaas",
-];
-
-/// librdkafka's configuration errors quote the rejected value: hide it when the key is secret.
-pub fn redact_kafka_error(e: rdkafka::error::KafkaError) -> rdkafka::error::KafkaError {
-    match e {
-        rdkafka::error::KafkaError::ClientConfig(res, desc, key, _) if is_secret(&key) => {
-            rdkafka::error::KafkaError::ClientConfig(res, desc, key, "<redacted>".into())
-        }
-        other => other,
-    }
-}
-
-pub fn is_secret(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    SECRET_MARKERS.iter().any(|m| key.contains(m))
 }
 
 /// The checked configuration of a worker.
@@ -280,15 +173,11 @@ impl ConfigBuilder {
     /// Sets `key` from `source_name` (a file, `environment`, `flag`), overriding earlier layers.
     pub fn set(&mut self, key: &str, value: impl Into<String>, source_name: &str) -> &mut Self {
         let key = key.trim();
-        if !key.starts_with("kafka.") && !KEYS.iter().any(|(k, _, _)| *k == key) {
+        if !key.starts_with("kafka.") && keys::find(key).is_none() {
             self.errors.push(ConfigError::Unknown {
                 key: key.to_string(),
                 source_name: source_name.to_string(),
-                known: KEYS
-                    .iter()
-                    .map(|(k, _, _)| *k)
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                known: KEYS.iter().map(|k| k.name).collect::<Vec<_>>().join(", "),
             });
             return self;
         }
@@ -347,7 +236,7 @@ impl ConfigBuilder {
     pub fn env(&mut self, vars: impl IntoIterator<Item = (String, String)>) -> &mut Self {
         for (name, value) in vars {
             // The crash-test hook (see runtime::failpoint) is not a configuration key.
-            if name == super::failpoint::ENV {
+            if name == crate::failpoint::ENV {
                 continue;
             }
             if let Some(rest) = name.strip_prefix("SLUICE_") {
@@ -361,19 +250,14 @@ impl ConfigBuilder {
     /// Checks every value; all problems are reported together.
     pub fn build(&self) -> Result<WorkerConfig, ConfigError> {
         let mut errors = self.errors.clone();
+        // A key's value, else its default from the one table of keys.
         let get = |key: &str| -> Option<&str> {
-            self.values.get(key).map(|(v, _)| v.as_str()).or_else(|| {
-                KEYS.iter()
-                    .find(|(k, _, _)| *k == key)
-                    .and_then(|(_, default, _)| *default)
-            })
+            self.values
+                .get(key)
+                .map(|(v, _)| v.as_str())
+                .or_else(|| keys::find(key).and_then(|k| k.default))
         };
-        let accepted = |key: &str| {
-            KEYS.iter()
-                .find(|(k, _, _)| *k == key)
-                .map(|(_, _, a)| a.to_string())
-                .unwrap_or_default()
-        };
+        let accepted = |key: &str| keys::find(key).map_or("", |k| k.accepted).to_string();
         let invalid = |key: &str, value: &str| ConfigError::Invalid {
             key: key.to_string(),
             value: if is_secret(key) {
@@ -414,7 +298,7 @@ impl ConfigBuilder {
             "set it in the config file, by SLUICE_APPLICATION_ID or --application-id",
             &mut errors,
         );
-        if !application_id.is_empty() && !crate::topology::valid_name(&application_id) {
+        if !application_id.is_empty() && !sluice_engine::topology::valid_name(&application_id) {
             errors.push(invalid("application.id", &application_id));
         }
         let bootstrap_servers = required(
@@ -431,8 +315,10 @@ impl ConfigBuilder {
         {
             errors.push(invalid("bootstrap.servers", &bootstrap_servers));
         }
+        // Past this point every key with a default has a value; a value that fails its
+        // check is reported, and the placeholder beside it is never used.
         let num_stream_threads =
-            number("num.stream.threads", 1..=64, &mut errors).unwrap_or(1) as usize;
+            number("num.stream.threads", 1..=64, &mut errors).unwrap_or_default() as usize;
         let processing_guarantee = match get("processing.guarantee").unwrap_or_default() {
             "exactly_once_v2" | "exactly_once" => ProcessingGuarantee::ExactlyOnceV2,
             "at_least_once" => ProcessingGuarantee::AtLeastOnce,
@@ -441,42 +327,35 @@ impl ConfigBuilder {
                 ProcessingGuarantee::ExactlyOnceV2
             }
         };
-        let default_commit = match processing_guarantee {
-            ProcessingGuarantee::ExactlyOnceV2 => 100,
-            ProcessingGuarantee::AtLeastOnce => 5000,
-        };
-        let commit_interval = Duration::from_millis(
-            number("commit.interval.ms", 1..=600_000, &mut errors).unwrap_or(default_commit) as u64,
-        );
+        let commit_interval = number("commit.interval.ms", 1..=600_000, &mut errors)
+            .map(|ms| Duration::from_millis(ms as u64))
+            .unwrap_or_else(|| default_commit_interval(processing_guarantee));
         let topic_partitions =
             number("topic.partitions", 1..=10_000, &mut errors).map(|n| n as i32);
         let max_task_idle = match number("max.task.idle.ms", -1..=600_000, &mut errors) {
             Some(-1) => None,
-            Some(ms) => Some(Duration::from_millis(ms as u64)),
-            None => Some(Duration::ZERO),
+            ms => Some(Duration::from_millis(ms.unwrap_or_default() as u64)),
         };
         let state_cache_max_bytes = number("state.cache.max.bytes", 1 << 20..=1 << 40, &mut errors)
-            .unwrap_or(64 << 20) as usize;
+            .unwrap_or_default() as usize;
         let state_write_buffer_max_bytes = number(
             "state.write.buffer.max.bytes",
             1 << 20..=1 << 40,
             &mut errors,
         )
-        .unwrap_or(32 << 20) as usize;
-        let topic_replication_factor = match get("topic.replication.factor") {
-            Some(v) => match v.trim().parse::<i32>() {
-                Ok(n) if n == -1 || (1..=32).contains(&n) => n,
-                _ => {
-                    errors.push(invalid("topic.replication.factor", v));
+        .unwrap_or_default() as usize;
+        let topic_replication_factor =
+            match number("topic.replication.factor", -1..=32, &mut errors) {
+                Some(0) => {
+                    errors.push(invalid("topic.replication.factor", "0"));
                     -1
                 }
-            },
-            None => -1,
-        };
+                n => n.unwrap_or(-1) as i32,
+            };
         let startup_timeout = Duration::from_millis(
-            number("startup.timeout.ms", 100..=600_000, &mut errors).unwrap_or(30_000) as u64,
+            number("startup.timeout.ms", 100..=600_000, &mut errors).unwrap_or_default() as u64,
         );
-        let static_membership = match get("static.membership").unwrap_or("false") {
+        let static_membership = match get("static.membership").unwrap_or_default() {
             "true" => true,
             "false" => false,
             other => {
@@ -484,7 +363,7 @@ impl ConfigBuilder {
                 false
             }
         };
-        let metrics_address = match get("metrics.address").unwrap_or("0.0.0.0:9464").trim() {
+        let metrics_address = match get("metrics.address").unwrap_or_default().trim() {
             "off" => None,
             address => match std::net::ToSocketAddrs::to_socket_addrs(address)
                 .ok()
@@ -529,7 +408,7 @@ impl ConfigBuilder {
                 processing_guarantee,
                 commit_interval,
                 max_task_idle,
-                state_dir: PathBuf::from(get("state.dir").unwrap_or("/tmp/sluice")),
+                state_dir: PathBuf::from(get("state.dir").unwrap_or_default()),
                 state_cache_max_bytes,
                 state_write_buffer_max_bytes,
                 topic_partitions,
@@ -569,171 +448,4 @@ fn flatten(prefix: &str, value: &toml::Value, out: &mut Vec<(String, Option<Stri
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn minimal() -> ConfigBuilder {
-        let mut b = ConfigBuilder::new();
-        b.set("application.id", "app", "flag")
-            .set("bootstrap.servers", "127.0.0.1:9092", "flag");
-        b
-    }
-
-    #[test]
-    fn defaults_follow_the_processing_guarantee() {
-        let c = minimal().build().unwrap();
-        assert_eq!(c.processing_guarantee, ProcessingGuarantee::ExactlyOnceV2);
-        assert_eq!(c.commit_interval, Duration::from_millis(100));
-        assert_eq!(c.num_stream_threads, 1);
-        let c = minimal()
-            .set("processing.guarantee", "at_least_once", "flag")
-            .build()
-            .unwrap();
-        assert_eq!(c.commit_interval, Duration::from_millis(5000));
-    }
-
-    #[test]
-    fn a_toml_file_may_use_dotted_keys_or_tables() {
-        let dir = std::env::temp_dir().join(format!("sluice-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("sluice.toml");
-        std::fs::write(
-            &path,
-            "application.id = \"orders\"\nbootstrap.servers = \"k:9092\"\nnum.stream.threads = 4\n\
-             [kafka]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.password\" = \"hunter2\"\n",
-        )
-        .unwrap();
-        let c = ConfigBuilder::new().file(&path).build().unwrap();
-        assert_eq!(c.num_stream_threads, 4);
-        assert_eq!(c.kafka["security.protocol"], "SASL_SSL");
-        let debug = format!("{c:?}");
-        assert!(!debug.contains("hunter2"), "{debug}");
-        assert!(debug.contains("<redacted>"), "{debug}");
-    }
-
-    #[test]
-    fn environment_overrides_the_file_and_flags_override_the_environment() {
-        let mut b = minimal();
-        b.env([("SLUICE_NUM_STREAM_THREADS".to_string(), "3".to_string())]);
-        assert_eq!(b.build().unwrap().num_stream_threads, 3);
-        b.set("num.stream.threads", "5", "flag");
-        assert_eq!(b.build().unwrap().num_stream_threads, 5);
-    }
-
-    #[test]
-    fn a_bad_value_names_the_key_the_value_and_what_is_accepted() {
-        let err = minimal()
-            .set("commit.interval.ms", "soon", "flag")
-            .build()
-            .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "commit.interval.ms = \"soon\" is invalid: a whole number of milliseconds from 1 to 600000 (default 100 under exactly_once_v2, 5000 under at_least_once)"
-        );
-    }
-
-    #[test]
-    fn an_unknown_key_is_an_error_naming_it_and_its_source() {
-        let err = minimal()
-            .env([("SLUICE_NUM_STREAM_THREAD".to_string(), "3".to_string())])
-            .build()
-            .unwrap_err();
-        let text = err.to_string();
-        assert!(
-            text.contains("unknown configuration key `num.stream.thread`"),
-            "{text}"
-        );
-        assert!(text.contains("SLUICE_NUM_STREAM_THREAD"), "{text}");
-    }
-
-    #[test]
-    fn every_problem_is_reported_at_once_and_secrets_are_not_echoed() {
-        let err = ConfigBuilder::new()
-            .set("processing.guarantee", "maybe", "flag")
-            .set("kafka.sasl.password", "hunter2", "flag")
-            .build()
-            .unwrap_err();
-        let text = err.to_string();
-        assert!(text.starts_with("3 configuration problems"), "{text}");
-        assert!(text.contains("application.id is required"), "{text}");
-        assert!(text.contains("bootstrap.servers is required"), "{text}");
-        assert!(text.contains("exactly_once_v2 or at_least_once"), "{text}");
-        assert!(!text.contains("hunter2"), "{text}");
-    }
-
-    #[test]
-    fn scoped_kafka_properties_reach_only_their_client() {
-        let c = minimal()
-            .set("kafka.security.protocol", "SSL", "flag")
-            .set("kafka.consumer.session.timeout.ms", "6000", "flag")
-            .set("kafka.producer.linger.ms", "20", "flag")
-            .build()
-            .unwrap();
-        let consumer: Vec<_> = c.kafka_for(KafkaClient::Consumer).collect();
-        let producer: Vec<_> = c.kafka_for(KafkaClient::Producer).collect();
-        let admin: Vec<_> = c.kafka_for(KafkaClient::Admin).collect();
-        assert_eq!(
-            consumer,
-            [("session.timeout.ms", "6000"), ("security.protocol", "SSL")]
-        );
-        assert_eq!(
-            producer,
-            [("linger.ms", "20"), ("security.protocol", "SSL")]
-        );
-        assert_eq!(admin, [("security.protocol", "SSL")]);
-    }
-
-    #[test]
-    fn librdkafka_config_errors_hide_secret_values() {
-        let e = rdkafka::config::ClientConfig::new()
-            .set("ssl.key.password", "hunter2")
-            .set("no.such.property", "x")
-            .create::<rdkafka::consumer::BaseConsumer>()
-            .err()
-            .unwrap();
-        // The unknown key is reported with its (non-secret) value…
-        assert!(
-            redact_kafka_error(e)
-                .to_string()
-                .contains("no.such.property")
-        );
-        let secret = rdkafka::error::KafkaError::ClientConfig(
-            rdkafka::types::RDKafkaConfRes::RD_KAFKA_CONF_INVALID,
-            "invalid value".into(),
-            "sasl.password".into(),
-            "hunter2".into(),
-        );
-        // …and a secret one never is.
-        let text = redact_kafka_error(secret).to_string();
-        assert!(
-            !text.contains("hunter2") && text.contains("<redacted>"),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn kafka_properties_the_guarantees_rest_on_are_refused() {
-        let err = minimal()
-            .set("kafka.consumer.isolation.level", "read_uncommitted", "flag")
-            .build()
-            .unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("the worker sets isolation.level itself for its guarantees"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn malformed_bootstrap_servers_are_rejected() {
-        let err = minimal()
-            .set("bootstrap.servers", "localhost", "flag")
-            .build()
-            .unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("bootstrap.servers = \"localhost\" is invalid"),
-            "{err}"
-        );
-    }
-}
+mod tests;

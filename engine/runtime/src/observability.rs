@@ -144,7 +144,6 @@ pub fn prometheus(application: &str) -> Option<PrometheusHandle> {
             match metrics::set_global_recorder(recorder) {
                 Ok(()) => {
                     crate::metrics::describe();
-                    super::metrics::describe();
                     let upkeep = handle.clone();
                     let _ = std::thread::Builder::new()
                         .name("sluice-metrics-upkeep".into())
@@ -310,4 +309,9 @@ mod tests {
     fn a_worker_without_threads_is_not_ready() {
         assert!(!Health::new(0).is_ready());
     }
+}
+
+/// Sets the gauge of running stream threads from the worker's health.
+pub(crate) fn publish_running(health: &Health) {
+    crate::metrics::threads_running(health.running());
 }

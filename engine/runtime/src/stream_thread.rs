@@ -1,0 +1,291 @@
+//! A stream thread: one consumer in the group, the loop around it, and what happens in
+//! a rebalance or on an error.
+//!
+//! The loop polls one record at a time and hands it to the [`TaskManager`], which runs it
+//! through its task and sends what the task produced through the [`RecordCollector`].
+//! Between polls it gives restoring tasks a step, resumes partitions whose retry is due,
+//! lets operators punctuate, and every `commit.interval.ms` commits ([`crate::commit`]).
+//!
+//! An error that a retry can help (a broker error, a fenced producer, a failed commit)
+//! aborts the transaction and rewinds every assigned partition to its committed offset;
+//! a fenced or fatally failed producer is replaced first. Errors no retry can help (the
+//! topology asked to fail, a record too large to produce, a broken store) stop the
+//! thread after the same abort. Before partitions are revoked in a rebalance, what was
+//! processed is committed, so the next owner starts exactly where this thread stopped.
+//!
+//! Rebalance callbacks run inside `poll`, on this same thread, and need the task manager
+//! and the producer: both sit behind one mutex, which the loop never holds across
+//! `poll`, so it is never contended.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use sluice_engine::task::GlobalStores;
+use sluice_engine::topology::Topology;
+use sluice_state::StateBudget;
+
+use crate::WorkerStats;
+use crate::commit::{abort_and_rewind, commit};
+use crate::config::{ProcessingGuarantee, WorkerConfig};
+use crate::error::StreamThreadError;
+use crate::kafka::consumer_config;
+use crate::lag::LagReporter;
+use crate::metrics;
+use crate::observability::{Health, ThreadStatus, publish_running};
+use crate::record_collector::RecordCollector;
+use crate::state_updater::StateUpdater;
+use crate::task_manager::TaskManager;
+
+/// What the mutex guards: the thread's tasks and its producer.
+struct ThreadState {
+    tasks: TaskManager,
+    collector: RecordCollector,
+    /// A failure inside a rebalance callback, surfaced by the loop after `poll` returns.
+    callback_error: Option<StreamThreadError>,
+}
+
+impl ThreadState {
+    fn commit<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<(), StreamThreadError> {
+        commit(&mut self.tasks, &mut self.collector, consumer)
+    }
+
+    fn abort_and_rewind<C: ConsumerContext>(
+        &mut self,
+        thread: usize,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<(), StreamThreadError> {
+        abort_and_rewind(thread, &mut self.tasks, &mut self.collector, consumer)
+    }
+}
+
+/// The consumer's context: rebalance callbacks and statistics.
+pub(crate) struct ThreadContext {
+    state: Mutex<Option<ThreadState>>,
+    index: usize,
+    stats: Arc<WorkerStats>,
+    health: Arc<Health>,
+    lag: LagReporter,
+}
+
+impl ClientContext for ThreadContext {
+    /// Runs inside `poll`, on the stream thread.
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.lag.report(statistics, &self.stats);
+    }
+}
+
+impl ConsumerContext for ThreadContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.stats.rebalances.fetch_add(1, Ordering::Relaxed);
+        metrics::rebalance();
+        let mut guard = self.lock();
+        let Some(state) = guard.as_mut() else { return };
+        if let Rebalance::Revoke(revoked) = rebalance {
+            // Commit what is done before the partitions go to another member.
+            if let Err(e) = state.commit(consumer) {
+                log::warn!(
+                    "stream thread {}: commit before giving up partitions failed ({e}); rewinding",
+                    self.index
+                );
+                if let Err(e) = state.abort_and_rewind(self.index, consumer) {
+                    state.callback_error = Some(e);
+                }
+            }
+            let gone: Vec<(String, i32)> = revoked
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_string(), e.partition()))
+                .collect();
+            state.tasks.close(&gone);
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(assigned) = rebalance {
+            log::info!(
+                "stream thread {}: assigned {} partitions",
+                self.index,
+                assigned.count()
+            );
+            // A member of the group with its assignment (possibly empty): ready. Later
+            // rebalances keep it ready; they take seconds and flapping readiness would
+            // only make an orchestrator restart a healthy worker.
+            self.health.set(self.index, ThreadStatus::Running);
+            publish_running(&self.health);
+        }
+    }
+}
+
+impl ThreadContext {
+    fn lock(&self) -> MutexGuard<'_, Option<ThreadState>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What every stream thread of a worker shares.
+#[derive(Clone)]
+pub(crate) struct WorkerShared {
+    pub(crate) stats: Arc<WorkerStats>,
+    pub(crate) health: Arc<Health>,
+    /// The memory budget of every RocksDB store of the worker.
+    pub(crate) budget: StateBudget,
+    /// Set to stop the worker.
+    pub(crate) stop: Arc<AtomicBool>,
+    /// The global tables' stores, which every task reads.
+    pub(crate) globals: GlobalStores,
+}
+
+pub(crate) struct StreamThread {
+    consumer: BaseConsumer<ThreadContext>,
+    index: usize,
+    commit_interval: Duration,
+    stop: Arc<AtomicBool>,
+}
+
+impl StreamThread {
+    pub(crate) fn new(
+        index: usize,
+        config: Arc<WorkerConfig>,
+        topology: Topology,
+        shared: WorkerShared,
+        process_id: &str,
+    ) -> Result<Self, StreamThreadError> {
+        let WorkerShared {
+            stats,
+            health,
+            budget,
+            stop,
+            globals,
+        } = shared;
+        let kafka = |what, e| StreamThreadError::kafka(index, what, e);
+        let read_committed = config.processing_guarantee == ProcessingGuarantee::ExactlyOnceV2;
+        let context = ThreadContext {
+            state: Mutex::new(None),
+            index,
+            stats: stats.clone(),
+            health: health.clone(),
+            lag: LagReporter::new(index, read_committed),
+        };
+        let consumer: BaseConsumer<ThreadContext> = consumer_config(&config, index, process_id)
+            .create_with_context(context)
+            .map_err(|e| kafka("creating the consumer", e))?;
+        let topics: Vec<String> = topology.source_topics().into_iter().collect();
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(|e| kafka("subscribing to the source topics", e))?;
+        let collector = RecordCollector::new(
+            index,
+            process_id,
+            config.clone(),
+            topology.clone(),
+            stats.clone(),
+            &consumer,
+        )?;
+        let updater = StateUpdater::new(index, config.clone(), topology.clone(), budget, health);
+        let commit_interval = config.commit_interval;
+        let tasks = TaskManager::new(index, config, topology, stats, globals, updater);
+        *consumer.context().lock() = Some(ThreadState {
+            tasks,
+            collector,
+            callback_error: None,
+        });
+        Ok(Self {
+            consumer,
+            index,
+            commit_interval,
+            stop,
+        })
+    }
+
+    /// Runs until `stop` is set, then commits and leaves the group.
+    pub(crate) fn run(self) -> Result<(), StreamThreadError> {
+        let consumer = &self.consumer;
+        let mut last_commit = Instant::now();
+        let mut poll_timeout = Duration::ZERO;
+        while !self.stop.load(Ordering::Relaxed) {
+            let polled = consumer.poll(poll_timeout);
+            let mut guard = consumer.context().lock();
+            let state = guard.as_mut().expect("state is set at creation");
+            if let Some(e) = state.callback_error.take() {
+                return Err(e);
+            }
+            let ThreadState {
+                tasks, collector, ..
+            } = state;
+            tasks.set_input_idle(polled.is_none());
+            let result = match polled {
+                Some(Ok(message)) => tasks.on_record(consumer, &message, collector),
+                Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
+                    Err(StreamThreadError::kafka(self.index, "consuming", e))
+                }
+                Some(Err(e)) => {
+                    // librdkafka reports broker trouble here and recovers by itself.
+                    log::warn!("stream thread {}: consumer error: {e}", self.index);
+                    Ok(())
+                }
+                None => Ok(()),
+            };
+            let result = result.and_then(|()| {
+                tasks.drain_groups(consumer, collector)?;
+                tasks.restore_step(consumer)?;
+                tasks.resume_due_retries(consumer);
+                tasks.tick(collector)?;
+                if last_commit.elapsed() >= self.commit_interval {
+                    commit(tasks, collector, consumer)?;
+                    // Measured from the end of the commit: a commit slower than the interval
+                    // must not leave the thread committing after every record.
+                    last_commit = Instant::now();
+                }
+                Ok(())
+            });
+            poll_timeout = tasks.poll_timeout();
+            if let Err(e) = result {
+                self.recover(state, e)?;
+            }
+        }
+        // Graceful stop: commit what is done, then leave the group (the consumer's drop
+        // closes it).
+        let mut guard = consumer.context().lock();
+        let state = guard.as_mut().expect("state is set at creation");
+        if let Err(e) = state.commit(consumer) {
+            log::warn!(
+                "stream thread {}: final commit failed ({e}); aborting",
+                self.index
+            );
+            let _ = state.abort_and_rewind(self.index, consumer);
+        }
+        drop(guard);
+        consumer.unsubscribe();
+        Ok(())
+    }
+
+    /// After an error: aborts and rewinds, replacing the producer if it is unusable; an
+    /// error no retry can help stops the thread (after the abort).
+    fn recover(
+        &self,
+        state: &mut ThreadState,
+        error: StreamThreadError,
+    ) -> Result<(), StreamThreadError> {
+        if error.is_fatal() {
+            let _ = state.abort_and_rewind(self.index, &self.consumer);
+            return Err(error);
+        }
+        log::warn!(
+            "stream thread {}: {error}; aborting and rewinding",
+            self.index
+        );
+        state.tasks.stats().aborts.fetch_add(1, Ordering::Relaxed);
+        if error.producer_unusable() {
+            state.collector.replace(&self.consumer)?;
+        }
+        state.abort_and_rewind(self.index, &self.consumer)
+    }
+}
