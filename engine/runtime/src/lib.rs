@@ -1,6 +1,6 @@
 //! The Kafka runtime: runs a topology as a worker in a consumer group.
 //!
-//! This crate is the only one that speaks to Kafka; the engine's DSL, operators and
+//! This crate is where tasks meet Kafka; the engine's DSL, operators and
 //! TestDriver never do. A [`Worker`] checks the cluster and the topics ([`admin`]), then
 //! runs `num.stream.threads` stream threads, each an OS thread with its own consumer and
 //! producer and the tasks of the partitions assigned to it. Scaling out is running more

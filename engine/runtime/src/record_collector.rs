@@ -269,17 +269,19 @@ impl RecordCollector {
         consumer: &BaseConsumer<C>,
     ) -> Result<(), StreamThreadError> {
         if self.exactly_once() && self.transaction_open {
-            if let Err(e) = self.producer.abort_transaction(CALL_TIMEOUT) {
-                // A producer that cannot abort (fenced, failed, or the abort timed out) is
-                // replaced: the new one's init_transactions fences it and aborts its
-                // transaction on the broker.
-                log::warn!(
-                    "stream thread {}: abort failed ({e}); replacing the producer",
-                    self.thread
-                );
-                self.replace(consumer)?;
+            match self.producer.abort_transaction(CALL_TIMEOUT) {
+                Ok(()) => metrics::transaction_aborted(),
+                Err(e) => {
+                    // A producer that cannot abort (fenced, failed, or the abort timed
+                    // out) is replaced: the new one's init_transactions fences it and
+                    // aborts its transaction on the broker.
+                    log::warn!(
+                        "stream thread {}: abort failed ({e}); replacing the producer",
+                        self.thread
+                    );
+                    self.replace(consumer)?;
+                }
             }
-            metrics::transaction_aborted();
             self.transaction_open = false;
         } else if !self.exactly_once() {
             // Their failed delivery reports arrive during the flush, before the counter
@@ -307,7 +309,11 @@ impl RecordCollector {
             &self.topology,
         )
         .map_err(|e| self.kafka("recreating the producer", e))?;
-        self.transaction_open = false;
+        if self.transaction_open {
+            // The new producer's init_transactions aborted it on the broker.
+            metrics::transaction_aborted();
+            self.transaction_open = false;
+        }
         Ok(())
     }
 
