@@ -283,6 +283,11 @@ fn serve(
     });
 }
 
+/// Sets the gauge of running stream threads from the worker's health.
+pub(crate) fn publish_running(health: &Health) {
+    crate::metrics::threads_running(health.running());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,9 +314,4 @@ mod tests {
     fn a_worker_without_threads_is_not_ready() {
         assert!(!Health::new(0).is_ready());
     }
-}
-
-/// Sets the gauge of running stream threads from the worker's health.
-pub(crate) fn publish_running(health: &Health) {
-    crate::metrics::threads_running(health.running());
 }
