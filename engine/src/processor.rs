@@ -53,16 +53,19 @@ pub trait Processor<K, V>: Send + 'static {
         ctx: &mut Context<'_, Self::KeyOut, Self::ValueOut>,
     ) -> Result<(), ProcessError>;
 
-    /// The fast path of a processor that forwards each record unchanged or drops it
-    /// (filter, peek, merge, a source's own hop): it decides by a look at the record in
-    /// place, and the record moves on still boxed, so such a hop costs no unboxing and
-    /// reboxing. [`PassThrough::Process`] (the default) hands the record to
-    /// [`Processor::process`] instead.
-    ///
-    /// Consulted only when the processor's output types are its input types; `process`
-    /// must then do what the answer says, because a fan-out or a test may call it instead.
-    fn pass_through(&mut self, _key: &K, _value: &V) -> PassThrough {
-        PassThrough::Process
+    /// Whether this processor only forwards records unchanged or drops them (filter,
+    /// peek, merge, a source's own hop), deciding by [`Processor::pass_through`] with a
+    /// look at the record in place. The record then crosses it still boxed: such a hop
+    /// costs no unboxing and reboxing, so extra pass-through operators stay cheap. A
+    /// constant, so that every other processor pays nothing for the check. It takes
+    /// effect only when the output types are the input types.
+    const PASS_THROUGH: bool = false;
+
+    /// For a [`Processor::PASS_THROUGH`] processor: whether to forward this record
+    /// unchanged (`true`) or drop it (`false`); [`Processor::process`] is not called. It
+    /// must agree with `process`, which runs wherever the fast path does not.
+    fn pass_through(&mut self, _key: &K, _value: &V) -> bool {
+        true
     }
 
     /// Called as wall-clock time passes (every poll loop in production, on
@@ -106,28 +109,18 @@ pub trait Processor<K, V>: Send + 'static {
     }
 }
 
-/// What [`Processor::pass_through`] decided for one record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PassThrough {
-    /// Forward the record unchanged to every child.
-    Forward,
-    /// Drop the record.
-    Drop,
-    /// Not a pass-through: hand the record to [`Processor::process`].
-    Process,
-}
-
 /// What a processor works through while it handles a record, a punctuation or a commit:
 /// its children, the task's stream time, the input being processed, and its stores.
 ///
 /// `K` and `V` are the types the processor forwards.
 pub struct Context<'a, K, V> {
-    task: TaskContext<'a>,
+    /// Borrowed, not moved in: a hop then costs a pointer, not a copy of the task's side.
+    task: &'a mut TaskContext<'a>,
     _marker: PhantomData<fn(K, V)>,
 }
 
 impl<'a, K, V> Context<'a, K, V> {
-    pub(crate) fn new(task: TaskContext<'a>) -> Self {
+    pub(crate) fn new(task: &'a mut TaskContext<'a>) -> Self {
         Self {
             task,
             _marker: PhantomData,
@@ -366,10 +359,10 @@ where
     K: 'static,
     V: 'static,
 {
-    /// Whether the processor forwards what it takes: only then may it pass records through
-    /// boxed. A comparison of constants, folded away for each processor type.
-    fn may_pass_through() -> bool {
-        TypeId::of::<(K, V)>() == TypeId::of::<(P::KeyOut, P::ValueOut)>()
+    /// Whether records cross the processor still boxed: it says it is a pass-through, and
+    /// it forwards the types it takes. Constants only, folded away for each processor type.
+    fn passes_through() -> bool {
+        P::PASS_THROUGH && TypeId::of::<(K, V)>() == TypeId::of::<(P::KeyOut, P::ValueOut)>()
     }
 }
 
@@ -379,27 +372,26 @@ where
     K: Send + 'static,
     V: Send + 'static,
 {
-    fn process(&mut self, record: DynRecord, ctx: TaskContext<'_>) -> Result<(), ProcessError> {
-        let mut ctx: Context<'_, P::KeyOut, P::ValueOut> = Context::new(ctx);
-        if Self::may_pass_through() {
+    fn process(&mut self, record: DynRecord, task: TaskContext<'_>) -> Result<(), ProcessError> {
+        // Rebound so that its lifetime may shrink to the borrow the context takes of it.
+        let mut task = task;
+        let mut ctx: Context<'_, P::KeyOut, P::ValueOut> = Context::new(&mut task);
+        if Self::passes_through() {
             let (key, value) = record
                 .key_value
                 .downcast_ref::<(K, V)>()
                 .expect("the topology builder connects only operators whose types agree");
-            match self.processor.pass_through(key, value) {
-                PassThrough::Forward => {
-                    ctx.forward_boxed(record);
-                    return Ok(());
-                }
-                PassThrough::Drop => return Ok(()),
-                PassThrough::Process => {}
+            if self.processor.pass_through(key, value) {
+                ctx.forward_boxed(record);
             }
+            return Ok(());
         }
         self.processor.process(record.into_typed(), &mut ctx)
     }
 
-    fn on_tick(&mut self, now_ms: i64, ctx: TaskContext<'_>) -> Result<(), ProcessError> {
-        self.processor.on_tick(now_ms, &mut Context::new(ctx))
+    fn on_tick(&mut self, now_ms: i64, task: TaskContext<'_>) -> Result<(), ProcessError> {
+        let mut task = task;
+        self.processor.on_tick(now_ms, &mut Context::new(&mut task))
     }
 
     fn stream_time_interval(&self) -> Option<i64> {
@@ -411,14 +403,16 @@ where
     fn on_stream_time(
         &mut self,
         stream_time_ms: i64,
-        ctx: TaskContext<'_>,
+        task: TaskContext<'_>,
     ) -> Result<(), ProcessError> {
+        let mut task = task;
         self.processor
-            .on_stream_time(stream_time_ms, &mut Context::new(ctx))
+            .on_stream_time(stream_time_ms, &mut Context::new(&mut task))
     }
 
-    fn on_commit(&mut self, ctx: TaskContext<'_>) -> Result<(), ProcessError> {
-        self.processor.on_commit(&mut Context::new(ctx))
+    fn on_commit(&mut self, task: TaskContext<'_>) -> Result<(), ProcessError> {
+        let mut task = task;
+        self.processor.on_commit(&mut Context::new(&mut task))
     }
 }
 

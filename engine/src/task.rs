@@ -318,7 +318,10 @@ impl Task {
                     topic: input.origin.topic.to_string(),
                 })?;
         self.metrics.consumed.increment(1);
-        out.append(&mut self.emitted_on_commit);
+        // As `release_emitted_on_commit`, field by field: `source` borrows `self.sources`.
+        if !self.emitted_on_commit.is_empty() {
+            out.append(&mut self.emitted_on_commit);
+        }
         for store in &mut self.stores {
             store.begin_input();
         }
@@ -414,7 +417,7 @@ impl Task {
         &mut self,
         out: &mut Vec<ProducerRecord>,
     ) -> Result<(), TaskError> {
-        out.append(&mut self.emitted_on_commit);
+        self.release_emitted_on_commit(out);
         // Before the first record there is no stream time to punctuate on.
         if self.stream_punctuators.is_empty() || self.stream_time == i64::MIN {
             return Ok(());
@@ -534,7 +537,7 @@ impl Task {
     /// Any failure fails the commit (the transaction aborts and the task replays from its
     /// last commit); nothing of it reaches the error policy, as there is no input to blame.
     pub fn commit_into(&mut self, out: &mut Vec<ProducerRecord>) -> Result<(), TaskError> {
-        out.append(&mut self.emitted_on_commit);
+        self.release_emitted_on_commit(out);
         let meta = self.occasion("sluice.commit");
         let mut outputs_for_input = 0;
         for index in 0..self.nodes.len() {
@@ -552,6 +555,14 @@ impl Task {
             }
         }
         Ok(())
+    }
+
+    /// Hands out what a [`Task::commit`] without a buffer kept (see there).
+    fn release_emitted_on_commit(&mut self, out: &mut Vec<ProducerRecord>) {
+        // Checked first: this runs for every input, and there is rarely anything to move.
+        if !self.emitted_on_commit.is_empty() {
+            out.append(&mut self.emitted_on_commit);
+        }
     }
 
     /// The input of a punctuation or a commit: named for the occasion, numbered so that

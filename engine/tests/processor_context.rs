@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use sluice_engine::operators::{Context, PassThrough, Processor, ProcessorStores};
+use sluice_engine::operators::{Context, Processor, ProcessorStores};
 use sluice_engine::task::Task;
 use sluice_engine::{
     Headers, Origin, ProcessError, RawRecord, Record, Serdes, TestDriver, TopologyBuilder,
@@ -401,11 +401,10 @@ impl Processor<String, String> for DropEmpty {
         Ok(())
     }
 
-    fn pass_through(&mut self, _key: &String, value: &String) -> PassThrough {
-        match value.is_empty() {
-            true => PassThrough::Drop,
-            false => PassThrough::Forward,
-        }
+    const PASS_THROUGH: bool = true;
+
+    fn pass_through(&mut self, _key: &String, value: &String) -> bool {
+        !value.is_empty()
     }
 }
 

@@ -23,7 +23,7 @@
 
 use std::sync::Arc;
 
-use super::{Context, PassThrough, Processor};
+use super::{Context, Processor};
 use crate::error::ProcessError;
 use crate::record::Record;
 use crate::topology::Stream;
@@ -69,10 +69,9 @@ where
         Ok(())
     }
 
-    fn pass_through(&mut self, key: &K, value: &V) -> PassThrough {
-        match (self.predicate)(key, value) {
-            true => PassThrough::Forward,
-            false => PassThrough::Drop,
-        }
+    const PASS_THROUGH: bool = true;
+
+    fn pass_through(&mut self, key: &K, value: &V) -> bool {
+        (self.predicate)(key, value)
     }
 }

@@ -11,8 +11,8 @@
 //! [`Stream::process_with_stores`](crate::Stream::process_with_stores).
 //!
 //! Operators that forward records unchanged or drop them (filter, peek, merge, branch
-//! outputs, a source's own hop) answer [`Processor::pass_through`], so a record crosses
-//! them still boxed: an extra hop costs a look at the record, not an unbox and a rebox.
+//! outputs, a source's own hop) are [`Processor::PASS_THROUGH`]: a record crosses them
+//! still boxed, so an extra hop costs a look at the record, not an unbox and a rebox.
 
 mod aggregate;
 mod branch;
@@ -36,7 +36,7 @@ mod table;
 mod try_map;
 mod windowed;
 
-pub use crate::processor::{Context, PassThrough, Processor};
+pub use crate::processor::{Context, Processor};
 pub use aggregate::GroupedStream;
 pub use branch::{BranchBuilder, Branches};
 pub use global_join::GlobalTable;
@@ -78,7 +78,8 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
 }
 
 /// Forwards every record unchanged: the processor of sources, merges and branch outputs.
-/// It answers [`Processor::pass_through`], so the record is never unboxed on the way.
+/// A [`Processor::PASS_THROUGH`] processor (whose default `pass_through` keeps every
+/// record), so the record is never unboxed on the way.
 pub(crate) struct Relay<K, V>(PhantomData<fn(K, V)>);
 
 impl<K, V> Relay<K, V>
@@ -108,9 +109,7 @@ where
         Ok(())
     }
 
-    fn pass_through(&mut self, _key: &K, _value: &V) -> PassThrough {
-        PassThrough::Forward
-    }
+    const PASS_THROUGH: bool = true;
 }
 
 /// Encodes a record's key for a store; `None` when it encodes to null (no group, no row).

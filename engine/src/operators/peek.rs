@@ -25,7 +25,7 @@
 
 use std::sync::Arc;
 
-use super::{Context, PassThrough, Processor};
+use super::{Context, Processor};
 use crate::error::ProcessError;
 use crate::record::Record;
 use crate::topology::Stream;
@@ -68,8 +68,10 @@ where
         Ok(())
     }
 
-    fn pass_through(&mut self, key: &K, value: &V) -> PassThrough {
+    const PASS_THROUGH: bool = true;
+
+    fn pass_through(&mut self, key: &K, value: &V) -> bool {
         (self.f)(key, value);
-        PassThrough::Forward
+        true
     }
 }
