@@ -15,7 +15,7 @@
 //! ([`operators`](crate::operators)): the graph holds processors without knowing any
 //! operator, and operators add nodes to the graph through its narrow builder API.
 //!
-//! Inside a task, records travel between processors type-erased ([`DynRecord`]), so that one
+//! Inside a task, records travel between processors type-erased (`DynRecord`), so that one
 //! task can hold a graph of processors of different key and value types. One adapter,
 //! generic over the processor, unboxes a record on the way in and boxes what the processor
 //! forwards; the graph holds it as a `Box<dyn DynProcessor>`. A type mismatch is a bug in the
@@ -98,9 +98,10 @@ pub trait Processor<K, V>: Send + 'static {
     }
 
     /// Called before the task commits: flush what must be durable with this commit. What
-    /// it forwards runs through the children at once, and what reaches a sink is written
-    /// in the transaction about to commit. An `Err` fails the commit (the transaction
-    /// aborts and the task replays from its last commit).
+    /// it forwards runs through the children at once; what reaches a sink is handed over
+    /// with the commit ([`Task::commit_into`](crate::Task::commit_into)), for the
+    /// transaction about to commit. An `Err` fails the commit (the transaction aborts and
+    /// the task replays from its last commit).
     fn on_commit(
         &mut self,
         _ctx: &mut Context<'_, Self::KeyOut, Self::ValueOut>,

@@ -1,10 +1,10 @@
-//! Operators: one file each, each adding its method to [`Stream`](crate::Stream).
+//! Operators: one file each, each adding its method to [`Stream`].
 //!
-//! Every operator is a [`Processor`], the one contract of [`processor`](crate::processor):
+//! Every operator is a [`Processor`], the one contract of [`processor`]:
 //! stateless ones (`map`, `filter`, ...), the stateful ones (aggregations, windows,
 //! sessions, joins, tables), sources and sinks alike. Each operator's method builds a node
 //! spec around its processor and adds it through the graph's narrow builder API
-//! ([`Stream`](crate::Stream) and [`TopologyBuilder`](crate::TopologyBuilder) methods
+//! ([`Stream`] and [`TopologyBuilder`](crate::TopologyBuilder) methods
 //! taking a `NodeSpec`), so operators never touch the graph's edges or its list of
 //! problems. Topology authors write their own operators the same way and add them with
 //! [`Stream::process`](crate::Stream::process) and

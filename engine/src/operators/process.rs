@@ -13,8 +13,9 @@
 //! child, or to one by name), reads the task's stream time and the current input's origin
 //! and lineage, and reaches the stores the processor declared with
 //! [`Stream::process_with_stores`]: stores of its own and global tables
-//! ([`ProcessorStores`]). What a hook forwards flows on like any record: from
-//! `on_commit`, it is written in the transaction about to commit.
+//! ([`ProcessorStores`]). What a hook forwards flows on like any record; from
+//! `on_commit`, it is handed over with the commit
+//! ([`Task::commit_into`](crate::Task::commit_into)).
 //!
 //! Fields of the processor are lost on a crash or a rebalance. State that must survive
 //! goes in its own stores: they commit with the task's transaction and move with the
