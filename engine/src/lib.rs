@@ -5,6 +5,9 @@
 //!   a schema-registry client).
 //! * [`topology`]: the declarative builder ([`TopologyBuilder`], [`Stream`]), its validation
 //!   and its description as text or a Mermaid diagram.
+//! * [`processor`]: the operator contract — the [`Processor`](processor::Processor) trait
+//!   every operator implements, built-in or custom, and the [`Context`](processor::Context)
+//!   it works through.
 //! * [`operators`]: one file per operator, each with the semantics it guarantees.
 //! * [`task`]: one (sub-topology, partition) running its operators over input records, with
 //!   the topology's [`ErrorPolicy`] applied to every failure.
@@ -23,6 +26,7 @@ pub mod lineage;
 pub mod metrics;
 pub mod operators;
 pub mod policy;
+pub mod processor;
 pub mod record;
 pub mod serde;
 pub mod task;

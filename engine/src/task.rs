@@ -27,9 +27,8 @@ use ::metrics::Counter;
 use crate::error::{ErrorKind, ProcessError};
 use crate::lineage::Lineage;
 use crate::metrics::{self, TaskMetrics};
-use crate::operators::source::Decoder;
-use crate::operators::{DynRecord, InputMeta, Node, NodeContext};
 use crate::policy::{ErrorPolicy, FailedInput, dead_letter_record};
+use crate::processor::{Decoder, DynProcessor, DynRecord, InputMeta, TaskContext};
 use crate::record::{Origin, ProducerRecord, RawRecord};
 use crate::topology::{NodeKind, Topology};
 use sluice_state::{GlobalStore, InMemoryKeyValueStore, TransactionalStore};
@@ -89,8 +88,10 @@ pub enum TaskError {
 
 struct TaskNode {
     name: Arc<str>,
-    node: Box<dyn Node>,
+    processor: Box<dyn DynProcessor>,
     children: Vec<usize>,
+    /// The children's names, in the order of `children`: for forwarding to one by name.
+    child_names: Vec<Arc<str>>,
     records_in: Counter,
     /// Indexes of the task's stores this node uses.
     stores: Vec<usize>,
@@ -133,6 +134,9 @@ pub struct Task {
     /// Per input topic (of this task's partition), the offset after the last input the
     /// task is done with since the last commit: what the runtime may commit.
     committable: Vec<(Arc<str>, i64)>,
+    /// What processors emitted on a [`Task::commit`] that had nowhere to put it: handed
+    /// out first by the next call that takes an output buffer, so it is never lost.
+    emitted_on_commit: Vec<ProducerRecord>,
 }
 
 /// A node's schedule of stream-time punctuations.
@@ -216,8 +220,13 @@ impl Task {
                 }
                 TaskNode {
                     name: Arc::from(def_node.name.as_str()),
-                    node: (def_node.factory())(),
+                    processor: (def_node.factory)(),
                     children: def_node.children.iter().map(|c| local[c]).collect(),
+                    child_names: def_node
+                        .children
+                        .iter()
+                        .map(|&c| Arc::from(def.nodes[c].name.as_str()))
+                        .collect(),
                     records_in: metrics::operator_records(&def.name, &def_node.name, partition),
                     // Owned stores first, then the stores the node reads.
                     stores: def_node
@@ -239,7 +248,7 @@ impl Task {
             .iter()
             .enumerate()
             .filter_map(|(node, n)| {
-                n.node
+                n.processor
                     .stream_time_interval()
                     .map(|interval| StreamPunctuator {
                         node,
@@ -268,6 +277,7 @@ impl Task {
             stream_time: i64::MIN,
             stream_punctuators,
             committable: Vec::new(),
+            emitted_on_commit: Vec::new(),
         }
     }
 
@@ -308,6 +318,10 @@ impl Task {
                     topic: input.origin.topic.to_string(),
                 })?;
         self.metrics.consumed.increment(1);
+        // As `release_emitted_on_commit`, field by field: `source` borrows `self.sources`.
+        if !self.emitted_on_commit.is_empty() {
+            out.append(&mut self.emitted_on_commit);
+        }
         for store in &mut self.stores {
             store.begin_input();
         }
@@ -403,6 +417,7 @@ impl Task {
         &mut self,
         out: &mut Vec<ProducerRecord>,
     ) -> Result<(), TaskError> {
+        self.release_emitted_on_commit(out);
         // Before the first record there is no stream time to punctuate on.
         if self.stream_punctuators.is_empty() || self.stream_time == i64::MIN {
             return Ok(());
@@ -420,8 +435,8 @@ impl Task {
         if due.is_empty() {
             return Ok(());
         }
-        self.punctuate(due, "sluice.stream-time", now, out, |node, now, ctx| {
-            node.on_stream_time(now, ctx)
+        self.punctuate(due, "sluice.stream-time", now, out, |p, now, ctx| {
+            p.on_stream_time(now, ctx)
         })
     }
 
@@ -450,7 +465,7 @@ impl Task {
             "sluice.tick",
             now_ms,
             out,
-            |node, now, ctx| node.tick(now, ctx),
+            |p, now, ctx| p.on_tick(now, ctx),
         )
     }
 
@@ -463,51 +478,16 @@ impl Task {
         origin: &'static str,
         time: i64,
         out: &mut Vec<ProducerRecord>,
-        call: impl Fn(&mut dyn Node, i64, &mut NodeContext<'_>) -> Result<(), ProcessError>,
+        call: impl Fn(&mut dyn DynProcessor, i64, TaskContext<'_>) -> Result<(), ProcessError>,
     ) -> Result<(), TaskError> {
-        self.ticks += 1;
-        let meta = InputMeta {
-            origin: Origin {
-                topic: Arc::from(origin),
-                partition: self.id.partition,
-                offset: self.ticks,
-            },
-            lineage: Lineage::default(),
-        };
+        let meta = self.occasion(origin);
         // One numbering for every output of this punctuation, whichever node emits it.
         let mut outputs_for_input = 0;
         for index in nodes {
             let first_output = out.len();
-            for store in &mut self.stores {
-                store.begin_input();
-            }
-            let TaskNode {
-                node,
-                children,
-                stores: node_stores,
-                globals,
-                ..
-            } = &mut self.nodes[index];
-            let mut ctx = NodeContext {
-                forwarded: &mut self.forwarded,
-                children,
-                produced: out,
-                input: &meta,
-                outputs_for_input: &mut outputs_for_input,
-                stores: &mut self.stores,
-                node_stores,
-                globals,
-                stream_time: self.stream_time,
-            };
-            let punctuated = call(node.as_mut(), time, &mut ctx);
-            if punctuated.is_ok() {
-                self.pending.extend(self.forwarded.drain(..).rev());
-            } else {
-                self.forwarded.clear();
-            }
-            let result = punctuated
-                .map_err(|e| (index, e))
-                .and_then(|()| self.run_pending(&meta, out, &mut outputs_for_input));
+            let result = self.run_hook(index, &meta, out, &mut outputs_for_input, |p, ctx| {
+                call(p, time, ctx)
+            });
             match result {
                 Ok(()) => self.count_produced(&out[first_output..]),
                 Err((node, error)) if error.transient => {
@@ -538,18 +518,105 @@ impl Task {
     }
 
     /// Lets every operator flush before the runtime commits.
+    ///
+    /// What operators emit here (see [`Processor::on_commit`](crate::processor::Processor::on_commit))
+    /// belongs in the transaction about to commit: [`Task::commit_into`] hands it over. This
+    /// method has nowhere to put it, so the task keeps it and releases it first thing on
+    /// the next call that takes an output buffer (`process`, `tick`,
+    /// `punctuate_stream_time`, `commit_into`): late by one commit, but never lost.
     pub fn commit(&mut self) -> Result<(), TaskError> {
+        let mut emitted = std::mem::take(&mut self.emitted_on_commit);
+        let result = self.commit_into(&mut emitted);
+        self.emitted_on_commit = emitted;
+        result
+    }
+
+    /// Lets every operator flush before the runtime commits, in topological order, and
+    /// appends to `out` what they emit: the runtime sends it in the transaction about to
+    /// commit. What a node forwards runs through its children before the next node's hook.
+    /// Any failure fails the commit (the transaction aborts and the task replays from its
+    /// last commit); nothing of it reaches the error policy, as there is no input to blame.
+    pub fn commit_into(&mut self, out: &mut Vec<ProducerRecord>) -> Result<(), TaskError> {
+        self.release_emitted_on_commit(out);
+        let meta = self.occasion("sluice.commit");
+        let mut outputs_for_input = 0;
         for index in 0..self.nodes.len() {
-            if let Err(error) = self.nodes[index].node.commit() {
-                let origin = Origin {
-                    topic: Arc::from("sluice.commit"),
-                    partition: self.id.partition,
-                    offset: -1,
-                };
-                return Err(self.failed(index, error, &origin));
+            let first_output = out.len();
+            let result = self.run_hook(index, &meta, out, &mut outputs_for_input, |p, ctx| {
+                p.on_commit(ctx)
+            });
+            match result {
+                Ok(()) => self.count_produced(&out[first_output..]),
+                Err((node, error)) => {
+                    out.truncate(first_output);
+                    self.rollback_stores();
+                    return Err(self.failed(node, error, &meta.origin));
+                }
             }
         }
         Ok(())
+    }
+
+    /// Hands out what a [`Task::commit`] without a buffer kept (see there).
+    fn release_emitted_on_commit(&mut self, out: &mut Vec<ProducerRecord>) {
+        // Checked first: this runs for every input, and there is rarely anything to move.
+        if !self.emitted_on_commit.is_empty() {
+            out.append(&mut self.emitted_on_commit);
+        }
+    }
+
+    /// The input of a punctuation or a commit: named for the occasion, numbered so that
+    /// each occasion's derived event ids are distinct even within one millisecond.
+    fn occasion(&mut self, topic: &'static str) -> InputMeta {
+        self.ticks += 1;
+        InputMeta {
+            origin: Origin {
+                topic: Arc::from(topic),
+                partition: self.id.partition,
+                offset: self.ticks,
+            },
+            lineage: Lineage::default(),
+        }
+    }
+
+    /// Runs one hook (`call`) of node `index` outside any input, then what it forwarded.
+    fn run_hook(
+        &mut self,
+        index: usize,
+        meta: &InputMeta,
+        out: &mut Vec<ProducerRecord>,
+        outputs_for_input: &mut u32,
+        call: impl FnOnce(&mut dyn DynProcessor, TaskContext<'_>) -> Result<(), ProcessError>,
+    ) -> Result<(), (usize, ProcessError)> {
+        for store in &mut self.stores {
+            store.begin_input();
+        }
+        let TaskNode {
+            processor,
+            children,
+            child_names,
+            stores: node_stores,
+            globals,
+            ..
+        } = &mut self.nodes[index];
+        let ctx = TaskContext {
+            forwarded: &mut self.forwarded,
+            children,
+            child_names,
+            produced: out,
+            input: meta,
+            outputs_for_input,
+            stores: &mut self.stores,
+            node_stores,
+            globals,
+            stream_time: self.stream_time,
+        };
+        if let Err(error) = call(processor.as_mut(), ctx) {
+            self.forwarded.clear();
+            return Err((index, error));
+        }
+        self.pending.extend(self.forwarded.drain(..).rev());
+        self.run_pending(meta, out, outputs_for_input)
     }
 
     fn rollback_stores(&mut self) {
@@ -629,17 +696,19 @@ impl Task {
     ) -> Result<(), (usize, ProcessError)> {
         while let Some((index, record)) = self.pending.pop() {
             let TaskNode {
-                node,
+                processor,
                 children,
+                child_names,
                 records_in,
                 stores: node_stores,
                 globals,
                 ..
             } = &mut self.nodes[index];
             records_in.increment(1);
-            let mut ctx = NodeContext {
+            let ctx = TaskContext {
                 forwarded: &mut self.forwarded,
                 children,
+                child_names,
                 produced: out,
                 input: meta,
                 outputs_for_input,
@@ -648,7 +717,7 @@ impl Task {
                 globals,
                 stream_time: self.stream_time,
             };
-            if let Err(error) = node.process(record, &mut ctx) {
+            if let Err(error) = processor.process(record, ctx) {
                 self.pending.clear();
                 self.forwarded.clear();
                 return Err((index, error));

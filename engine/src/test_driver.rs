@@ -210,9 +210,16 @@ impl TestDriver {
         Ok(())
     }
 
-    /// Runs every operator's commit hook, as the runtime does before it commits.
+    /// Runs every operator's commit hook, as the runtime does before it commits; what the
+    /// hooks emit is written (and piped on to its readers) before the stores commit.
     pub fn commit(&mut self) -> Result<(), TaskError> {
-        self.tasks.iter_mut().try_for_each(Task::commit)?;
+        let mut produced = Vec::new();
+        for task in &mut self.tasks {
+            task.commit_into(&mut produced)?;
+        }
+        for record in produced {
+            self.pipe_record(record)?;
+        }
         self.commit_state();
         Ok(())
     }

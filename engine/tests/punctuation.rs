@@ -5,7 +5,7 @@
 use std::ops::Bound;
 use std::time::Duration;
 
-use sluice_engine::operators::{Output, Processor};
+use sluice_engine::operators::{Context, Processor};
 use sluice_engine::{Headers, ProcessError, Record, Serdes, TestDriver, TopologyBuilder};
 
 /// Counts records per key in its store; every 10 s of stream time it reports each count.
@@ -17,8 +17,8 @@ fn count_of(bytes: Option<Vec<u8>>) -> i64 {
 }
 
 /// Every (key, count) in the processor's store.
-fn counts(out: &mut Output<'_, '_, String, i64>) -> Vec<(String, i64)> {
-    out.store(0)
+fn counts(ctx: &mut Context<'_, String, i64>) -> Vec<(String, i64)> {
+    ctx.store(0)
         .range(Bound::Unbounded, Bound::Unbounded)
         .map(|e| {
             let (k, v) = e.unwrap();
@@ -34,9 +34,9 @@ impl Processor<String, String> for Tally {
     fn process(
         &mut self,
         record: Record<String, String>,
-        out: &mut Output<'_, '_, String, i64>,
+        ctx: &mut Context<'_, String, i64>,
     ) -> Result<(), ProcessError> {
-        let store = out.store(0);
+        let store = ctx.store(0);
         let n = count_of(store.get(record.key.as_bytes()).unwrap());
         store.put(record.key.as_bytes(), (n + 1).to_be_bytes().to_vec());
         if record.value == "fail" {
@@ -52,10 +52,10 @@ impl Processor<String, String> for Tally {
     fn on_stream_time(
         &mut self,
         stream_time_ms: i64,
-        out: &mut Output<'_, '_, String, i64>,
+        ctx: &mut Context<'_, String, i64>,
     ) -> Result<(), ProcessError> {
-        for (key, n) in counts(out) {
-            out.forward(Record::new(
+        for (key, n) in counts(ctx) {
+            ctx.forward(Record::new(
                 format!("{key}@{stream_time_ms}"),
                 n,
                 stream_time_ms,
@@ -67,10 +67,10 @@ impl Processor<String, String> for Tally {
     fn on_tick(
         &mut self,
         now_ms: i64,
-        out: &mut Output<'_, '_, String, i64>,
+        ctx: &mut Context<'_, String, i64>,
     ) -> Result<(), ProcessError> {
-        let total = counts(out).iter().map(|(_, n)| n).sum();
-        out.forward(Record::new(format!("total@{now_ms}"), total, now_ms));
+        let total = counts(ctx).iter().map(|(_, n)| n).sum();
+        ctx.forward(Record::new(format!("total@{now_ms}"), total, now_ms));
         Ok(())
     }
 }

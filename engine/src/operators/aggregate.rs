@@ -31,11 +31,12 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use super::{DynRecord, Node, NodeContext, encode_key, read_value, write_value};
+use super::{Context, Processor, encode_key, read_value, write_value};
 use crate::error::ProcessError;
+use crate::processor;
 use crate::record::Record;
 use crate::serde::{I64Serde, Serde, SharedSerde};
-use crate::topology::Stream;
+use crate::topology::{NodeSpec, Stream};
 
 /// A stream grouped by its key, ready to aggregate.
 pub struct GroupedStream<K, V> {
@@ -206,16 +207,14 @@ where
             fold,
             _marker: PhantomData,
         });
-        let topology = self.stream.graph.borrow().name.clone();
+        let topology = self.stream.topology_name();
         let node = name.to_string();
-        let factory = Arc::new(move || {
-            Box::new(AggregateNode {
-                shared: shared.clone(),
-                null_keys: crate::metrics::dropped(&topology, &node, "null-key"),
-            }) as Box<dyn Node>
+        let factory = processor::factory::<_, K, V>(move || Aggregate {
+            shared: shared.clone(),
+            null_keys: crate::metrics::dropped(&topology, &node, "null-key"),
         });
-        self.stream
-            .add_stateful_node(name, operator, &[store], factory)
+        let spec = NodeSpec::processor(name, operator, factory).stores(&[store]);
+        self.stream.add_node(spec)
     }
 }
 
@@ -228,12 +227,12 @@ struct Aggregation<K, V, A, S, F> {
     _marker: PhantomData<fn(V) -> A>,
 }
 
-struct AggregateNode<K, V, A, S, F> {
+struct Aggregate<K, V, A, S, F> {
     shared: Arc<Aggregation<K, V, A, S, F>>,
     null_keys: metrics::Counter,
 }
 
-impl<K, V, A, S, F> Node for AggregateNode<K, V, A, S, F>
+impl<K, V, A, S, F> Processor<K, V> for Aggregate<K, V, A, S, F>
 where
     K: Clone + Send + Sync + 'static,
     V: Send + Sync + 'static,
@@ -241,13 +240,15 @@ where
     S: Serde<A>,
     F: Fn(&K, V, Option<A>) -> A + Send + Sync + 'static,
 {
+    type KeyOut = K;
+    type ValueOut = A;
+
     fn process(
         &mut self,
-        record: DynRecord,
-        ctx: &mut NodeContext<'_>,
+        record: Record<K, V>,
+        ctx: &mut Context<'_, K, A>,
     ) -> Result<(), ProcessError> {
         let shared = &*self.shared;
-        let record: Record<K, V> = record.into_typed();
         let Some(key) = encode_key(&*shared.key_serde, &shared.store, &record.key, "group key")?
         else {
             self.null_keys.increment(1);
@@ -257,7 +258,7 @@ where
         let current = read_value(store, &shared.aggregate_serde, &key, "stored aggregate")?;
         let next = (shared.fold)(&record.key, record.value, current);
         write_value(store, &shared.aggregate_serde, &key, &next, "aggregate")?;
-        ctx.forward_typed(Record {
+        ctx.forward(Record {
             key: record.key,
             value: next,
             headers: record.headers,

@@ -32,11 +32,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{Output, Processor, pass_through};
+use super::{Context, Processor, Relay};
 use crate::error::ProcessError;
 use crate::metrics;
+use crate::processor;
 use crate::record::Record;
-use crate::topology::{Stream, TopologyError};
+use crate::topology::{NodeSpec, Outputs, Stream, TopologyError};
 
 type Predicate<K, V> = Arc<dyn Fn(&K, &V) -> bool + Send + Sync>;
 
@@ -86,20 +87,27 @@ where
 
     /// Adds the branch node and one output node per branch, named `<node>-<branch>`.
     pub fn build(self) -> Branches<K, V> {
+        let output_name = |branch: &str| format!("{}-{branch}", self.name);
         let predicates: Arc<[Predicate<K, V>]> =
             self.branches.iter().map(|(_, p)| p.clone()).collect();
+        let outputs: Arc<[Arc<str>]> = self
+            .branches
+            .iter()
+            .map(|(branch, _)| branch)
+            .chain(&self.default)
+            .map(|branch| Arc::from(output_name(branch)))
+            .collect();
         let has_default = self.default.is_some();
-        let (topology, node) = {
-            let graph = self.stream.graph.borrow();
-            (graph.name.clone(), self.name.clone())
-        };
-        let branch_node: Stream<K, V> =
-            self.stream
-                .add_operator(&self.name, "branch", false, move || Branch {
-                    predicates: predicates.clone(),
-                    has_default,
-                    unrouted: metrics::dropped(&topology, &node, "unrouted"),
-                });
+        let topology = self.stream.topology_name();
+        let node = self.name.clone();
+        let factory = processor::factory::<Branch<K, V>, K, V>(move || Branch {
+            predicates: predicates.clone(),
+            outputs: outputs.clone(),
+            has_default,
+            unrouted: metrics::dropped(&topology, &node, "unrouted"),
+        });
+        let spec = NodeSpec::processor(&self.name, "branch", factory).outputs(Outputs::Branches);
+        let branch_node: Stream<K, V> = self.stream.add_node(spec);
         let names = self
             .branches
             .into_iter()
@@ -107,15 +115,13 @@ where
             .chain(self.default);
         let mut streams = HashMap::new();
         for branch in names {
-            let output: Stream<K, V> = branch_node.add_node(
-                &format!("{}-{branch}", self.name),
+            let spec = NodeSpec::processor(
+                &output_name(&branch),
                 "branch-output",
-                false,
-                pass_through(|| |_: &K, _: &V| true),
-            );
-            output.graph.borrow_mut().nodes[output.node].branch_of =
-                Some((branch_node.node, branch.clone()));
-            streams.insert(branch, output);
+                Relay::<K, V>::factory(),
+            )
+            .outputs(branch_node.branch_outputs(&branch));
+            streams.insert(branch, branch_node.add_node(spec));
         }
         Branches {
             node: branch_node,
@@ -137,16 +143,13 @@ impl<K, V> Branches<K, V> {
         match self.streams.get(name) {
             Some(stream) => stream.clone(),
             None => {
-                let mut graph = self.node.graph.borrow_mut();
                 let mut known: Vec<String> = self.streams.keys().cloned().collect();
                 known.sort();
-                let node = graph.nodes[self.node.node].name.clone();
-                graph.errors.push(TopologyError::UnknownBranch {
-                    node,
+                self.node.report(TopologyError::UnknownBranch {
+                    node: self.node.node_name(),
                     branch: name.to_string(),
                     known,
                 });
-                drop(graph);
                 self.node.clone()
             }
         }
@@ -155,6 +158,8 @@ impl<K, V> Branches<K, V> {
 
 struct Branch<K, V> {
     predicates: Arc<[Predicate<K, V>]>,
+    /// The output node of each branch, in the order of `predicates`, then the default's.
+    outputs: Arc<[Arc<str>]>,
     has_default: bool,
     unrouted: ::metrics::Counter,
 }
@@ -170,15 +175,17 @@ where
     fn process(
         &mut self,
         record: Record<K, V>,
-        out: &mut Output<'_, '_, K, V>,
+        ctx: &mut Context<'_, K, V>,
     ) -> Result<(), ProcessError> {
         let taken = self
             .predicates
             .iter()
             .position(|p| p(&record.key, &record.value));
         match taken {
-            Some(index) => out.forward_to(index, record),
-            None if self.has_default => out.forward_to(self.predicates.len(), record),
+            Some(index) => ctx.forward_to(&self.outputs[index], record),
+            None if self.has_default => {
+                ctx.forward_to(&self.outputs[self.predicates.len()], record)
+            }
             None => self.unrouted.increment(1),
         }
         Ok(())

@@ -23,7 +23,9 @@
 
 use std::sync::Arc;
 
-use super::pass_through;
+use super::{Context, Processor};
+use crate::error::ProcessError;
+use crate::record::Record;
 use crate::topology::Stream;
 
 impl<K, V> Stream<K, V>
@@ -37,14 +39,39 @@ where
         F: Fn(&K, &V) -> bool + Send + Sync + 'static,
     {
         let predicate = Arc::new(predicate);
-        self.add_node(
-            name,
-            "filter",
-            false,
-            pass_through(move || {
-                let predicate = predicate.clone();
-                move |k: &K, v: &V| predicate(k, v)
-            }),
-        )
+        self.add_processor(name, "filter", move || Filter {
+            predicate: predicate.clone(),
+        })
+    }
+}
+
+struct Filter<F> {
+    predicate: Arc<F>,
+}
+
+impl<K, V, F> Processor<K, V> for Filter<F>
+where
+    K: Clone + Send + 'static,
+    V: Clone + Send + 'static,
+    F: Fn(&K, &V) -> bool + Send + Sync + 'static,
+{
+    type KeyOut = K;
+    type ValueOut = V;
+
+    fn process(
+        &mut self,
+        record: Record<K, V>,
+        ctx: &mut Context<'_, K, V>,
+    ) -> Result<(), ProcessError> {
+        if (self.predicate)(&record.key, &record.value) {
+            ctx.forward(record);
+        }
+        Ok(())
+    }
+
+    const PASS_THROUGH: bool = true;
+
+    fn pass_through(&mut self, key: &K, value: &V) -> bool {
+        (self.predicate)(key, value)
     }
 }

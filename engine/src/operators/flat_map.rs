@@ -23,7 +23,7 @@
 
 use std::sync::Arc;
 
-use super::{Output, Processor};
+use super::{Context, Processor};
 use crate::error::ProcessError;
 use crate::record::Record;
 use crate::topology::Stream;
@@ -42,7 +42,7 @@ where
         F: Fn(K, V) -> I + Send + Sync + 'static,
     {
         let f = Arc::new(f);
-        self.add_operator(name, "flat_map", false, move || FlatMap { f: f.clone() })
+        self.add_processor(name, "flat_map", move || FlatMap { f: f.clone() })
     }
 }
 
@@ -63,10 +63,10 @@ where
     fn process(
         &mut self,
         record: Record<K, V>,
-        out: &mut Output<'_, '_, K2, V2>,
+        ctx: &mut Context<'_, K2, V2>,
     ) -> Result<(), ProcessError> {
         for (key, value) in (self.f)(record.key, record.value) {
-            out.forward(Record {
+            ctx.forward(Record {
                 key,
                 value,
                 headers: record.headers.clone(),

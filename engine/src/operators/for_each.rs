@@ -22,10 +22,11 @@
 
 use std::sync::Arc;
 
-use super::{Output, Processor};
+use super::{Context, Processor};
 use crate::error::ProcessError;
+use crate::processor;
 use crate::record::Record;
-use crate::topology::Stream;
+use crate::topology::{NodeSpec, Outputs, Stream};
 
 impl<K, V> Stream<K, V>
 where
@@ -38,8 +39,10 @@ where
         F: Fn(K, V) + Send + Sync + 'static,
     {
         let f = Arc::new(f);
-        let _: Stream<K, V> =
-            self.add_operator(name, "for_each", true, move || ForEach { f: f.clone() });
+        let factory = processor::factory::<ForEach<F>, K, V>(move || ForEach { f: f.clone() });
+        // The stream ends here: the node needs no children.
+        let spec = NodeSpec::processor(name, "for_each", factory).outputs(Outputs::Optional);
+        let _: Stream<K, V> = self.add_node(spec);
     }
 }
 
@@ -59,7 +62,7 @@ where
     fn process(
         &mut self,
         record: Record<K, V>,
-        _out: &mut Output<'_, '_, K, V>,
+        _ctx: &mut Context<'_, K, V>,
     ) -> Result<(), ProcessError> {
         (self.f)(record.key, record.value);
         Ok(())

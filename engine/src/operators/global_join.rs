@@ -38,12 +38,12 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use super::{DynRecord, Node, NodeContext};
+use super::{Context, Processor};
 use crate::error::{ErrorKind, ProcessError};
+use crate::processor;
 use crate::record::Record;
 use crate::serde::Serde;
-use crate::topology::builder::StoreRead;
-use crate::topology::{GlobalTableDef, Stream, TopologyBuilder};
+use crate::topology::{GlobalTableDef, NodeSpec, Stream, TopologyBuilder};
 
 /// A table every worker holds whole: the latest value per key of every partition of a
 /// topic.
@@ -159,33 +159,32 @@ where
         KF: Fn(&K, &V) -> GK + Send + Sync + 'static,
         F: Fn(&K, V, Option<GV>) -> Option<VR> + Send + Sync + 'static,
     {
-        let shared = Arc::new(GlobalJoin {
+        let shared = Arc::new(GlobalJoinShared {
             table: table.clone(),
             key_of,
             joiner,
         });
-        let factory = Arc::new(move || {
-            Box::new(GlobalJoinNode::<K, V, GK, GV, VR, KF, F> {
+        let factory =
+            processor::factory::<_, K, V>(move || GlobalJoin::<K, V, GK, GV, VR, KF, F> {
                 shared: shared.clone(),
                 _marker: PhantomData,
-            }) as Box<dyn Node>
-        });
-        self.add_reading_node(name, operator, StoreRead::Global(&table.store), factory)
+            });
+        self.add_node(NodeSpec::processor(name, operator, factory).globals(&[&table.store]))
     }
 }
 
-struct GlobalJoin<GK, GV, KF, F> {
+struct GlobalJoinShared<GK, GV, KF, F> {
     table: GlobalTable<GK, GV>,
     key_of: KF,
     joiner: F,
 }
 
-struct GlobalJoinNode<K, V, GK, GV, VR, KF, F> {
-    shared: Arc<GlobalJoin<GK, GV, KF, F>>,
+struct GlobalJoin<K, V, GK, GV, VR, KF, F> {
+    shared: Arc<GlobalJoinShared<GK, GV, KF, F>>,
     _marker: PhantomData<fn(K, V) -> VR>,
 }
 
-impl<K, V, GK, GV, VR, KF, F> Node for GlobalJoinNode<K, V, GK, GV, VR, KF, F>
+impl<K, V, GK, GV, VR, KF, F> Processor<K, V> for GlobalJoin<K, V, GK, GV, VR, KF, F>
 where
     K: Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
@@ -195,14 +194,16 @@ where
     KF: Fn(&K, &V) -> GK + Send + Sync + 'static,
     F: Fn(&K, V, Option<GV>) -> Option<VR> + Send + Sync + 'static,
 {
+    type KeyOut = K;
+    type ValueOut = VR;
+
     fn process(
         &mut self,
-        record: DynRecord,
-        ctx: &mut NodeContext<'_>,
+        record: Record<K, V>,
+        ctx: &mut Context<'_, K, VR>,
     ) -> Result<(), ProcessError> {
         let shared = &*self.shared;
         let table = &shared.table;
-        let record: Record<K, V> = record.into_typed();
         let lookup = (shared.key_of)(&record.key, &record.value);
         let key = table
             .key_serde
@@ -211,7 +212,7 @@ where
                 ProcessError::from_serde(ErrorKind::Serialization, "global table key", e)
             })?;
         let row = match key {
-            Some(key) => match ctx.globals[0].get(&key).map_err(ProcessError::state)? {
+            Some(key) => match ctx.global_store(0).get(&key).map_err(ProcessError::state)? {
                 Some(bytes) => Some(
                     table
                         .value_serde
@@ -230,7 +231,7 @@ where
             None => None,
         };
         if let Some(value) = (shared.joiner)(&record.key, record.value, row) {
-            ctx.forward_typed(Record {
+            ctx.forward(Record {
                 key: record.key,
                 value,
                 headers: record.headers,

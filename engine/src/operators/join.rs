@@ -33,11 +33,11 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use super::table::{Table, TableRef, lookup};
-use super::{DynRecord, Node, NodeContext};
+use super::{Context, Processor};
 use crate::error::ProcessError;
+use crate::processor;
 use crate::record::Record;
-use crate::topology::Stream;
-use crate::topology::builder::StoreRead;
+use crate::topology::{NodeSpec, Stream};
 
 impl<K, V> Stream<K, V>
 where
@@ -91,22 +91,21 @@ where
         F: Fn(&K, V, Option<V2>) -> Option<VR> + Send + Sync + 'static,
     {
         let shared = Arc::new((TableRef::of(table), joiner));
-        let factory = Arc::new(move || {
-            Box::new(JoinNode::<K, V, V2, VR, F> {
-                shared: shared.clone(),
-                _marker: PhantomData,
-            }) as Box<dyn Node>
+        let factory = processor::factory::<_, K, V>(move || Join::<K, V, V2, VR, F> {
+            shared: shared.clone(),
+            _marker: PhantomData,
         });
-        self.add_reading_node(name, operator, StoreRead::Table(&table.store), factory)
+        // The join reads the table's store, so it runs in the table's sub-topology.
+        self.add_node(NodeSpec::processor(name, operator, factory).reads(&table.store))
     }
 }
 
-struct JoinNode<K, V, V2, VR, F> {
+struct Join<K, V, V2, VR, F> {
     shared: Arc<(TableRef<K, V2>, F)>,
     _marker: PhantomData<fn(V) -> VR>,
 }
 
-impl<K, V, V2, VR, F> Node for JoinNode<K, V, V2, VR, F>
+impl<K, V, V2, VR, F> Processor<K, V> for Join<K, V, V2, VR, F>
 where
     K: Clone + Send + Sync + 'static,
     V: Send + 'static,
@@ -114,16 +113,18 @@ where
     VR: Clone + Send + Sync + 'static,
     F: Fn(&K, V, Option<V2>) -> Option<VR> + Send + Sync + 'static,
 {
+    type KeyOut = K;
+    type ValueOut = VR;
+
     fn process(
         &mut self,
-        record: DynRecord,
-        ctx: &mut NodeContext<'_>,
+        record: Record<K, V>,
+        ctx: &mut Context<'_, K, VR>,
     ) -> Result<(), ProcessError> {
         let (table, joiner) = &*self.shared;
-        let record: Record<K, V> = record.into_typed();
         let row = lookup(table, &record.key, ctx)?;
         if let Some(value) = joiner(&record.key, record.value, row) {
-            ctx.forward_typed(Record {
+            ctx.forward(Record {
                 key: record.key,
                 value,
                 headers: record.headers,

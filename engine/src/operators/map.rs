@@ -20,7 +20,7 @@
 
 use std::sync::Arc;
 
-use super::{Output, Processor};
+use super::{Context, Processor};
 use crate::error::ProcessError;
 use crate::record::Record;
 use crate::topology::Stream;
@@ -38,7 +38,7 @@ where
         F: Fn(K, V) -> (K2, V2) + Send + Sync + 'static,
     {
         let f = Arc::new(f);
-        self.add_operator(name, "map", false, move || Map { f: f.clone() })
+        self.add_processor(name, "map", move || Map { f: f.clone() })
     }
 }
 
@@ -58,7 +58,7 @@ where
     fn process(
         &mut self,
         record: Record<K, V>,
-        out: &mut Output<'_, '_, K2, V2>,
+        ctx: &mut Context<'_, K2, V2>,
     ) -> Result<(), ProcessError> {
         let Record {
             key,
@@ -67,7 +67,7 @@ where
             timestamp,
         } = record;
         let (key, value) = (self.f)(key, value);
-        out.forward(Record {
+        ctx.forward(Record {
             key,
             value,
             headers,

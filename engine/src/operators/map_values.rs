@@ -19,7 +19,7 @@
 
 use std::sync::Arc;
 
-use super::{Output, Processor};
+use super::{Context, Processor};
 use crate::error::ProcessError;
 use crate::record::Record;
 use crate::topology::Stream;
@@ -36,9 +36,7 @@ where
         F: Fn(V) -> V2 + Send + Sync + 'static,
     {
         let f = Arc::new(f);
-        self.add_operator(name, "map_values", false, move || MapValues {
-            f: f.clone(),
-        })
+        self.add_processor(name, "map_values", move || MapValues { f: f.clone() })
     }
 }
 
@@ -58,10 +56,10 @@ where
     fn process(
         &mut self,
         record: Record<K, V>,
-        out: &mut Output<'_, '_, K, V2>,
+        ctx: &mut Context<'_, K, V2>,
     ) -> Result<(), ProcessError> {
         let value = (self.f)(record.value);
-        out.forward(Record {
+        ctx.forward(Record {
             key: record.key,
             value,
             headers: record.headers,

@@ -21,8 +21,8 @@
 //! assert_eq!(driver.read_raw("orders").len(), 2);
 //! ```
 
-use super::pass_through;
-use crate::topology::{Stream, TopologyError};
+use super::Relay;
+use crate::topology::{NodeSpec, Stream};
 
 impl<K, V> Stream<K, V>
 where
@@ -31,18 +31,7 @@ where
 {
     /// The records of this stream and of `other`, as one stream.
     pub fn merge(&self, name: &str, other: &Stream<K, V>) -> Stream<K, V> {
-        let merged: Stream<K, V> =
-            self.add_node(name, "merge", false, pass_through(|| |_: &K, _: &V| true));
-        if std::rc::Rc::ptr_eq(&self.graph, &other.graph) {
-            let mut graph = self.graph.borrow_mut();
-            graph.nodes[other.node].children.push(merged.node);
-            graph.nodes[merged.node].parents.push(other.node);
-        } else {
-            self.graph
-                .borrow_mut()
-                .errors
-                .push(TopologyError::ForeignStream { node: name.into() });
-        }
-        merged
+        let spec = NodeSpec::processor(name, "merge", Relay::<K, V>::factory());
+        self.add_node_fed_by(other, spec)
     }
 }

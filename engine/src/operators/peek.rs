@@ -25,7 +25,9 @@
 
 use std::sync::Arc;
 
-use super::pass_through;
+use super::{Context, Processor};
+use crate::error::ProcessError;
+use crate::record::Record;
 use crate::topology::Stream;
 
 impl<K, V> Stream<K, V>
@@ -39,17 +41,37 @@ where
         F: Fn(&K, &V) + Send + Sync + 'static,
     {
         let f = Arc::new(f);
-        self.add_node(
-            name,
-            "peek",
-            false,
-            pass_through(move || {
-                let f = f.clone();
-                move |k: &K, v: &V| {
-                    f(k, v);
-                    true
-                }
-            }),
-        )
+        self.add_processor(name, "peek", move || Peek { f: f.clone() })
+    }
+}
+
+struct Peek<F> {
+    f: Arc<F>,
+}
+
+impl<K, V, F> Processor<K, V> for Peek<F>
+where
+    K: Clone + Send + 'static,
+    V: Clone + Send + 'static,
+    F: Fn(&K, &V) + Send + Sync + 'static,
+{
+    type KeyOut = K;
+    type ValueOut = V;
+
+    fn process(
+        &mut self,
+        record: Record<K, V>,
+        ctx: &mut Context<'_, K, V>,
+    ) -> Result<(), ProcessError> {
+        (self.f)(&record.key, &record.value);
+        ctx.forward(record);
+        Ok(())
+    }
+
+    const PASS_THROUGH: bool = true;
+
+    fn pass_through(&mut self, key: &K, value: &V) -> bool {
+        (self.f)(key, value);
+        true
     }
 }

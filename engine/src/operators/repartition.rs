@@ -37,10 +37,10 @@
 
 use std::sync::Arc;
 
-use super::pass_through;
+use super::Relay;
 use super::source::SourceDecoder;
 use crate::serde::{Serde, SharedSerde};
-use crate::topology::{NodeKind, Stream};
+use crate::topology::{NodeSpec, Stream};
 
 impl<K, V> Stream<K, V>
 where
@@ -76,15 +76,13 @@ where
             SharedSerde(key_serde),
             SharedSerde(value_serde),
         ));
-        let kind = NodeKind::Source {
-            topics: vec![topic],
+        let source = NodeSpec::source(
+            &format!("{name}-source"),
+            &[topic.as_str()],
             decoder,
-            factory: pass_through(|| |_: &K, _: &V| true),
-        };
-        let node = self
-            .graph
-            .borrow_mut()
-            .add(&format!("{name}-source"), kind, &[]);
-        Stream::new(self.graph.clone(), node)
+            Relay::<K, V>::factory(),
+        );
+        // The source starts a sub-topology of its own: no edge from this stream.
+        self.builder().add_node(source)
     }
 }

@@ -50,11 +50,12 @@ use std::time::Duration;
 
 use super::aggregate::GroupedStream;
 use super::lateness::{LateRecords, Lateness};
-use super::{DynRecord, Node, NodeContext, Windowed, encode_key, millis};
+use super::{Context, Processor, Windowed, encode_key, millis};
 use crate::error::{ErrorKind, ProcessError};
+use crate::processor;
 use crate::record::Record;
 use crate::serde::{I64Serde, Serde};
-use crate::topology::Stream;
+use crate::topology::{NodeSpec, Stream};
 use sluice_state::WindowStore;
 
 /// Sessions of activity separated by an inactivity gap, on event time.
@@ -199,18 +200,16 @@ where
             _marker: PhantomData,
         });
         let stream = self.grouped.stream();
-        let topology = stream.graph.borrow().name.clone();
+        let topology = stream.topology_name();
         let node = name.to_string();
         let lateness = self.windows.lateness;
-        let factory = Arc::new(move || {
-            Box::new(SessionNode {
-                shared: shared.clone(),
-                expired_before: i64::MIN,
-                late: LateRecords::new(lateness, &topology, &node),
-                null_keys: crate::metrics::dropped(&topology, &node, "null-key"),
-            }) as Box<dyn Node>
+        let factory = processor::factory::<_, K, V>(move || SessionAggregate {
+            shared: shared.clone(),
+            expired_before: i64::MIN,
+            late: LateRecords::new(lateness, &topology, &node),
+            null_keys: crate::metrics::dropped(&topology, &node, "null-key"),
         });
-        stream.add_stateful_node(name, operator, &[store], factory)
+        stream.add_node(NodeSpec::processor(name, operator, factory).stores(&[store]))
     }
 }
 
@@ -225,7 +224,7 @@ struct SessionAggregation<K, V, A, I, F, M> {
     _marker: PhantomData<fn(V)>,
 }
 
-struct SessionNode<K, V, A, I, F, M> {
+struct SessionAggregate<K, V, A, I, F, M> {
     shared: Arc<SessionAggregation<K, V, A, I, F, M>>,
     /// Sessions ending before this are gone from the store.
     expired_before: i64,
@@ -233,7 +232,7 @@ struct SessionNode<K, V, A, I, F, M> {
     null_keys: metrics::Counter,
 }
 
-impl<K, V, A, I, F, M> Node for SessionNode<K, V, A, I, F, M>
+impl<K, V, A, I, F, M> Processor<K, V> for SessionAggregate<K, V, A, I, F, M>
 where
     K: Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
@@ -242,21 +241,25 @@ where
     F: Fn(&K, V, A) -> A + Send + Sync + 'static,
     M: Fn(&K, A, A) -> A + Send + Sync + 'static,
 {
+    type KeyOut = Windowed<K>;
+    type ValueOut = Option<A>;
+
     fn process(
         &mut self,
-        record: DynRecord,
-        ctx: &mut NodeContext<'_>,
+        record: Record<K, V>,
+        ctx: &mut Context<'_, Windowed<K>, Option<A>>,
     ) -> Result<(), ProcessError> {
         let shared = self.shared.clone();
         let gap = shared.windows.gap_ms;
-        let record: Record<K, V> = record.into_typed();
         let Some(key) = encode_key(&*shared.key_serde, &shared.store, &record.key, "group key")?
         else {
             self.null_keys.increment(1);
             return Ok(());
         };
         let ts = record.timestamp;
-        let open_from = shared.windows.open_from(ctx.stream_time);
+        let open_from = shared
+            .windows
+            .open_from(ctx.stream_time().unwrap_or(i64::MIN));
         let store = ctx.store(0);
         // Sessions are stored under (end, start); those ending at most a gap before the
         // record and starting at most a gap after it take it in.
@@ -307,14 +310,14 @@ where
             end_ms,
         };
         for (old_start, old_end) in superseded {
-            ctx.forward_typed(Record {
+            ctx.forward(Record {
                 key: windowed(old_start, old_end),
                 value: None::<A>,
                 headers: record.headers.clone(),
                 timestamp: ts,
             });
         }
-        ctx.forward_typed(Record {
+        ctx.forward(Record {
             key: windowed(start, end),
             value: Some(aggregate),
             headers: record.headers,

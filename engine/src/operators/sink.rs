@@ -30,12 +30,13 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use super::{DynRecord, Node, NodeContext};
+use super::{Context, Processor};
 use crate::error::{ErrorKind, ProcessError};
 use crate::lineage::{derived_event_id, stamp_headers};
-use crate::record::ProducerRecord;
+use crate::processor::{self, ProcessorFactory};
+use crate::record::{ProducerRecord, Record};
 use crate::serde::{Serde, SharedSerde};
-use crate::topology::{NodeFactory, NodeKind, Retarget, Stream};
+use crate::topology::{NodeSpec, Retarget, Stream};
 
 impl<K, V> Stream<K, V>
 where
@@ -51,15 +52,7 @@ where
         value_serde: impl Serde<V>,
     ) {
         let factory = sink_factory(name, topic, key_serde, value_serde);
-        self.graph.borrow_mut().add(
-            name,
-            NodeKind::Sink {
-                topic: topic.to_string(),
-                factory,
-                retarget: None,
-            },
-            &[self.node],
-        );
+        let _: Stream<(), ()> = self.add_node(NodeSpec::sink(name, topic, factory));
     }
 
     /// Writes every record of this stream to the topology's internal topic `topic`
@@ -80,17 +73,7 @@ where
                 SharedSerde(value_serde.clone()),
             )
         });
-        let mut graph = self.graph.borrow_mut();
-        graph.internal_topics.insert(topic.to_string());
-        graph.add(
-            name,
-            NodeKind::Sink {
-                topic: topic.to_string(),
-                factory: retarget(topic),
-                retarget: Some(retarget),
-            },
-            &[self.node],
-        );
+        let _: Stream<(), ()> = self.add_node(NodeSpec::internal_sink(name, topic, retarget));
     }
 }
 
@@ -99,22 +82,22 @@ fn sink_factory<K, V>(
     topic: &str,
     key_serde: impl Serde<K>,
     value_serde: impl Serde<V>,
-) -> NodeFactory
+) -> ProcessorFactory
 where
     K: Send + 'static,
     V: Send + 'static,
 {
-    let sink = Arc::new(SinkNode {
+    let shared = Arc::new(SinkShared {
         name: Arc::from(name),
         topic: Arc::from(topic),
         key_serde,
         value_serde,
         _marker: PhantomData,
     });
-    Arc::new(move || Box::new(SinkInstance(sink.clone())) as Box<dyn Node>)
+    processor::factory::<_, K, V>(move || Sink(shared.clone()))
 }
 
-struct SinkNode<K, V, KS, VS> {
+struct SinkShared<K, V, KS, VS> {
     name: Arc<str>,
     topic: Arc<str>,
     key_serde: KS,
@@ -122,32 +105,34 @@ struct SinkNode<K, V, KS, VS> {
     _marker: PhantomData<fn(K, V)>,
 }
 
-/// A sink holds nothing per task, so every task shares one [`SinkNode`].
-struct SinkInstance<K, V, KS, VS>(Arc<SinkNode<K, V, KS, VS>>);
+/// A sink holds nothing per task, so every task shares one [`SinkShared`]. It forwards
+/// nothing: what it makes leaves the topology through [`Context::produce`].
+struct Sink<K, V, KS, VS>(Arc<SinkShared<K, V, KS, VS>>);
 
-impl<K, V, KS, VS> Node for SinkInstance<K, V, KS, VS>
+impl<K, V, KS, VS> Processor<K, V> for Sink<K, V, KS, VS>
 where
     K: Send + 'static,
     V: Send + 'static,
     KS: Serde<K>,
     VS: Serde<V>,
 {
+    type KeyOut = ();
+    type ValueOut = ();
+
     fn process(
         &mut self,
-        record: DynRecord,
-        ctx: &mut NodeContext<'_>,
+        mut record: Record<K, V>,
+        ctx: &mut Context<'_, (), ()>,
     ) -> Result<(), ProcessError> {
         let sink = &*self.0;
-        let mut record = record.into_typed::<K, V>();
-        let cause = &ctx.input.lineage;
-        sink.value_serde.stamp(&mut record.value, cause);
-        let index = *ctx.outputs_for_input;
-        *ctx.outputs_for_input += 1;
+        sink.value_serde.stamp(&mut record.value, ctx.lineage());
+        // Numbered before encoding, so a record that fails to encode still takes its number.
+        let index = ctx.next_output_index();
         match sink.value_serde.lineage(&record.value) {
             Some(own) => own.write_headers(&mut record.headers),
             None => {
-                let event_id = derived_event_id(&ctx.input.origin, &sink.name, index);
-                stamp_headers(&mut record.headers, cause, event_id);
+                let event_id = derived_event_id(ctx.origin(), &sink.name, index);
+                stamp_headers(&mut record.headers, ctx.lineage(), event_id);
             }
         }
         let encode_error = |what: &str, e: crate::SerdeError| {
@@ -161,7 +146,7 @@ where
             .value_serde
             .serialize(&sink.topic, &record.value)
             .map_err(|e| encode_error("value", e))?;
-        ctx.produced.push(ProducerRecord {
+        ctx.produce(ProducerRecord {
             topic: sink.topic.clone(),
             partition: None,
             key,

@@ -26,18 +26,42 @@
 //! ```
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 
-use super::DynRecord;
+use super::Relay;
 use crate::error::{ErrorKind, ProcessError};
 use crate::lineage::Lineage;
+use crate::processor::{Decoder, DynRecord};
 use crate::record::{RawRecord, Record};
 use crate::serde::Serde;
+use crate::topology::{NodeSpec, Stream, TopologyBuilder};
 
-/// Turns a raw input into the first typed record of a task, with its lineage.
-pub(crate) trait Decoder: Send + Sync {
-    fn decode(&self, raw: &RawRecord) -> Result<(DynRecord, Lineage), ProcessError>;
+impl TopologyBuilder {
+    /// A stream of the records of `topics`, decoded with the given serdes. A record that
+    /// does not decode goes to the error policy, naming this source as the operator.
+    pub fn source<K, V>(
+        &self,
+        name: &str,
+        topics: &[&str],
+        key_serde: impl Serde<K>,
+        value_serde: impl Serde<V>,
+    ) -> Stream<K, V>
+    where
+        K: Clone + Send + 'static,
+        V: Clone + Send + 'static,
+    {
+        let decoder = Arc::new(SourceDecoder::new(key_serde, value_serde));
+        self.add_node(NodeSpec::source(
+            name,
+            topics,
+            decoder,
+            Relay::<K, V>::factory(),
+        ))
+    }
 }
 
+/// Decodes a source's records with its serdes: the decoded record then enters the
+/// source node, whose processor relays it to the source's children.
 pub(crate) struct SourceDecoder<K, V, KS, VS> {
     key_serde: KS,
     value_serde: VS,

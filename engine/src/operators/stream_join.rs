@@ -58,11 +58,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::lateness::{LateRecords, Lateness};
-use super::{DynRecord, Node, NodeContext, encode_key, millis};
+use super::{Context, Processor, encode_key, millis};
 use crate::error::{ErrorKind, ProcessError};
+use crate::processor;
 use crate::record::Record;
 use crate::serde::Serde;
-use crate::topology::{Stream, TopologyError};
+use crate::topology::{NodeSpec, Stream};
 use sluice_state::{WindowEntry, WindowStore};
 
 /// How close in time two records must be to join: a record of this stream at `t` joins
@@ -234,7 +235,7 @@ where
         // Each input is tagged with its side, and both feed the one join node.
         let this: Stream<K, Side<V, V2>> = self.map_values(&format!("{name}-this"), Side::This);
         let that: Stream<K, Side<V, V2>> = other.map_values(&format!("{name}-other"), Side::Other);
-        let topology = self.graph.borrow().name.clone();
+        let topology = self.topology_name();
         let node_name = name.to_string();
         let stores = [joined.this_store.clone(), joined.other_store.clone()];
         let shared = Arc::new(JoinShared {
@@ -243,34 +244,18 @@ where
             joiner,
             joined,
         });
-        let factory = Arc::new(move || {
-            Box::new(StreamJoinNode {
-                shared: shared.clone(),
-                expired_before: [i64::MIN, i64::MIN],
-                late: LateRecords::new(windows.lateness, &topology, &node_name),
-                null_keys: crate::metrics::dropped(&topology, &node_name, "null-key"),
-                last_input: None,
-                ordinal: 0,
-                _marker: PhantomData,
-            }) as Box<dyn Node>
+        let factory = processor::factory::<_, K, Side<V, V2>>(move || StreamJoin {
+            shared: shared.clone(),
+            expired_before: [i64::MIN, i64::MIN],
+            late: LateRecords::new(windows.lateness, &topology, &node_name),
+            null_keys: crate::metrics::dropped(&topology, &node_name, "null-key"),
+            last_input: None,
+            ordinal: 0,
+            _marker: PhantomData,
         });
-        let out: Stream<K, VO> = this.add_stateful_node(
-            name,
-            operator,
-            &[stores[0].as_str(), stores[1].as_str()],
-            factory,
-        );
-        if std::rc::Rc::ptr_eq(&self.graph, &other.graph) {
-            let mut graph = self.graph.borrow_mut();
-            graph.nodes[that.node].children.push(out.node);
-            graph.nodes[out.node].parents.push(that.node);
-        } else {
-            self.graph
-                .borrow_mut()
-                .errors
-                .push(TopologyError::ForeignStream { node: name.into() });
-        }
-        out
+        let spec = NodeSpec::processor(name, operator, factory)
+            .stores(&[stores[0].as_str(), stores[1].as_str()]);
+        this.add_node_fed_by(&that, spec)
     }
 }
 
@@ -281,7 +266,7 @@ struct JoinShared<K, V, V2, F> {
     joined: StreamJoined<K, V, V2>,
 }
 
-struct StreamJoinNode<K, V, V2, VO, F> {
+struct StreamJoin<K, V, V2, VO, F> {
     shared: Arc<JoinShared<K, V, V2, F>>,
     /// Per side (this, other): entries before this time have been expired already.
     expired_before: [i64; 2],
@@ -320,7 +305,7 @@ fn encode<T: 'static>(
     Ok(out)
 }
 
-impl<K, V, V2, VO, F> Node for StreamJoinNode<K, V, V2, VO, F>
+impl<K, V, V2, VO, F> Processor<K, Side<V, V2>> for StreamJoin<K, V, V2, VO, F>
 where
     K: Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
@@ -328,10 +313,13 @@ where
     VO: Clone + Send + Sync + 'static,
     F: Fn(&K, &V, Option<&V2>) -> Option<VO> + Send + Sync + 'static,
 {
+    type KeyOut = K;
+    type ValueOut = VO;
+
     fn process(
         &mut self,
-        record: DynRecord,
-        ctx: &mut NodeContext<'_>,
+        record: Record<K, Side<V, V2>>,
+        ctx: &mut Context<'_, K, VO>,
     ) -> Result<(), ProcessError> {
         let shared = self.shared.clone();
         let JoinShared {
@@ -340,7 +328,6 @@ where
             joined,
             ..
         } = &*shared;
-        let record: Record<K, Side<V, V2>> = record.into_typed();
         let Some(key) = encode_key(
             &*joined.key_serde,
             &joined.this_store,
@@ -355,7 +342,7 @@ where
         // One rule for both sides: a record is late once stream time has passed it by more
         // than the grace period. Buffers keep each record as long as a partner that is not
         // late could still arrive for it (see `expire`).
-        if ts.saturating_add(w.lateness.grace_ms) < ctx.stream_time {
+        if ts.saturating_add(w.lateness.grace_ms) < ctx.stream_time().unwrap_or(i64::MIN) {
             return self
                 .late
                 .reject("the record is later than the join window's grace period");
@@ -417,7 +404,7 @@ where
             }
         }
         for (value, timestamp) in outputs {
-            ctx.forward_typed(Record {
+            ctx.forward(Record {
                 key: record.key.clone(),
                 value,
                 headers: record.headers.clone(),
@@ -428,7 +415,7 @@ where
     }
 }
 
-impl<K, V, V2, VO, F> StreamJoinNode<K, V, V2, VO, F>
+impl<K, V, V2, VO, F> StreamJoin<K, V, V2, VO, F>
 where
     K: Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
@@ -439,8 +426,8 @@ where
     /// Tells apart buffered records of one key in one millisecond: the input's offset,
     /// its topic (a side may read several), and how many records this input has buffered
     /// so far (a `flat_map` upstream may make several of one input).
-    fn sequence(&mut self, ctx: &NodeContext<'_>) -> i64 {
-        let origin = &ctx.input.origin;
+    fn sequence(&mut self, ctx: &Context<'_, K, VO>) -> i64 {
+        let origin = ctx.origin();
         let topic_bits = match &self.last_input {
             // Records of one topic share its `Arc`: hash a topic's name once per change.
             Some((topic, bits, offset)) if Arc::ptr_eq(topic, &origin.topic) => {
@@ -465,13 +452,14 @@ where
 
     /// Drops the buffered records no partner can reach any more; a left join emits those
     /// of this stream that never found one.
-    fn expire(&mut self, ctx: &mut NodeContext<'_>) -> Result<(), ProcessError> {
+    fn expire(&mut self, ctx: &mut Context<'_, K, VO>) -> Result<(), ProcessError> {
         let shared = self.shared.clone();
         let w = shared.windows;
         let joined = &shared.joined;
         for (side, window_on_other_side) in [(THIS, w.after_ms), (OTHER, w.before_ms)] {
             let before = ctx
-                .stream_time
+                .stream_time()
+                .unwrap_or(i64::MIN)
                 .saturating_sub(window_on_other_side.saturating_add(w.lateness.grace_ms));
             if before <= self.expired_before[side] {
                 continue;
@@ -492,7 +480,7 @@ where
                     let k: K = decode(&*joined.key_serde, &joined.this_store, &key)?;
                     let v: V = decode(&*joined.this_serde, &joined.this_store, &value[1..])?;
                     if let Some(out) = (shared.joiner)(&k, &v, None) {
-                        ctx.forward_typed(Record {
+                        ctx.forward(Record {
                             key: k,
                             value: out,
                             headers: Default::default(),

@@ -27,11 +27,12 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use super::{DynRecord, Node, NodeContext, encode_key, read_value, write_value};
+use super::{Context, Processor, encode_key, read_value, write_value};
 use crate::error::ProcessError;
+use crate::processor;
 use crate::record::Record;
 use crate::serde::{OptionalSerde, Serde, SharedSerde};
-use crate::topology::{Stream, TopologyBuilder};
+use crate::topology::{NodeSpec, Outputs, Stream, TopologyBuilder};
 
 /// A table: the latest value per key of a topic, in a named store.
 pub struct Table<K, V> {
@@ -76,17 +77,19 @@ impl TopologyBuilder {
             SharedSerde(key_serde.clone()),
             OptionalSerde::new(SharedSerde(value_serde.clone())),
         );
-        let shared = Arc::new(Materialize {
+        let shared = Arc::new(MaterializeShared {
             store: Arc::from(store),
             key_serde: key_serde.clone(),
             value_serde: value_serde.clone(),
         });
-        let factory = Arc::new(move || {
-            Box::new(MaterializeNode {
-                shared: shared.clone(),
-            }) as Box<dyn Node>
+        let factory = processor::factory::<_, K, Option<V>>(move || Materialize {
+            shared: shared.clone(),
         });
-        let updates = source.add_stateful_node_with(name, "table", true, &[store], factory);
+        // A table needs no consumer of its updates: joins read its store.
+        let spec = NodeSpec::processor(name, "table", factory)
+            .outputs(Outputs::Optional)
+            .stores(&[store]);
+        let updates = source.add_node(spec);
         Table {
             updates,
             store: store.to_string(),
@@ -96,28 +99,31 @@ impl TopologyBuilder {
     }
 }
 
-struct Materialize<K, V> {
+struct MaterializeShared<K, V> {
     store: Arc<str>,
     key_serde: Arc<dyn Serde<K>>,
     value_serde: Arc<dyn Serde<V>>,
 }
 
-struct MaterializeNode<K, V> {
-    shared: Arc<Materialize<K, V>>,
+/// Writes each update of a table to its store, and forwards it as the table's stream.
+struct Materialize<K, V> {
+    shared: Arc<MaterializeShared<K, V>>,
 }
 
-impl<K, V> Node for MaterializeNode<K, V>
+impl<K, V> Processor<K, Option<V>> for Materialize<K, V>
 where
     K: Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
+    type KeyOut = K;
+    type ValueOut = Option<V>;
+
     fn process(
         &mut self,
-        record: DynRecord,
-        ctx: &mut NodeContext<'_>,
+        record: Record<K, Option<V>>,
+        ctx: &mut Context<'_, K, Option<V>>,
     ) -> Result<(), ProcessError> {
         let shared = &*self.shared;
-        let record: Record<K, Option<V>> = record.into_typed();
         let Some(key) = encode_key(&*shared.key_serde, &shared.store, &record.key, "table key")?
         else {
             // A null key has no row: Kafka Streams ignores such table records too.
@@ -128,16 +134,17 @@ where
             Some(value) => write_value(store, &*shared.value_serde, &key, value, "table value")?,
             None => store.delete(&key),
         }
-        ctx.forward_typed(record);
+        ctx.forward(record);
         Ok(())
     }
 }
 
-/// Looks a key up in a table's store, as a joining node of the same task sees it.
-pub(crate) fn lookup<K: 'static, V: 'static>(
+/// Looks a key up in a table's store, as a joining node of the same task sees it (the
+/// store it reads is its first).
+pub(crate) fn lookup<K: 'static, V: 'static, KO, VO>(
     table: &TableRef<K, V>,
     key: &K,
-    ctx: &mut NodeContext<'_>,
+    ctx: &mut Context<'_, KO, VO>,
 ) -> Result<Option<V>, ProcessError> {
     let Some(key) = encode_key(&*table.key_serde, &table.store, key, "join key")? else {
         return Ok(None);

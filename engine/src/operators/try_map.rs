@@ -29,7 +29,7 @@
 
 use std::sync::Arc;
 
-use super::{Output, Processor};
+use super::{Context, Processor};
 use crate::error::ProcessError;
 use crate::record::Record;
 use crate::topology::Stream;
@@ -47,7 +47,7 @@ where
         F: Fn(Record<K, V>) -> Result<Record<K2, V2>, ProcessError> + Send + Sync + 'static,
     {
         let f = Arc::new(f);
-        self.add_operator(name, "try_map", false, move || TryMap { f: f.clone() })
+        self.add_processor(name, "try_map", move || TryMap { f: f.clone() })
     }
 }
 
@@ -67,9 +67,9 @@ where
     fn process(
         &mut self,
         record: Record<K, V>,
-        out: &mut Output<'_, '_, K2, V2>,
+        ctx: &mut Context<'_, K2, V2>,
     ) -> Result<(), ProcessError> {
-        out.forward((self.f)(record)?);
+        ctx.forward((self.f)(record)?);
         Ok(())
     }
 }

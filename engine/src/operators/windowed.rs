@@ -43,11 +43,12 @@ use std::time::Duration;
 
 use super::aggregate::GroupedStream;
 use super::lateness::{LateRecords, Lateness};
-use super::{DynRecord, Node, NodeContext, encode_key, millis, read_value, write_value};
+use super::{Context, Processor, encode_key, millis, read_value, write_value};
 use crate::error::{ProcessError, SerdeError};
+use crate::processor;
 use crate::record::Record;
 use crate::serde::{I64Serde, Serde};
-use crate::topology::Stream;
+use crate::topology::{NodeSpec, Stream};
 
 /// Fixed-size windows on event time: tumbling (advance = size) or hopping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -251,18 +252,16 @@ where
             _marker: PhantomData,
         });
         let stream = self.grouped.stream();
-        let topology = stream.graph.borrow().name.clone();
+        let topology = stream.topology_name();
         let node = name.to_string();
         let lateness = self.windows.lateness;
-        let factory = Arc::new(move || {
-            Box::new(WindowedNode {
-                shared: shared.clone(),
-                expired_before: i64::MIN,
-                late: LateRecords::new(lateness, &topology, &node),
-                null_keys: crate::metrics::dropped(&topology, &node, "null-key"),
-            }) as Box<dyn Node>
+        let factory = processor::factory::<_, K, V>(move || WindowedAggregate {
+            shared: shared.clone(),
+            expired_before: i64::MIN,
+            late: LateRecords::new(lateness, &topology, &node),
+            null_keys: crate::metrics::dropped(&topology, &node, "null-key"),
         });
-        stream.add_stateful_node(name, operator, &[store], factory)
+        stream.add_node(NodeSpec::processor(name, operator, factory).stores(&[store]))
     }
 }
 
@@ -276,7 +275,7 @@ struct WindowedAggregation<K, V, A, S, I, F> {
     _marker: PhantomData<fn(V) -> A>,
 }
 
-struct WindowedNode<K, V, A, S, I, F> {
+struct WindowedAggregate<K, V, A, S, I, F> {
     shared: Arc<WindowedAggregation<K, V, A, S, I, F>>,
     /// Windows starting before this are closed and gone from the store.
     expired_before: i64,
@@ -292,7 +291,7 @@ fn store_key(start: i64, key: &[u8]) -> Vec<u8> {
     bytes
 }
 
-impl<K, V, A, S, I, F> Node for WindowedNode<K, V, A, S, I, F>
+impl<K, V, A, S, I, F> Processor<K, V> for WindowedAggregate<K, V, A, S, I, F>
 where
     K: Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
@@ -301,20 +300,22 @@ where
     I: Fn() -> A + Send + Sync + 'static,
     F: Fn(&K, V, A) -> A + Send + Sync + 'static,
 {
+    type KeyOut = Windowed<K>;
+    type ValueOut = A;
+
     fn process(
         &mut self,
-        record: DynRecord,
-        ctx: &mut NodeContext<'_>,
+        record: Record<K, V>,
+        ctx: &mut Context<'_, Windowed<K>, A>,
     ) -> Result<(), ProcessError> {
         let shared = &*self.shared;
         let windows = shared.windows;
-        let record: Record<K, V> = record.into_typed();
         let Some(key) = encode_key(&*shared.key_serde, &shared.store, &record.key, "group key")?
         else {
             self.null_keys.increment(1);
             return Ok(());
         };
-        let open_from = windows.open_from(ctx.stream_time);
+        let open_from = windows.open_from(ctx.stream_time().unwrap_or(i64::MIN));
         let open: Vec<i64> = windows
             .starts(record.timestamp)
             .filter(|start| *start >= open_from)
@@ -347,7 +348,7 @@ where
         }
         self.expire_closed_windows(open_from, ctx)?;
         for (start, value) in updates {
-            ctx.forward_typed(Record {
+            ctx.forward(Record {
                 key: Windowed {
                     key: record.key.clone(),
                     start_ms: start,
@@ -362,12 +363,12 @@ where
     }
 }
 
-impl<K, V, A, S, I, F> WindowedNode<K, V, A, S, I, F> {
+impl<K, V, A, S, I, F> WindowedAggregate<K, V, A, S, I, F> {
     /// Deletes every window starting before `open_from`: stream time has closed them.
-    fn expire_closed_windows(
+    fn expire_closed_windows<KO, VO>(
         &mut self,
         open_from: i64,
-        ctx: &mut NodeContext<'_>,
+        ctx: &mut Context<'_, KO, VO>,
     ) -> Result<(), ProcessError> {
         if open_from <= self.expired_before {
             return Ok(());

@@ -6,58 +6,76 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use super::{
-    GlobalTableDef, NodeDef, NodeFactory, NodeKind, StoreDef, SubTopology, Topology, TopologyDef,
-    TopologyError, valid_name,
+    GlobalTableDef, NodeDef, NodeKind, NodeSpec, Outputs, StoreDef, SubTopology, Topology,
+    TopologyDef, TopologyError, valid_name,
 };
-use crate::operators::pass_through;
-use crate::operators::source::SourceDecoder;
 use crate::policy::ErrorPolicy;
-use crate::serde::Serde;
 use crate::topology::Stream;
 
-/// A store a node reads without owning it.
-pub(crate) enum StoreRead<'a> {
-    /// The store of a table of the topology.
-    Table(&'a str),
-    /// The store of a global table.
-    Global(&'a str),
-}
-
 /// The graph under construction, shared by the builder and every stream handle.
-pub(crate) struct Graph {
-    pub(crate) name: String,
-    pub(crate) nodes: Vec<NodeDef>,
+pub(super) struct Graph {
+    pub(super) name: String,
+    pub(super) nodes: Vec<NodeDef>,
     /// Problems found while adding nodes; reported together by `build`.
-    pub(crate) errors: Vec<TopologyError>,
-    pub(crate) policy: ErrorPolicy,
-    pub(crate) globals: Vec<GlobalTableDef>,
+    pub(super) errors: Vec<TopologyError>,
+    pub(super) policy: ErrorPolicy,
+    pub(super) globals: Vec<GlobalTableDef>,
     /// Names of the internal topics (before the application id is known).
-    pub(crate) internal_topics: BTreeSet<String>,
+    pub(super) internal_topics: BTreeSet<String>,
 }
 
 impl Graph {
-    /// Adds a node under `parents` and returns its index.
-    pub(crate) fn add(&mut self, name: &str, kind: NodeKind, parents: &[usize]) -> usize {
-        if !valid_name(name) {
+    /// Adds a node under `parents` and returns its index. Problems with the node's own
+    /// names are recorded here, in the order they are met; the rest wait for `build`.
+    fn add(&mut self, spec: NodeSpec, parents: &[usize]) -> usize {
+        let NodeSpec {
+            name,
+            kind,
+            factory,
+            stores,
+            reads,
+            globals,
+        } = spec;
+        match &kind {
+            // An internal topic is checked where it is written (its sink).
+            NodeKind::Source { topics, .. } => {
+                for topic in topics {
+                    if !valid_name(topic) && !self.internal_topics.contains(topic) {
+                        self.errors.push(TopologyError::InvalidTopic {
+                            node: name.clone(),
+                            topic: topic.clone(),
+                        });
+                    }
+                }
+            }
+            NodeKind::Sink {
+                topic,
+                retarget: Some(_),
+            } => {
+                self.internal_topics.insert(topic.clone());
+            }
+            _ => {}
+        }
+        if !valid_name(&name) {
             self.errors
-                .push(TopologyError::InvalidName { name: name.into() });
+                .push(TopologyError::InvalidName { name: name.clone() });
         } else if self.nodes.iter().any(|n| n.name == name) {
             self.errors
-                .push(TopologyError::DuplicateName { name: name.into() });
+                .push(TopologyError::DuplicateName { name: name.clone() });
         }
         let index = self.nodes.len();
         for &p in parents {
             self.nodes[p].children.push(index);
         }
         self.nodes.push(NodeDef {
-            name: name.to_string(),
+            name,
             kind,
+            factory,
             parents: parents.to_vec(),
             children: Vec::new(),
-            branch_of: None,
-            stores: Vec::new(),
-            reads: Vec::new(),
-            globals: Vec::new(),
+            stores,
+            reads,
+            globals,
         });
         index
     }
@@ -101,37 +119,9 @@ impl TopologyBuilder {
         self
     }
 
-    /// A stream of the records of `topics`, decoded with the given serdes. A record that
-    /// does not decode goes to the error policy, naming this source as the operator.
-    pub fn source<K, V>(
-        &self,
-        name: &str,
-        topics: &[&str],
-        key_serde: impl Serde<K>,
-        value_serde: impl Serde<V>,
-    ) -> Stream<K, V>
-    where
-        K: Clone + Send + 'static,
-        V: Clone + Send + 'static,
-    {
-        let mut graph = self.graph.borrow_mut();
-        for topic in topics {
-            if !valid_name(topic) {
-                graph.errors.push(TopologyError::InvalidTopic {
-                    node: name.into(),
-                    topic: topic.to_string(),
-                });
-            }
-        }
-        let decoder = Arc::new(SourceDecoder::new(key_serde, value_serde));
-        let factory: NodeFactory = pass_through(|| |_: &K, _: &V| true);
-        let kind = NodeKind::Source {
-            topics: topics.iter().map(|t| t.to_string()).collect(),
-            decoder,
-            factory,
-        };
-        let node = graph.add(name, kind, &[]);
-        drop(graph);
+    /// Adds a node fed by no stream (a source): the narrow way in for operators.
+    pub(crate) fn add_node<K, V>(&self, spec: NodeSpec) -> Stream<K, V> {
+        let node = self.graph.borrow_mut().add(spec, &[]);
         Stream::new(self.graph.clone(), node)
     }
 
@@ -202,25 +192,20 @@ fn validate(graph: &Graph, errors: &mut Vec<TopologyError>) {
                     });
                 }
             }
-            NodeKind::Processor {
-                terminal, operator, ..
-            } => {
-                if *operator == "branch" && node.children.is_empty() {
-                    errors.push(TopologyError::EmptyBranch {
-                        node: node.name.clone(),
-                    });
-                } else if !terminal && node.children.is_empty() {
-                    errors.push(match &node.branch_of {
-                        Some((branch_node, branch)) => TopologyError::BranchGoesNowhere {
-                            node: graph.nodes[*branch_node].name.clone(),
-                            branch: branch.clone(),
-                        },
-                        None => TopologyError::Dangling {
-                            node: node.name.clone(),
-                        },
-                    });
-                }
-            }
+            NodeKind::Processor { outputs, .. } if node.children.is_empty() => match outputs {
+                Outputs::Required => errors.push(TopologyError::Dangling {
+                    node: node.name.clone(),
+                }),
+                Outputs::Optional => {}
+                Outputs::Branches => errors.push(TopologyError::EmptyBranch {
+                    node: node.name.clone(),
+                }),
+                Outputs::Branch { of, name } => errors.push(TopologyError::BranchGoesNowhere {
+                    node: graph.nodes[*of].name.clone(),
+                    branch: name.clone(),
+                }),
+            },
+            NodeKind::Processor { .. } => {}
             NodeKind::Sink { topic, .. } => {
                 if !valid_name(topic) {
                     errors.push(TopologyError::InvalidTopic {
@@ -445,67 +430,56 @@ fn check_loops(nodes: &[NodeDef], subs: &[SubTopology], errors: &mut Vec<Topolog
 }
 
 impl<K, V> Stream<K, V> {
-    /// Adds a processor node fed by this stream.
-    pub(crate) fn add_node<K2, V2>(
-        &self,
-        name: &str,
-        operator: &'static str,
-        terminal: bool,
-        factory: NodeFactory,
-    ) -> Stream<K2, V2> {
-        let node = self.graph.borrow_mut().add(
-            name,
-            NodeKind::Processor {
-                operator,
-                factory,
-                terminal,
-            },
-            &[self.node],
-        );
+    /// Adds a node fed by this stream: the narrow way in for operators.
+    pub(crate) fn add_node<K2, V2>(&self, spec: NodeSpec) -> Stream<K2, V2> {
+        let node = self.graph.borrow_mut().add(spec, &[self.node]);
         Stream::new(self.graph.clone(), node)
     }
 
-    /// Adds a processor node that keeps its state in the named stores.
-    pub(crate) fn add_stateful_node<K2, V2>(
+    /// Adds a node fed by this stream and by `other` (merge, a stream-stream join). A
+    /// stream of another builder cannot feed it: `build` reports that.
+    pub(crate) fn add_node_fed_by<K2, V2>(
         &self,
-        name: &str,
-        operator: &'static str,
-        stores: &[&str],
-        factory: NodeFactory,
+        other: &Stream<K, V>,
+        spec: NodeSpec,
     ) -> Stream<K2, V2> {
-        self.add_stateful_node_with(name, operator, false, stores, factory)
-    }
-
-    /// Like [`Stream::add_stateful_node`]; a `terminal` node may have no children.
-    pub(crate) fn add_stateful_node_with<K2, V2>(
-        &self,
-        name: &str,
-        operator: &'static str,
-        terminal: bool,
-        stores: &[&str],
-        factory: NodeFactory,
-    ) -> Stream<K2, V2> {
-        let stream = self.add_node(name, operator, terminal, factory);
-        self.graph.borrow_mut().nodes[stream.node].stores =
-            stores.iter().map(|s| s.to_string()).collect();
-        stream
-    }
-
-    /// Adds a processor node that reads a store it does not own: a table's (the node runs
-    /// in the table's sub-topology) or a global table's.
-    pub(crate) fn add_reading_node<K2, V2>(
-        &self,
-        name: &str,
-        operator: &'static str,
-        store: StoreRead<'_>,
-        factory: NodeFactory,
-    ) -> Stream<K2, V2> {
-        let stream = self.add_node(name, operator, false, factory);
-        let node = &mut self.graph.borrow_mut().nodes[stream.node];
-        match store {
-            StoreRead::Table(store) => node.reads = vec![store.to_string()],
-            StoreRead::Global(store) => node.globals = vec![store.to_string()],
+        let name = spec.name.clone();
+        let added: Stream<K2, V2> = self.add_node(spec);
+        let mut graph = self.graph.borrow_mut();
+        if Rc::ptr_eq(&self.graph, &other.graph) {
+            graph.nodes[other.node].children.push(added.node);
+            graph.nodes[added.node].parents.push(other.node);
+        } else {
+            graph
+                .errors
+                .push(TopologyError::ForeignStream { node: name });
         }
-        stream
+        drop(graph);
+        added
+    }
+
+    /// The outputs of a branch node's branch `branch`: a spec for a node fed by it.
+    pub(crate) fn branch_outputs(&self, branch: &str) -> Outputs {
+        Outputs::Branch {
+            of: self.node,
+            name: branch.to_string(),
+        }
+    }
+
+    /// Records a problem `build` reports, found by an operator while it was wired.
+    pub(crate) fn report(&self, error: TopologyError) {
+        self.graph.borrow_mut().errors.push(error);
+    }
+
+    /// The builder of the topology the stream belongs to.
+    pub(crate) fn builder(&self) -> TopologyBuilder {
+        TopologyBuilder {
+            graph: self.graph.clone(),
+        }
+    }
+
+    /// The name of the topology the stream belongs to (metrics are labelled with it).
+    pub(crate) fn topology_name(&self) -> String {
+        self.graph.borrow().name.clone()
     }
 }

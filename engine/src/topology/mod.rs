@@ -16,7 +16,7 @@
 //! way Kafka Streams' `Topology#describe()` does, and [`Topology::to_mermaid`] as a
 //! Mermaid flowchart.
 
-pub(crate) mod builder;
+mod builder;
 mod describe;
 mod stream;
 
@@ -27,11 +27,8 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::operators::Node;
-use crate::operators::source::Decoder;
 use crate::policy::ErrorPolicy;
-
-pub(crate) type NodeFactory = Arc<dyn Fn() -> Box<dyn Node> + Send + Sync>;
+use crate::processor::{Decoder, ProcessorFactory};
 
 /// What a node of the graph is.
 #[derive(Clone)]
@@ -39,36 +36,45 @@ pub(crate) enum NodeKind {
     Source {
         topics: Vec<String>,
         decoder: Arc<dyn Decoder>,
-        /// Forwards the decoded record to the source's children.
-        factory: NodeFactory,
     },
     Processor {
-        /// The operator's name in descriptions: `map`, `filter`, ...
+        /// The operator's name in descriptions (`map`, `filter`, ...): for people only;
+        /// validation reads [`Outputs`].
         operator: &'static str,
-        factory: NodeFactory,
-        /// Terminal operators (`for_each`) need no children.
-        terminal: bool,
+        outputs: Outputs,
     },
     Sink {
         topic: String,
-        factory: NodeFactory,
-        /// For a sink to an internal topic: makes its factory for the topic's final name,
-        /// known once the application id is (see [`Topology::for_application`]).
+        /// For a sink to an internal topic: makes its processor's factory for the topic's
+        /// final name, known once the application id is (see [`Topology::for_application`]).
         retarget: Option<Retarget>,
     },
 }
 
+/// Where a processor node's output must go: what validation checks of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Outputs {
+    /// Forwards to its children, so it needs one (most operators).
+    Required,
+    /// May end the stream: `for_each`, a table's materialization.
+    Optional,
+    /// Routes each record to one of its named branches, so it needs at least one branch.
+    Branches,
+    /// The branch `name` of the branch node `of`: it must lead somewhere.
+    Branch { of: usize, name: String },
+}
+
 /// Makes a sink's factory for a given topic.
-pub(crate) type Retarget = Arc<dyn Fn(&str) -> NodeFactory + Send + Sync>;
+pub(crate) type Retarget = Arc<dyn Fn(&str) -> ProcessorFactory + Send + Sync>;
 
 #[derive(Clone)]
 pub(crate) struct NodeDef {
     pub(crate) name: String,
     pub(crate) kind: NodeKind,
+    /// Makes the node's processor, one per task.
+    pub(crate) factory: ProcessorFactory,
     pub(crate) parents: Vec<usize>,
     pub(crate) children: Vec<usize>,
-    /// For the output node of a named branch: (branch node, branch name).
-    pub(crate) branch_of: Option<(usize, String)>,
     /// Names of the state stores the node owns (reads and writes).
     pub(crate) stores: Vec<String>,
     /// Names of stores another node owns that this node reads (a join reading a table).
@@ -78,13 +84,94 @@ pub(crate) struct NodeDef {
     pub(crate) globals: Vec<String>,
 }
 
-impl NodeDef {
-    pub(crate) fn factory(&self) -> &NodeFactory {
-        match &self.kind {
-            NodeKind::Source { factory, .. }
-            | NodeKind::Processor { factory, .. }
-            | NodeKind::Sink { factory, .. } => factory,
+/// A node an operator adds to the graph: everything about it but its place, which the
+/// [`Stream`] or [`TopologyBuilder`] it is added through gives. This, with the few methods
+/// taking it, is all an operator sees of the graph; edges and problems stay the graph's.
+pub(crate) struct NodeSpec {
+    name: String,
+    kind: NodeKind,
+    factory: ProcessorFactory,
+    stores: Vec<String>,
+    reads: Vec<String>,
+    globals: Vec<String>,
+}
+
+impl NodeSpec {
+    fn new(name: &str, kind: NodeKind, factory: ProcessorFactory) -> Self {
+        Self {
+            name: name.to_string(),
+            kind,
+            factory,
+            stores: Vec::new(),
+            reads: Vec::new(),
+            globals: Vec::new(),
         }
+    }
+
+    /// A processor node whose output must go somewhere; `operator` names it in descriptions.
+    pub(crate) fn processor(name: &str, operator: &'static str, factory: ProcessorFactory) -> Self {
+        let outputs = Outputs::Required;
+        Self::new(name, NodeKind::Processor { operator, outputs }, factory)
+    }
+
+    /// A source node reading `topics`, decoding them with `decoder`.
+    pub(crate) fn source(
+        name: &str,
+        topics: &[&str],
+        decoder: Arc<dyn Decoder>,
+        factory: ProcessorFactory,
+    ) -> Self {
+        let topics = topics.iter().map(|t| t.to_string()).collect();
+        Self::new(name, NodeKind::Source { topics, decoder }, factory)
+    }
+
+    /// A sink node writing to `topic`.
+    pub(crate) fn sink(name: &str, topic: &str, factory: ProcessorFactory) -> Self {
+        let topic = topic.to_string();
+        Self::new(
+            name,
+            NodeKind::Sink {
+                topic,
+                retarget: None,
+            },
+            factory,
+        )
+    }
+
+    /// A sink node writing to the internal topic `topic`, renamed for the application.
+    pub(crate) fn internal_sink(name: &str, topic: &str, retarget: Retarget) -> Self {
+        let factory = retarget(topic);
+        let kind = NodeKind::Sink {
+            topic: topic.to_string(),
+            retarget: Some(retarget),
+        };
+        Self::new(name, kind, factory)
+    }
+
+    /// Sets what the output of a processor node must be.
+    pub(crate) fn outputs(mut self, outputs: Outputs) -> Self {
+        if let NodeKind::Processor { outputs: o, .. } = &mut self.kind {
+            *o = outputs;
+        }
+        self
+    }
+
+    /// The stores the node owns, reached by index in this order.
+    pub(crate) fn stores(mut self, stores: &[&str]) -> Self {
+        self.stores = stores.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// A store another node owns that this node reads (after its own).
+    pub(crate) fn reads(mut self, store: &str) -> Self {
+        self.reads.push(store.to_string());
+        self
+    }
+
+    /// The stores of global tables the node reads, reached by index in this order.
+    pub(crate) fn globals(mut self, stores: &[&str]) -> Self {
+        self.globals = stores.iter().map(|s| s.to_string()).collect();
+        self
     }
 }
 
@@ -233,32 +320,28 @@ impl Topology {
             .nodes
             .iter()
             .map(|node| {
-                let kind = match &node.kind {
-                    NodeKind::Source {
-                        topics,
-                        decoder,
-                        factory,
-                    } => NodeKind::Source {
-                        topics: topics.iter().map(rename).collect(),
-                        decoder: decoder.clone(),
-                        factory: factory.clone(),
-                    },
+                let (kind, factory) = match &node.kind {
+                    NodeKind::Source { topics, decoder } => (
+                        NodeKind::Source {
+                            topics: topics.iter().map(rename).collect(),
+                            decoder: decoder.clone(),
+                        },
+                        node.factory.clone(),
+                    ),
                     NodeKind::Sink {
                         topic,
                         retarget: Some(retarget),
-                        ..
                     } => {
                         let topic = rename(topic);
-                        NodeKind::Sink {
-                            factory: retarget(&topic),
-                            topic,
-                            retarget: Some(retarget.clone()),
-                        }
+                        let factory = retarget(&topic);
+                        let retarget = Some(retarget.clone());
+                        (NodeKind::Sink { topic, retarget }, factory)
                     }
-                    other => other.clone(),
+                    other => (other.clone(), node.factory.clone()),
                 };
                 NodeDef {
                     kind,
+                    factory,
                     ..node.clone()
                 }
             })
@@ -376,4 +459,24 @@ pub fn valid_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The graph sits below the operators: it holds processors through the contract in
+    /// `crate::processor` and knows no operator, so the two never import each other.
+    #[test]
+    fn the_graph_imports_nothing_from_the_operators() {
+        for (file, source) in [
+            ("mod.rs", include_str!("mod.rs")),
+            ("builder.rs", include_str!("builder.rs")),
+            ("describe.rs", include_str!("describe.rs")),
+            ("stream.rs", include_str!("stream.rs")),
+        ] {
+            let imports = source
+                .lines()
+                .filter(|line| line.starts_with("use ") && line.contains("operators"));
+            assert_eq!(imports.count(), 0, "topology/{file} imports an operator");
+        }
+    }
 }

@@ -12,13 +12,13 @@ use super::builder::Graph;
 /// [`operators`](crate::operators). A stream may be consumed more than once: each consumer
 /// sees every record (fan-out).
 pub struct Stream<K, V> {
-    pub(crate) graph: Rc<RefCell<Graph>>,
-    pub(crate) node: usize,
+    pub(super) graph: Rc<RefCell<Graph>>,
+    pub(super) node: usize,
     _marker: PhantomData<fn() -> (K, V)>,
 }
 
 impl<K, V> Stream<K, V> {
-    pub(crate) fn new(graph: Rc<RefCell<Graph>>, node: usize) -> Self {
+    pub(super) fn new(graph: Rc<RefCell<Graph>>, node: usize) -> Self {
         Self {
             graph,
             node,
