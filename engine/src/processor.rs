@@ -99,7 +99,7 @@ pub trait Processor<K, V>: Send + 'static {
 
     /// Called before the task commits: flush what must be durable with this commit. What
     /// it forwards runs through the children at once; what reaches a sink is handed over
-    /// with the commit ([`Task::commit_into`](crate::Task::commit_into)), for the
+    /// with the commit ([`Task::prepare_commit`](crate::Task::prepare_commit)), for the
     /// transaction about to commit. An `Err` fails the commit (the transaction aborts and
     /// the task replays from its last commit).
     fn on_commit(

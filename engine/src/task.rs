@@ -134,9 +134,6 @@ pub struct Task {
     /// Per input topic (of this task's partition), the offset after the last input the
     /// task is done with since the last commit: what the runtime may commit.
     committable: Vec<(Arc<str>, i64)>,
-    /// What processors emitted on a [`Task::commit`] that had nowhere to put it: handed
-    /// out first by the next call that takes an output buffer, so it is never lost.
-    emitted_on_commit: Vec<ProducerRecord>,
 }
 
 /// A node's schedule of stream-time punctuations.
@@ -277,7 +274,6 @@ impl Task {
             stream_time: i64::MIN,
             stream_punctuators,
             committable: Vec::new(),
-            emitted_on_commit: Vec::new(),
         }
     }
 
@@ -318,10 +314,6 @@ impl Task {
                     topic: input.origin.topic.to_string(),
                 })?;
         self.metrics.consumed.increment(1);
-        // As `release_emitted_on_commit`, field by field: `source` borrows `self.sources`.
-        if !self.emitted_on_commit.is_empty() {
-            out.append(&mut self.emitted_on_commit);
-        }
         for store in &mut self.stores {
             store.begin_input();
         }
@@ -417,7 +409,6 @@ impl Task {
         &mut self,
         out: &mut Vec<ProducerRecord>,
     ) -> Result<(), TaskError> {
-        self.release_emitted_on_commit(out);
         // Before the first record there is no stream time to punctuate on.
         if self.stream_punctuators.is_empty() || self.stream_time == i64::MIN {
             return Ok(());
@@ -517,27 +508,12 @@ impl Task {
         Ok(())
     }
 
-    /// Lets every operator flush before the runtime commits.
-    ///
-    /// What operators emit here (see [`Processor::on_commit`](crate::processor::Processor::on_commit))
-    /// belongs in the transaction about to commit: [`Task::commit_into`] hands it over. This
-    /// method has nowhere to put it, so the task keeps it and releases it first thing on
-    /// the next call that takes an output buffer (`process`, `tick`,
-    /// `punctuate_stream_time`, `commit_into`): late by one commit, but never lost.
-    pub fn commit(&mut self) -> Result<(), TaskError> {
-        let mut emitted = std::mem::take(&mut self.emitted_on_commit);
-        let result = self.commit_into(&mut emitted);
-        self.emitted_on_commit = emitted;
-        result
-    }
-
     /// Lets every operator flush before the runtime commits, in topological order, and
     /// appends to `out` what they emit: the runtime sends it in the transaction about to
     /// commit. What a node forwards runs through its children before the next node's hook.
     /// Any failure fails the commit (the transaction aborts and the task replays from its
     /// last commit); nothing of it reaches the error policy, as there is no input to blame.
-    pub fn commit_into(&mut self, out: &mut Vec<ProducerRecord>) -> Result<(), TaskError> {
-        self.release_emitted_on_commit(out);
+    pub fn prepare_commit(&mut self, out: &mut Vec<ProducerRecord>) -> Result<(), TaskError> {
         let meta = self.occasion("sluice.commit");
         let mut outputs_for_input = 0;
         for index in 0..self.nodes.len() {
@@ -555,14 +531,6 @@ impl Task {
             }
         }
         Ok(())
-    }
-
-    /// Hands out what a [`Task::commit`] without a buffer kept (see there).
-    fn release_emitted_on_commit(&mut self, out: &mut Vec<ProducerRecord>) {
-        // Checked first: this runs for every input, and there is rarely anything to move.
-        if !self.emitted_on_commit.is_empty() {
-            out.append(&mut self.emitted_on_commit);
-        }
     }
 
     /// The input of a punctuation or a commit: named for the occasion, numbered so that

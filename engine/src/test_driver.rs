@@ -215,7 +215,7 @@ impl TestDriver {
     pub fn commit(&mut self) -> Result<(), TaskError> {
         let mut produced = Vec::new();
         for task in &mut self.tasks {
-            task.commit_into(&mut produced)?;
+            task.prepare_commit(&mut produced)?;
         }
         for record in produced {
             self.pipe_record(record)?;

@@ -209,21 +209,8 @@ fn a_task_commits_into_the_callers_buffer_what_processors_emit_on_commit() {
     let mut out = Vec::new();
     task.process(&raw("in", 0), &mut out).unwrap();
     assert!(out.is_empty());
-    task.commit_into(&mut out).unwrap();
+    task.prepare_commit(&mut out).unwrap();
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].value.as_deref(), Some(&b"1"[..]));
-}
-
-#[test]
-fn what_a_task_commit_without_a_buffer_emits_comes_out_first_with_the_next_output() {
-    let topology = counting_per_commit(false);
-    let mut task = Task::new(&topology, 0, 0);
-    let mut out = Vec::new();
-    task.process(&raw("in", 0), &mut out).unwrap();
-    task.commit().unwrap();
-    assert!(out.is_empty());
-    task.process(&raw("in", 1), &mut out).unwrap();
-    assert_eq!(out.len(), 1, "the commit's output, not lost");
     assert_eq!(out[0].value.as_deref(), Some(&b"1"[..]));
 }
 

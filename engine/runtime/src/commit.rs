@@ -1,7 +1,8 @@
 //! Commit, and abort with rewind: the two ways a stream thread ends what it did since
 //! the last commit.
 //!
-//! A commit lets the operators flush, sends every store's changes as changelog records,
+//! A commit lets the operators act (and sends what they emit), sends every store's
+//! changes as changelog records,
 //! then makes the outputs, the changelog records and the tasks' committable offsets
 //! durable together (one transaction under exactly_once_v2; flush, then offsets, under
 //! at_least_once). Only after that are the stores' overlays written to RocksDB, with the
@@ -32,7 +33,13 @@ pub(crate) fn commit<C: ConsumerContext>(
     collector: &mut RecordCollector,
     consumer: &BaseConsumer<C>,
 ) -> Result<(), StreamThreadError> {
-    tasks.flush_operators()?;
+    // What operators emit before the commit belongs to this transaction.
+    let mut emitted = Vec::new();
+    tasks.prepare_commit(&mut emitted)?;
+    let operators_emitted = !emitted.is_empty();
+    for record in emitted {
+        collector.send(record, None)?;
+    }
     // State changes since the last commit join the transaction as changelog records.
     let mut changelog = Vec::new();
     tasks.changelog_records(chrono::Utc::now().timestamp_millis(), &mut changelog);
@@ -41,7 +48,8 @@ pub(crate) fn commit<C: ConsumerContext>(
         collector.send_changelog(record)?;
     }
     let offsets = tasks.committable_offsets()?;
-    if offsets.count() == 0 && !collector.transaction_open() && !state_changed {
+    if offsets.count() == 0 && !collector.transaction_open() && !state_changed && !operators_emitted
+    {
         return Ok(());
     }
     let started = Instant::now();

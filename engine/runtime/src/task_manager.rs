@@ -448,10 +448,14 @@ impl TaskManager {
         Ok(())
     }
 
-    /// Lets every task's operators flush before a commit.
-    pub(crate) fn flush_operators(&mut self) -> Result<(), StreamThreadError> {
+    /// Lets every task's operators act before a commit; what they emit goes to `out`, for
+    /// the transaction about to commit.
+    pub(crate) fn prepare_commit(
+        &mut self,
+        out: &mut Vec<ProducerRecord>,
+    ) -> Result<(), StreamThreadError> {
         for task in self.tasks.values_mut() {
-            task.commit()?;
+            task.prepare_commit(out)?;
         }
         Ok(())
     }

@@ -15,7 +15,7 @@
 //! [`Stream::process_with_stores`]: stores of its own and global tables
 //! ([`ProcessorStores`]). What a hook forwards flows on like any record; from
 //! `on_commit`, it is handed over with the commit
-//! ([`Task::commit_into`](crate::Task::commit_into)).
+//! ([`Task::prepare_commit`](crate::Task::prepare_commit)).
 //!
 //! Fields of the processor are lost on a crash or a rebalance. State that must survive
 //! goes in its own stores: they commit with the task's transaction and move with the
