@@ -328,6 +328,34 @@ pub(crate) trait DynProcessor: Send {
     ) -> Result<(), ProcessError>;
 
     fn on_commit(&mut self, ctx: TaskContext<'_>) -> Result<(), ProcessError>;
+
+    /// For an async operator, its calls; `None` for every other processor. The task
+    /// starts an async operator's call where it would call [`DynProcessor::process`], and
+    /// forwards the call's result to the operator's children once it completes.
+    fn as_async(&mut self) -> Option<&mut dyn AsyncCalls> {
+        None
+    }
+}
+
+/// An async operator as the task runs it: it starts one call per record.
+pub(crate) trait AsyncCalls: Send {
+    /// The operator's options (capacity, timeout, order).
+    fn options(&self) -> &crate::operators::AsyncOptions;
+
+    /// Starts the call for `record`; `call` says which input it serves.
+    fn start(&mut self, record: DynRecord, call: crate::operators::Call) -> StartedCall;
+
+    /// Forwards a completed call's record to the operator's children.
+    fn forward(&mut self, record: DynRecord, ctx: TaskContext<'_>);
+}
+
+/// A call an async operator has started: the future of the record it forwards, and the
+/// hash of its record's key, which orders it in key-ordered mode.
+pub(crate) struct StartedCall {
+    pub(crate) key_hash: u64,
+    pub(crate) future: std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<DynRecord, ProcessError>> + Send>,
+    >,
 }
 
 /// Makes a node's processor, one per task.

@@ -16,6 +16,13 @@
 //! Time: record timestamps default to the driver's wall clock, which starts at
 //! [`TestDriver::DEFAULT_START_MS`] and moves only when the test calls
 //! [`TestDriver::advance_wall_clock`], which also runs every operator's `on_tick`.
+//!
+//! Async operators: the driver owns a tokio runtime on which their calls run. Piping a
+//! record waits until every call it caused has completed and its results have gone on,
+//! so a test reads the outputs right after. [`TestDriver::pipe_all`] pipes many records
+//! without waiting between them (up to the operators' capacity), to show order and
+//! concurrency. [`TestDriver::with_paused_time`] runs the calls on paused time: a call
+//! that sleeps, or times out, does so at once and deterministically, in virtual time.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -41,6 +48,8 @@ pub struct TestDriver {
     /// How far the test has read each topic.
     read_positions: HashMap<String, usize>,
     wall_clock_ms: i64,
+    /// Where async operators' calls run.
+    runtime: tokio::runtime::Runtime,
 }
 
 impl TestDriver {
@@ -48,6 +57,22 @@ impl TestDriver {
     pub const DEFAULT_START_MS: i64 = 1_767_225_600_000;
 
     pub fn new(topology: Topology) -> Self {
+        Self::with_runtime(topology, false)
+    }
+
+    /// A driver whose async operators' calls run on paused tokio time: sleeps and timeouts
+    /// pass at once, in virtual time, whenever nothing else can run. For calls that only
+    /// wait on timers; a call doing real I/O would see its timeout fire at once.
+    pub fn with_paused_time(topology: Topology) -> Self {
+        Self::with_runtime(topology, true)
+    }
+
+    fn with_runtime(topology: Topology, paused: bool) -> Self {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(paused)
+            .build()
+            .expect("a current-thread tokio runtime starts");
         // Internal topics are named for an application: here, the topology's name.
         let topology = topology.for_application(topology.name());
         let stores: GlobalStores = topology
@@ -66,7 +91,11 @@ impl TestDriver {
             .map(|g| (g.topic.clone(), stores[&g.store].clone()))
             .collect();
         let tasks: Vec<Task> = (0..topology.subtopologies().len())
-            .map(|sub| Task::new(&topology, sub, 0).with_global_stores(&stores))
+            .map(|sub| {
+                Task::new(&topology, sub, 0)
+                    .with_global_stores(&stores)
+                    .with_runtime(runtime.handle().clone())
+            })
             .collect();
         let readers = topology
             .subtopologies()
@@ -81,6 +110,7 @@ impl TestDriver {
             topics: HashMap::new(),
             read_positions: HashMap::new(),
             wall_clock_ms: Self::DEFAULT_START_MS,
+            runtime,
         }
     }
 
@@ -133,6 +163,64 @@ impl TestDriver {
     /// Appends `record` to its topic and runs it, and everything it causes, through the
     /// tasks. Returns the outcome of the piped record itself.
     pub fn pipe_record(&mut self, record: ProducerRecord) -> Result<Outcome, TaskError> {
+        let outcome = self.run_record(record, true)?;
+        self.commit_state();
+        Ok(outcome)
+    }
+
+    /// Pipes raw records into `topic` one after the other without waiting for async
+    /// operators between them: a record waits only while its task has as many inputs in
+    /// flight as its capacity allows, as a worker's partition would pause. Then waits for
+    /// every call. Returns each piped record's outcome ([`Outcome::InFlight`] for one whose
+    /// call was still running when the next was piped).
+    pub fn pipe_all<'a>(
+        &mut self,
+        topic: &str,
+        records: impl IntoIterator<Item = (Option<&'a [u8]>, Option<&'a [u8]>)>,
+    ) -> Result<Vec<Outcome>, TaskError> {
+        let mut outcomes = Vec::new();
+        for (key, value) in records {
+            let record = ProducerRecord {
+                topic: Arc::from(topic),
+                partition: Some(0),
+                key: key.map(<[u8]>::to_vec),
+                value: value.map(<[u8]>::to_vec),
+                headers: Headers::new(),
+                timestamp: self.wall_clock_ms,
+            };
+            outcomes.push(self.run_record(record, false)?);
+        }
+        self.settle_calls()?;
+        self.commit_state();
+        Ok(outcomes)
+    }
+
+    /// Waits until no task has a call in flight, piping on what completions produce.
+    fn settle_calls(&mut self) -> Result<(), TaskError> {
+        for task in 0..self.tasks.len() {
+            while self.tasks[task].in_flight() > 0 {
+                let produced = self.complete_some(task)?;
+                for record in produced {
+                    self.run_record(record, true)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Drives the runtime until some call of `task` completes, and forwards the results.
+    fn complete_some(&mut self, task: usize) -> Result<Vec<ProducerRecord>, TaskError> {
+        let task = &mut self.tasks[task];
+        self.runtime
+            .block_on(std::future::poll_fn(|cx| task.poll_calls(cx)));
+        let mut produced = Vec::new();
+        task.complete_calls(&mut produced)?;
+        Ok(produced)
+    }
+
+    /// Runs `record` and everything it causes through the tasks; with `settle`, waits for
+    /// the calls it starts, otherwise only while its task is at capacity.
+    fn run_record(&mut self, record: ProducerRecord, settle: bool) -> Result<Outcome, TaskError> {
         let mut queue = VecDeque::from([record]);
         let mut first_outcome = None;
         while let Some(record) = queue.pop_front() {
@@ -169,9 +257,12 @@ impl TestDriver {
             let outcome = self.tasks[task].process(&raw, &mut produced)?;
             first_outcome.get_or_insert(outcome);
             self.tasks[task].punctuate_stream_time(&mut produced)?;
+            let at_capacity = |t: &Task| t.async_capacity().is_some_and(|c| t.in_flight() >= c);
+            while (settle && self.tasks[task].in_flight() > 0) || at_capacity(&self.tasks[task]) {
+                produced.extend(self.complete_some(task)?);
+            }
             queue.extend(produced);
         }
-        self.commit_state();
         Ok(first_outcome.unwrap_or(Outcome::Processed))
     }
 

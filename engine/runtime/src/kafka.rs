@@ -179,27 +179,100 @@ pub(crate) fn concrete(offset: Offset) -> Option<i64> {
     }
 }
 
-/// The metadata of a committed offset: the stream time of the task that committed it.
-pub(crate) fn stream_time_metadata(stream_time: i64) -> String {
-    format!("{STREAM_TIME_METADATA}{stream_time}")
+/// The metadata of a committed offset: the stream time of the task that committed it, and
+/// the inputs after the offset that the task had done already (behind an input still in
+/// flight), which a task reading them again skips.
+pub(crate) fn offset_metadata(stream_time: Option<i64>, done_ahead: &[i64]) -> String {
+    let mut metadata = String::new();
+    if let Some(stream_time) = stream_time {
+        metadata.push_str(&format!("{STREAM_TIME_METADATA}{stream_time}"));
+    }
+    if !done_ahead.is_empty() {
+        if !metadata.is_empty() {
+            metadata.push(';');
+        }
+        metadata.push_str(DONE_AHEAD_METADATA);
+        metadata.push_str(&encode_offsets(done_ahead));
+    }
+    metadata
 }
 
 /// The stream time in a committed offset's metadata, if Sluice wrote it.
 pub(crate) fn parse_stream_time(metadata: &str) -> Option<i64> {
-    metadata.strip_prefix(STREAM_TIME_METADATA)?.parse().ok()
+    metadata
+        .split(';')
+        .find_map(|part| part.strip_prefix(STREAM_TIME_METADATA))?
+        .parse()
+        .ok()
+}
+
+/// The inputs done ahead in a committed offset's metadata (none if Sluice wrote none).
+pub(crate) fn parse_done_ahead(metadata: &str) -> Vec<i64> {
+    metadata
+        .split(';')
+        .find_map(|part| part.strip_prefix(DONE_AHEAD_METADATA))
+        .map(decode_offsets)
+        .unwrap_or_default()
+}
+
+/// The prefix of the inputs done ahead in committed offsets' metadata.
+const DONE_AHEAD_METADATA: &str = "sluice.v1.done-ahead=";
+
+/// Sorted offsets as runs: `6-9,12`.
+fn encode_offsets(offsets: &[i64]) -> String {
+    let mut runs: Vec<(i64, i64)> = Vec::new();
+    for &offset in offsets {
+        match runs.last_mut() {
+            Some((_, end)) if *end + 1 == offset => *end = offset,
+            _ => runs.push((offset, offset)),
+        }
+    }
+    runs.iter()
+        .map(|(start, end)| match start == end {
+            true => start.to_string(),
+            false => format!("{start}-{end}"),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn decode_offsets(text: &str) -> Vec<i64> {
+    text.split(',')
+        .filter_map(|run| match run.split_once('-') {
+            Some((start, end)) => Some((start.parse().ok()?, end.parse().ok()?)),
+            None => run.parse().ok().map(|o| (o, o)),
+        })
+        .flat_map(|(start, end): (i64, i64)| start..=end)
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn offset_metadata_of(stream_time: i64) -> String {
+        offset_metadata(Some(stream_time), &[])
+    }
+
     #[test]
     fn stream_time_round_trips_through_offset_metadata() {
-        assert_eq!(parse_stream_time(&stream_time_metadata(-5)), Some(-5));
+        assert_eq!(parse_stream_time(&offset_metadata_of(-5)), Some(-5));
         assert_eq!(
-            parse_stream_time(&stream_time_metadata(1_700_000_000_123)),
+            parse_stream_time(&offset_metadata_of(1_700_000_000_123)),
             Some(1_700_000_000_123)
         );
+    }
+
+    #[test]
+    fn inputs_done_ahead_round_trip_through_offset_metadata_as_runs() {
+        let metadata = offset_metadata(Some(42), &[6, 7, 8, 9, 12, 20, 21]);
+        assert_eq!(
+            metadata,
+            "sluice.v1.stream-time=42;sluice.v1.done-ahead=6-9,12,20-21"
+        );
+        assert_eq!(parse_stream_time(&metadata), Some(42));
+        assert_eq!(parse_done_ahead(&metadata), [6, 7, 8, 9, 12, 20, 21]);
+        assert_eq!(parse_done_ahead(&offset_metadata_of(1)), Vec::<i64>::new());
     }
 
     #[test]

@@ -140,6 +140,8 @@ pub(crate) struct WorkerShared {
     pub(crate) stop: Arc<AtomicBool>,
     /// The global tables' stores, which every task reads.
     pub(crate) globals: GlobalStores,
+    /// The worker's tokio runtime, where async operators' calls run.
+    pub(crate) runtime: tokio::runtime::Handle,
 }
 
 pub(crate) struct StreamThread {
@@ -163,6 +165,7 @@ impl StreamThread {
             budget,
             stop,
             globals,
+            runtime,
         } = shared;
         let kafka = |what, e| StreamThreadError::kafka(index, what, e);
         let read_committed = config.processing_guarantee == ProcessingGuarantee::ExactlyOnceV2;
@@ -191,7 +194,7 @@ impl StreamThread {
         )?;
         let updater = StateUpdater::new(index, config.clone(), topology.clone(), budget, health);
         let commit_interval = config.commit_interval;
-        let tasks = TaskManager::new(index, config, topology, stats, globals, updater);
+        let tasks = TaskManager::new(index, config, topology, stats, globals, updater, runtime);
         *consumer.context().lock() = Some(ThreadState {
             tasks,
             collector,
@@ -235,6 +238,7 @@ impl StreamThread {
             };
             let result = result.and_then(|()| {
                 tasks.drain_groups(consumer, collector)?;
+                tasks.complete_calls(consumer, collector)?;
                 tasks.restore_step(consumer)?;
                 tasks.resume_due_retries(consumer);
                 tasks.tick(collector)?;

@@ -71,6 +71,12 @@ pub(crate) struct TaskManager {
     end_to_end_latency: ::metrics::Histogram,
     /// What a task produced for the input at hand, reused between inputs.
     out: Vec<ProducerRecord>,
+    /// Where async operators' calls run: the worker's tokio runtime.
+    runtime: tokio::runtime::Handle,
+    /// Running tasks with async operators (when none, completions are not looked for).
+    async_tasks: usize,
+    /// Tasks paused because their async operators are at capacity.
+    paused_tasks: std::collections::HashSet<TaskId>,
 }
 
 impl TaskManager {
@@ -81,6 +87,7 @@ impl TaskManager {
         stats: Arc<WorkerStats>,
         globals: GlobalStores,
         updater: StateUpdater,
+        runtime: tokio::runtime::Handle,
     ) -> Self {
         let sources = topology
             .subtopologies()
@@ -109,6 +116,9 @@ impl TaskManager {
             last_tick: Instant::now(),
             last_store_sizes: Instant::now(),
             out: Vec::new(),
+            runtime,
+            async_tasks: 0,
+            paused_tasks: Default::default(),
         }
     }
 
@@ -192,11 +202,15 @@ impl TaskManager {
     ) -> Result<bool, StreamThreadError> {
         let task = self.tasks.get_mut(&id).expect("ensured before");
         self.out.clear();
-        match task.process(&raw, &mut self.out) {
+        let outcome = task.process(&raw, &mut self.out);
+        let in_flight = matches!(outcome, Ok(Outcome::InFlight));
+        match outcome {
             Ok(Outcome::DeadLettered) => {
                 self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
             }
             Ok(Outcome::Processed | Outcome::Skipped) => {}
+            // Done once its calls complete (`complete_calls`).
+            Ok(Outcome::InFlight) => {}
             Err(TaskError::Unavailable { .. }) => {
                 let key = (raw.origin.topic.clone(), raw.origin.partition);
                 let wait = self.retries.schedule(key, raw.origin.offset);
@@ -215,8 +229,14 @@ impl TaskManager {
         self.retries
             .succeeded(&raw.origin.topic, raw.origin.partition);
         task.punctuate_stream_time(&mut self.out)?;
+        // A task at its async operators' capacity stops taking input until half its
+        // inputs in flight are done.
+        let at_capacity = task.async_capacity().is_some_and(|c| task.in_flight() >= c);
         for record in self.out.drain(..) {
             collector.send(record, Some(&raw.origin))?;
+        }
+        if at_capacity {
+            self.pause_task(consumer, id);
         }
         self.stats.consumed.fetch_add(1, Ordering::Relaxed);
         if raw.timestamp > 0 {
@@ -224,8 +244,83 @@ impl TaskManager {
             self.end_to_end_latency
                 .record((now - raw.timestamp).max(0) as f64 / 1000.0);
         }
-        self.processed_since_commit += 1;
+        // An input in flight counts once its calls are done (`complete_calls`).
+        if !in_flight {
+            self.processed_since_commit += 1;
+        }
         Ok(true)
+    }
+
+    /// Forwards what completed async calls return, and resumes tasks that have drained
+    /// to half their capacity. A call that failed transiently makes its partition retry
+    /// from its input, as a transient failure of a record does.
+    pub(crate) fn complete_calls<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        collector: &mut RecordCollector,
+    ) -> Result<(), StreamThreadError> {
+        if self.async_tasks == 0 {
+            return Ok(());
+        }
+        let ids: Vec<TaskId> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.in_flight() > 0)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let task = self.tasks.get_mut(&id).expect("listed above");
+            self.out.clear();
+            match task.complete_calls(&mut self.out) {
+                Ok(done) => {
+                    self.processed_since_commit += done as u64;
+                    for record in self.out.drain(..) {
+                        collector.send(record, None)?;
+                    }
+                }
+                Err(TaskError::Unavailable {
+                    topic,
+                    partition,
+                    offset,
+                    ..
+                }) => {
+                    let key = (self.sources[topic.as_str()].0.clone(), partition);
+                    let wait = self.retries.schedule(key, offset);
+                    log::warn!(
+                        "stream thread {}: {topic}/{partition}@{offset} waits {wait:?} for an unavailable service",
+                        self.thread
+                    );
+                    kafka::pause(consumer, &topic, partition);
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let task = self.tasks.get(&id).expect("listed above");
+            if self.paused_tasks.contains(&id)
+                && task.in_flight() <= task.async_capacity().unwrap_or(0) / 2
+            {
+                self.resume_task(consumer, id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Pauses every input partition of a task at its capacity.
+    fn pause_task<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, id: TaskId) {
+        if self.paused_tasks.insert(id) {
+            for topic in &self.topology.subtopologies()[id.subtopology].source_topics {
+                kafka::pause(consumer, topic, id.partition);
+            }
+        }
+    }
+
+    /// Resumes a task paused at its capacity. Records fetched before the pause took
+    /// effect were processed (a pause stops fetching; it drops nothing already handed out).
+    fn resume_task<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, id: TaskId) {
+        if self.paused_tasks.remove(&id) {
+            for topic in &self.topology.subtopologies()[id.subtopology].source_topics {
+                kafka::resume(consumer, topic, id.partition);
+            }
+        }
     }
 
     /// The partition group of a task that reads several partitions, each queue knowing
@@ -355,21 +450,35 @@ impl TaskManager {
         id: TaskId,
         mut task: Task,
     ) {
-        if task.uses_stream_time()
-            && let Some(stream_time) = self.committed_stream_time(consumer, id)
-        {
-            task.resume_stream_time(stream_time);
+        if task.uses_stream_time() || task.async_capacity().is_some() {
+            let committed = self.committed_metadata(consumer, id);
+            if task.uses_stream_time()
+                && let Some(stream_time) = committed
+                    .iter()
+                    .filter_map(|(_, m)| parse_stream_time(m))
+                    .max()
+            {
+                task.resume_stream_time(stream_time);
+            }
+            for (topic, metadata) in &committed {
+                task.resume_done_ahead(topic, kafka::parse_done_ahead(metadata));
+            }
         }
-        self.tasks
-            .insert(id, task.with_global_stores(&self.globals));
+        if task.async_capacity().is_some() {
+            self.async_tasks += 1;
+        }
+        let task = task
+            .with_global_stores(&self.globals)
+            .with_runtime(self.runtime.clone());
+        self.tasks.insert(id, task);
     }
 
-    /// The stream time committed with the offsets of a task's input partitions.
-    fn committed_stream_time<C: ConsumerContext>(
+    /// The metadata committed with the offsets of a task's input partitions, per topic.
+    fn committed_metadata<C: ConsumerContext>(
         &self,
         consumer: &BaseConsumer<C>,
         id: TaskId,
-    ) -> Option<i64> {
+    ) -> Vec<(Arc<str>, String)> {
         let mut partitions = TopicPartitionList::new();
         for topic in &self.topology.subtopologies()[id.subtopology].source_topics {
             partitions.add_partition(topic, id.partition);
@@ -378,16 +487,16 @@ impl TaskManager {
             Ok(committed) => committed
                 .elements()
                 .iter()
-                .filter_map(|e| parse_stream_time(e.metadata()))
-                .max(),
+                .map(|e| (self.sources[e.topic()].0.clone(), e.metadata().to_string()))
+                .collect(),
             Err(e) => {
                 // Without it the task starts from the next record's time: windows it
                 // closed may take late records again, as before stream time was kept.
                 log::warn!(
-                    "stream thread {}: reading the committed stream time of task {id}: {e}",
+                    "stream thread {}: reading the committed metadata of task {id}: {e}",
                     self.thread
                 );
-                None
+                Vec::new()
             }
         }
     }
@@ -478,10 +587,11 @@ impl TaskManager {
                     .map_err(|e| {
                         StreamThreadError::kafka(self.thread, "listing offsets to commit", e)
                     })?;
-                if let Some(stream_time) = task.stream_time()
+                let done_ahead = task.done_ahead(topic, offset);
+                if (task.stream_time().is_some() || !done_ahead.is_empty())
                     && let Some(mut element) = offsets.find_partition(topic, id.partition)
                 {
-                    element.set_metadata(kafka::stream_time_metadata(stream_time));
+                    element.set_metadata(kafka::offset_metadata(task.stream_time(), &done_ahead));
                 }
             }
         }
@@ -525,6 +635,9 @@ impl TaskManager {
         self.processed_since_commit = 0;
         self.retries.clear();
         self.groups.clear();
+        self.async_tasks = 0;
+        // The rewind resumes every partition.
+        self.paused_tasks.clear();
         for (id, task) in self.tasks.drain() {
             if task.is_stateful() {
                 self.idle_stores.insert(id, task.into_stores());
@@ -552,7 +665,14 @@ impl TaskManager {
                     subtopology: sub.id,
                     partition: *partition,
                 };
-                self.tasks.remove(&id);
+                if self
+                    .tasks
+                    .remove(&id)
+                    .is_some_and(|t| t.async_capacity().is_some())
+                {
+                    self.async_tasks -= 1;
+                }
+                self.paused_tasks.remove(&id);
                 self.idle_stores.remove(&id);
                 self.groups.remove(&id);
                 self.updater.cancel(id);

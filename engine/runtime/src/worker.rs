@@ -79,6 +79,8 @@ pub struct Worker {
     health: Arc<Health>,
     /// Serves /metrics, /healthz and /readyz until the worker is dropped.
     endpoint: Option<observability::Endpoint>,
+    /// Runs async operators' calls; shut down after the stream threads.
+    calls: Option<tokio::runtime::Runtime>,
 }
 
 impl Worker {
@@ -117,6 +119,14 @@ impl Worker {
             &stop,
             &stats,
         )?;
+        // One runtime per worker for async operators' calls; the stream threads stay
+        // synchronous and only start calls and collect what completed.
+        let calls = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("sluice-calls")
+            .enable_all()
+            .build()
+            .map_err(|e| WorkerError::Spawn(format!("the async runtime: {e}")))?;
         let mut threads = Vec::new();
         for index in 0..config.num_stream_threads {
             let started = stream_thread::StreamThread::new(
@@ -129,6 +139,7 @@ impl Worker {
                     budget: budget.clone(),
                     stop: stop.clone(),
                     globals: globals.stores.clone(),
+                    runtime: calls.handle().clone(),
                 },
                 &process_id,
             )
@@ -173,6 +184,7 @@ impl Worker {
             stats,
             health,
             endpoint,
+            calls: Some(calls),
         })
     }
 
@@ -206,7 +218,7 @@ impl Worker {
     }
 
     /// Waits for every thread; the first error wins.
-    pub fn join(self) -> Result<(), WorkerError> {
+    pub fn join(mut self) -> Result<(), WorkerError> {
         let mut first_error = None;
         for handle in self.threads {
             match handle.join() {
@@ -220,8 +232,11 @@ impl Worker {
         }
         // The stream threads are done: the global thread has no reader left.
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(handle) = self.global_thread {
+        if let Some(handle) = self.global_thread.take() {
             let _ = handle.join();
+        }
+        if let Some(calls) = self.calls.take() {
+            calls.shutdown_background();
         }
         first_error.map_or(Ok(()), Err)
     }

@@ -35,6 +35,7 @@ impl Graph {
             stores,
             reads,
             globals,
+            asynchronous,
         } = spec;
         match &kind {
             // An internal topic is checked where it is written (its sink).
@@ -76,6 +77,7 @@ impl Graph {
             stores,
             reads,
             globals,
+            asynchronous,
         });
         index
     }
@@ -135,6 +137,7 @@ impl TopologyBuilder {
         let graph = self.graph.borrow();
         let mut errors = graph.errors.clone();
         validate(&graph, &mut errors);
+        check_state_before_async(&graph.nodes, &mut errors);
         let subtopologies = split_subtopologies(&graph.nodes);
         check_loops(&graph.nodes, &subtopologies, &mut errors);
         let stores = collect_stores(&graph.nodes, &subtopologies, &mut errors);
@@ -154,6 +157,31 @@ impl TopologyBuilder {
             }),
             1 => Err(errors.remove(0)),
             _ => Err(TopologyError::Many(errors)),
+        }
+    }
+}
+
+/// An async operator's input is done only once its call completes, and a commit in
+/// between stops at it: state written for the input before the call would be committed
+/// and written again when the input is read again. So no node upstream of an async
+/// operator, on edges within its sub-topology, may own a store. (A repartition topic
+/// ends a sub-topology: state before it commits with the record it writes.)
+fn check_state_before_async(nodes: &[NodeDef], errors: &mut Vec<TopologyError>) {
+    for node in nodes.iter().filter(|n| n.asynchronous) {
+        let mut stack = node.parents.clone();
+        let mut seen = std::collections::HashSet::new();
+        while let Some(index) = stack.pop() {
+            if !seen.insert(index) {
+                continue;
+            }
+            let ancestor = &nodes[index];
+            if !ancestor.stores.is_empty() {
+                errors.push(TopologyError::StateBeforeAsync {
+                    node: node.name.clone(),
+                    store_owner: ancestor.name.clone(),
+                });
+            }
+            stack.extend(&ancestor.parents);
         }
     }
 }

@@ -82,6 +82,8 @@ pub(crate) struct NodeDef {
     pub(crate) reads: Vec<String>,
     /// Names of the global tables' stores this node reads.
     pub(crate) globals: Vec<String>,
+    /// Whether the node is an async operator (its calls run beside the stream thread).
+    pub(crate) asynchronous: bool,
 }
 
 /// A node an operator adds to the graph: everything about it but its place, which the
@@ -94,6 +96,7 @@ pub(crate) struct NodeSpec {
     stores: Vec<String>,
     reads: Vec<String>,
     globals: Vec<String>,
+    asynchronous: bool,
 }
 
 impl NodeSpec {
@@ -105,7 +108,14 @@ impl NodeSpec {
             stores: Vec::new(),
             reads: Vec::new(),
             globals: Vec::new(),
+            asynchronous: false,
         }
+    }
+
+    /// Marks the node as an async operator, which validation checks the state around.
+    pub(crate) fn asynchronous(mut self) -> Self {
+        self.asynchronous = true;
+        self
     }
 
     /// A processor node whose output must go somewhere; `operator` names it in descriptions.
@@ -450,6 +460,10 @@ pub enum TopologyError {
         first: String,
         second: String,
     },
+    #[error(
+        "`{store_owner}` writes state before async operator `{node}` in the same sub-topology: a commit while a call is in flight would keep the state written for an input that is then read again; put a repartition between them, or make the call before the stateful operator"
+    )]
+    StateBeforeAsync { node: String, store_owner: String },
     #[error("{} problems in topology:\n  - {}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  - "))]
     Many(Vec<TopologyError>),
 }

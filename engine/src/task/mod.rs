@@ -17,6 +17,8 @@
 //! runtime has committed their changelog records
 //! ([`Task::changelog_records`], [`Task::commit_stores`]).
 
+mod in_flight;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
@@ -52,6 +54,10 @@ pub enum Outcome {
     Processed,
     DeadLettered,
     Skipped,
+    /// An async operator's call for it is in flight: the input is done once the call has
+    /// completed and its result has run through the operators after it
+    /// ([`Task::complete_calls`]).
+    InFlight,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +140,8 @@ pub struct Task {
     /// Per input topic (of this task's partition), the offset after the last input the
     /// task is done with since the last commit: what the runtime may commit.
     committable: Vec<(Arc<str>, i64)>,
+    /// Async operators' calls in flight, and the inputs waiting for them.
+    in_flight: in_flight::InFlight,
 }
 
 /// A node's schedule of stream-time punctuations.
@@ -241,6 +249,12 @@ impl Task {
                 }
             })
             .collect();
+        let mut nodes = nodes;
+        let nodes_async: Vec<(usize, crate::operators::AsyncOptions)> = nodes
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, n)| Some((i, n.processor.as_async()?.options().clone())))
+            .collect();
         let stream_punctuators = nodes
             .iter()
             .enumerate()
@@ -274,6 +288,7 @@ impl Task {
             stream_time: i64::MIN,
             stream_punctuators,
             committable: Vec::new(),
+            in_flight: in_flight::InFlight::new(&nodes_async),
         }
     }
 
@@ -314,6 +329,11 @@ impl Task {
                     topic: input.origin.topic.to_string(),
                 })?;
         self.metrics.consumed.increment(1);
+        if self.in_flight.was_done_ahead(&input.origin) {
+            // Done before a crash or a rewind, behind an input that was still in flight.
+            self.done_with(&input.origin);
+            return Ok(Outcome::Skipped);
+        }
         for store in &mut self.stores {
             store.begin_input();
         }
@@ -332,11 +352,20 @@ impl Task {
                     lineage,
                 };
                 self.pending.push((source_node, record));
-                self.run_pending(&meta, out, &mut 0)
+                let mut outputs = 0;
+                let result = self.run_pending(&meta, out, &mut outputs);
+                if result.is_ok() {
+                    self.in_flight.hold_input(&meta.origin, input, outputs);
+                }
+                result
             }
             Err(error) => Err((source_node, error)),
         };
         let outcome = match result {
+            Ok(()) if self.in_flight.holds(&input.origin) => {
+                self.count_produced(&out[first_output..]);
+                Ok(Outcome::InFlight)
+            }
             Ok(()) => {
                 self.count_produced(&out[first_output..]);
                 Ok(Outcome::Processed)
@@ -344,6 +373,7 @@ impl Task {
             Err((node, error)) if error.transient => {
                 out.truncate(first_output);
                 self.rollback_stores();
+                self.in_flight.cancel_from(&input.origin);
                 Err(self.unavailable(node, error, &input.origin))
             }
             Err((node, error)) if error.kind == ErrorKind::State => {
@@ -364,14 +394,17 @@ impl Task {
                 self.apply_policy(node, error, &failed, out)
             }
         };
-        if outcome.is_ok() {
+        if matches!(outcome, Ok(o) if o != Outcome::InFlight) {
             self.done_with(&input.origin);
         }
         self.metrics.latency.record(started.elapsed().as_secs_f64());
         outcome
     }
 
-    /// Marks an input as done: processed, dead-lettered or skipped.
+    /// Marks an input as done: processed, dead-lettered or skipped. Done while an older
+    /// input of its topic is still in flight, it is *done ahead*: the commit cannot pass
+    /// the older one, so the input is listed in the commit's metadata and skipped when it
+    /// is read again.
     fn done_with(&mut self, origin: &Origin) {
         let next = origin.offset + 1;
         match self
@@ -379,8 +412,15 @@ impl Task {
             .iter_mut()
             .find(|(topic, _)| **topic == *origin.topic)
         {
-            Some((_, offset)) => *offset = next,
+            Some((_, offset)) => *offset = (*offset).max(next),
             None => self.committable.push((origin.topic.clone(), next)),
+        }
+        if self
+            .in_flight
+            .oldest(&origin.topic)
+            .is_some_and(|oldest| oldest < origin.offset)
+        {
+            self.in_flight.done_ahead(origin);
         }
     }
 
@@ -388,13 +428,25 @@ impl Task {
     /// commit, the offset of the next input to process (on the task's partition). An input
     /// the task is not done with (one retried after a transient failure) is not covered.
     pub fn committable_offsets(&self) -> impl Iterator<Item = (&Arc<str>, i64)> {
-        self.committable
-            .iter()
-            .map(|(topic, offset)| (topic, *offset))
+        // An input in flight is not done: the commit stops at the oldest.
+        self.committable.iter().map(|(topic, offset)| {
+            let offset = match self.oldest_in_flight(topic) {
+                Some(oldest) => oldest.min(*offset),
+                None => *offset,
+            };
+            (topic, offset)
+        })
     }
 
     /// After the runtime committed (or discarded) the committable offsets.
     pub fn clear_committable(&mut self) {
+        let committed: Vec<(Arc<str>, i64)> = self
+            .committable_offsets()
+            .map(|(topic, offset)| (topic.clone(), offset))
+            .collect();
+        for (topic, offset) in committed {
+            self.in_flight.forget_done_before(&topic, offset);
+        }
         self.committable.clear();
     }
 
@@ -673,6 +725,14 @@ impl Task {
                 ..
             } = &mut self.nodes[index];
             records_in.increment(1);
+            if let Some(calls) = processor.as_async() {
+                if let Err(error) = self.in_flight.start(index, calls, record, meta) {
+                    self.pending.clear();
+                    self.forwarded.clear();
+                    return Err((index, error));
+                }
+                continue;
+            }
             let ctx = TaskContext {
                 forwarded: &mut self.forwarded,
                 children,
