@@ -11,6 +11,9 @@
 //! * [`operators`]: one file per operator, each with the semantics it guarantees.
 //! * [`task`]: one (sub-topology, partition) running its operators over input records, with
 //!   the topology's [`ErrorPolicy`] applied to every failure.
+//! * [`lookup`]: reference data by key for enrichment — the async [`Lookup`](lookup::Lookup)
+//!   contract and the [`LookupCache`](lookup::LookupCache) in front of it (time to live,
+//!   negative caching, one call per key however many ask).
 //! * [`test_driver`]: the [`TestDriver`], running a topology in-process on in-memory topics
 //!   through the same task code that production runs.
 //!
@@ -23,6 +26,7 @@
 pub mod envelope;
 pub mod error;
 pub mod lineage;
+pub mod lookup;
 pub mod metrics;
 pub mod operators;
 pub mod policy;

@@ -2,8 +2,8 @@
 //!
 //! One module for the engine and the runtime alike, so the names a dashboard queries are
 //! found in one place. Names follow `sluice_<what>_<unit>[_total]`. Labels are `topology`,
-//! `operator`, `topic`, `partition`, `store` and `reason`: names of things, never values
-//! taken from a record. Every series also carries the recorder's global `application`
+//! `operator`, `topic`, `partition`, `store`, `cache` and `reason`: names of things, never
+//! values taken from a record. Every series also carries the recorder's global `application`
 //! label. Handles on the per-record path are created once per task and operator, so the
 //! per-record cost is an atomic add. Without an installed recorder (tests, the TestDriver)
 //! every handle is a no-op.
@@ -35,6 +35,12 @@ pub const STORE_SIZE: &str = "sluice_store_size_bytes";
 pub const STORE_KEYS: &str = "sluice_store_keys";
 pub const RESTORED_RECORDS: &str = "sluice_restore_records_total";
 pub const RESTORE_REMAINING: &str = "sluice_restore_remaining_records";
+// Lookups of reference data and the caches in front of them (labelled by cache, never by key).
+pub const CACHE_HITS: &str = "sluice_cache_hits_total";
+pub const CACHE_MISSES: &str = "sluice_cache_misses_total";
+pub const CACHE_EVICTIONS: &str = "sluice_cache_evictions_total";
+pub const LOOKUP_DURATION: &str = "sluice_lookup_duration_seconds";
+pub const LOOKUP_ERRORS: &str = "sluice_lookup_errors_total";
 
 /// Registers the help text of every metric with the installed recorder.
 pub fn describe() {
@@ -93,6 +99,26 @@ pub fn describe() {
     describe_gauge!(
         STORE_KEYS,
         "Estimated keys in a store, by store and partition."
+    );
+    describe_counter!(
+        CACHE_HITS,
+        "Lookups a cache answered from what it held, by cache."
+    );
+    describe_counter!(
+        CACHE_MISSES,
+        "Lookups a cache could not answer from what it held and waited on a call for (its own or one it shared), by cache."
+    );
+    describe_counter!(
+        CACHE_EVICTIONS,
+        "Entries a cache dropped, by cache and reason (size: over its bound; expired: past its time to live)."
+    );
+    describe_histogram!(
+        LOOKUP_DURATION,
+        "Time of one call from a cache to the service behind it, failed calls included, in seconds."
+    );
+    describe_counter!(
+        LOOKUP_ERRORS,
+        "Calls from a cache to its service that failed, by cache and reason (transient or permanent)."
     );
 }
 
@@ -184,4 +210,31 @@ pub fn restore_progress(store: &str, partition: i32) -> (Counter, Gauge) {
         counter!(RESTORED_RECORDS, &labels),
         gauge!(RESTORE_REMAINING, &labels),
     )
+}
+
+/// The handles of one lookup cache, labelled by its name (an operator's), never by a key.
+#[derive(Clone)]
+pub(crate) struct CacheMetrics {
+    pub(crate) hits: Counter,
+    pub(crate) misses: Counter,
+    pub(crate) evicted_size: Counter,
+    pub(crate) evicted_expired: Counter,
+    pub(crate) lookup_duration: Histogram,
+    pub(crate) transient_errors: Counter,
+    pub(crate) permanent_errors: Counter,
+}
+
+impl CacheMetrics {
+    pub(crate) fn new(cache: &str) -> Self {
+        let c = || cache.to_string();
+        Self {
+            hits: counter!(CACHE_HITS, "cache" => c()),
+            misses: counter!(CACHE_MISSES, "cache" => c()),
+            evicted_size: counter!(CACHE_EVICTIONS, "cache" => c(), "reason" => "size"),
+            evicted_expired: counter!(CACHE_EVICTIONS, "cache" => c(), "reason" => "expired"),
+            lookup_duration: histogram!(LOOKUP_DURATION, "cache" => c()),
+            transient_errors: counter!(LOOKUP_ERRORS, "cache" => c(), "reason" => "transient"),
+            permanent_errors: counter!(LOOKUP_ERRORS, "cache" => c(), "reason" => "permanent"),
+        }
+    }
 }
