@@ -41,6 +41,11 @@ pub const CACHE_MISSES: &str = "sluice_cache_misses_total";
 pub const CACHE_EVICTIONS: &str = "sluice_cache_evictions_total";
 pub const LOOKUP_DURATION: &str = "sluice_lookup_duration_seconds";
 pub const LOOKUP_ERRORS: &str = "sluice_lookup_errors_total";
+// Async operators' calls.
+pub const ASYNC_IN_FLIGHT: &str = "sluice_async_calls_in_flight";
+pub const ASYNC_CALL_DURATION: &str = "sluice_async_call_duration_seconds";
+pub const ASYNC_CALL_TIMEOUTS: &str = "sluice_async_call_timeouts_total";
+pub const ASYNC_CALL_RETRIES: &str = "sluice_async_call_retries_total";
 
 /// Registers the help text of every metric with the installed recorder.
 pub fn describe() {
@@ -119,6 +124,22 @@ pub fn describe() {
     describe_counter!(
         LOOKUP_ERRORS,
         "Calls from a cache to its service that failed, by cache and reason (transient or permanent)."
+    );
+    describe_gauge!(
+        ASYNC_IN_FLIGHT,
+        "Calls an async operator has running, by operator."
+    );
+    describe_histogram!(
+        ASYNC_CALL_DURATION,
+        "Time from an async operator's call to its result, retries included, in seconds."
+    );
+    describe_counter!(
+        ASYNC_CALL_TIMEOUTS,
+        "Async calls that did not complete within their timeout."
+    );
+    describe_counter!(
+        ASYNC_CALL_RETRIES,
+        "Retries of async calls after a transient error."
     );
 }
 
@@ -235,6 +256,27 @@ impl CacheMetrics {
             lookup_duration: histogram!(LOOKUP_DURATION, "cache" => c()),
             transient_errors: counter!(LOOKUP_ERRORS, "cache" => c(), "reason" => "transient"),
             permanent_errors: counter!(LOOKUP_ERRORS, "cache" => c(), "reason" => "permanent"),
+        }
+    }
+}
+
+/// The handles of one async operator's calls, labelled by the operator's name.
+#[derive(Clone)]
+pub(crate) struct AsyncCallMetrics {
+    pub(crate) in_flight: Gauge,
+    pub(crate) duration: Histogram,
+    pub(crate) timeouts: Counter,
+    pub(crate) retries: Counter,
+}
+
+impl AsyncCallMetrics {
+    pub(crate) fn new(operator: &str) -> Self {
+        let o = || operator.to_string();
+        Self {
+            in_flight: gauge!(ASYNC_IN_FLIGHT, "operator" => o()),
+            duration: histogram!(ASYNC_CALL_DURATION, "operator" => o()),
+            timeouts: counter!(ASYNC_CALL_TIMEOUTS, "operator" => o()),
+            retries: counter!(ASYNC_CALL_RETRIES, "operator" => o()),
         }
     }
 }

@@ -331,3 +331,57 @@ fn state_after_an_async_operator_is_allowed() {
         .collect();
     assert_eq!(counts, [1, 2, 3]);
 }
+
+#[test]
+fn calls_report_retries_timeouts_duration_and_none_left_in_flight() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let seen = attempts.clone();
+    let options = AsyncOptions::new().timeout(Duration::from_secs(1));
+    metrics::with_local_recorder(&recorder, || {
+        let topology = topology(options, move |key: String, value: String| {
+            let seen = seen.clone();
+            async move {
+                if key == "hangs" {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                } else if seen.fetch_add(1, Ordering::SeqCst) < 2 {
+                    return Err(ProcessError::unavailable("the service is down"));
+                }
+                Ok(value)
+            }
+        });
+        let mut driver = TestDriver::with_paused_time(topology);
+        driver.pipe_raw("in", Some(b"flaky"), Some(b"v")).unwrap();
+        driver
+            .pipe_raw("in", Some(b"hangs"), Some(b"v"))
+            .unwrap_err();
+    });
+    let text = handle.render();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    };
+    // Two retries of the flaky call; the hanging one never fails, it only times out.
+    assert_eq!(
+        value("sluice_async_call_retries_total{operator=\"call\"}"),
+        2.0
+    );
+    assert_eq!(
+        value("sluice_async_call_timeouts_total{operator=\"call\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("sluice_async_calls_in_flight{operator=\"call\"}"),
+        0.0
+    );
+    assert_eq!(
+        value("sluice_async_call_duration_seconds_count{operator=\"call\"}"),
+        2.0
+    );
+    assert!(
+        !text.contains("flaky") && !text.contains("hangs"),
+        "no key in a label"
+    );
+}

@@ -56,6 +56,7 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 
 use crate::error::{ErrorKind, ProcessError};
+use crate::metrics::AsyncCallMetrics;
 use crate::processor::{
     self, AsyncCalls, Context, DynProcessor, DynRecord, StartedCall, TaskContext,
 };
@@ -168,11 +169,13 @@ where
         Fut: Future<Output = Result<Record<K2, V2>, ProcessError>> + Send + 'static,
     {
         let f = Arc::new(f);
+        let operator = name.to_string();
         let factory: processor::ProcessorFactory = Arc::new(move || {
             Box::new(MapAsync::<K, V, K2, V2, F> {
                 f: f.clone(),
                 options: options.clone(),
                 hasher: std::hash::RandomState::new(),
+                metrics: AsyncCallMetrics::new(&operator),
                 _marker: PhantomData,
             }) as Box<dyn DynProcessor>
         });
@@ -184,7 +187,18 @@ struct MapAsync<K, V, K2, V2, F> {
     f: Arc<F>,
     options: AsyncOptions,
     hasher: std::hash::RandomState,
+    metrics: AsyncCallMetrics,
     _marker: PhantomData<fn(K, V, K2, V2)>,
+}
+
+/// Counts a call out of the in-flight gauge however it ends: with a result, or dropped
+/// (cancelled with its task).
+struct InFlightGuard(::metrics::Gauge);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }
 
 impl<K, V, K2, V2, F, Fut> AsyncCalls for MapAsync<K, V, K2, V2, F>
@@ -214,18 +228,30 @@ where
             let (f, record, call) = (f.clone(), record.clone(), call.clone());
             async move { f(record, call).await }
         };
+        let metrics = self.metrics.clone();
+        metrics.in_flight.increment(1.0);
+        let guard = InFlightGuard(metrics.in_flight.clone());
         let future = async move {
+            let _guard = guard;
+            let started = tokio::time::Instant::now();
+            let retries = metrics.retries.clone();
             let retried = attempt
                 .retry(backoff)
                 .sleep(tokio::time::sleep)
-                .when(|e: &ProcessError| e.transient);
-            match tokio::time::timeout(options.timeout, retried).await {
+                .when(|e: &ProcessError| e.transient)
+                .notify(move |_, _| retries.increment(1));
+            let result = match tokio::time::timeout(options.timeout, retried).await {
                 Ok(result) => result.map(DynRecord::from_typed),
-                Err(_) => Err(ProcessError::unavailable(format!(
-                    "the call did not complete within its timeout of {:?}",
-                    options.timeout
-                ))),
-            }
+                Err(_) => {
+                    metrics.timeouts.increment(1);
+                    Err(ProcessError::unavailable(format!(
+                        "the call did not complete within its timeout of {:?}",
+                        options.timeout
+                    )))
+                }
+            };
+            metrics.duration.record(started.elapsed().as_secs_f64());
+            result
         };
         StartedCall {
             key_hash,
