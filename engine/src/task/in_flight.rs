@@ -25,8 +25,7 @@ use tokio::task::JoinHandle;
 use super::{Task, TaskError};
 use crate::error::ProcessError;
 use crate::operators::{AsyncOptions, AsyncOrder, Call};
-use crate::policy::FailedInput;
-use crate::processor::{AsyncCalls, DynRecord, InputMeta, TaskContext};
+use crate::processor::{AsyncCalls, DynRecord, InputMeta};
 use crate::record::{Origin, ProducerRecord, RawRecord};
 
 /// An input, by topic and offset (a task reads one partition of each topic).
@@ -361,38 +360,12 @@ impl Task {
                 self.forward_result(node, record, &meta, out, &mut outputs);
                 self.run_pending(&meta, out, &mut outputs)
             });
-            match run {
-                Ok(()) => self.count_produced(&out[first_output..]),
-                Err((failed, error)) if error.transient => {
-                    out.truncate(first_output);
-                    self.rollback_stores();
-                    self.in_flight.cancel_from(&meta.origin);
-                    return Err(self.unavailable(failed, error, &meta.origin));
-                }
-                Err((failed, error)) if error.kind == crate::error::ErrorKind::State => {
-                    out.truncate(first_output);
-                    self.rollback_stores();
-                    return Err(self.failed(failed, error, &meta.origin));
-                }
-                Err((failed, error)) => {
-                    out.truncate(first_output);
-                    self.rollback_stores();
-                    let raw = self
-                        .in_flight
-                        .inputs
-                        .get(&input)
-                        .and_then(|w| w.raw.clone());
-                    let empty = crate::record::Headers::new();
-                    let failed_input = FailedInput {
-                        origin: &meta.origin,
-                        key: raw.as_ref().and_then(|r| r.key.as_deref()),
-                        value: raw.as_ref().and_then(|r| r.value.as_deref()),
-                        headers: raw.as_ref().map_or(&empty, |r| &r.headers),
-                        timestamp: raw.as_ref().map_or(0, |r| r.timestamp),
-                    };
-                    self.apply_policy(failed, error, &failed_input, out)?;
-                }
-            }
+            let raw = self
+                .in_flight
+                .inputs
+                .get(&input)
+                .and_then(|w| w.raw.clone());
+            self.settle(run, &meta.origin, raw.as_ref(), first_output, out)?;
             let waiting = self
                 .in_flight
                 .inputs
@@ -418,26 +391,7 @@ impl Task {
         out: &mut Vec<ProducerRecord>,
         outputs: &mut u32,
     ) {
-        let super::TaskNode {
-            processor,
-            children,
-            child_names,
-            stores: node_stores,
-            globals,
-            ..
-        } = &mut self.nodes[node];
-        let ctx = TaskContext {
-            forwarded: &mut self.forwarded,
-            children,
-            child_names,
-            produced: out,
-            input: meta,
-            outputs_for_input: outputs,
-            stores: &mut self.stores,
-            node_stores,
-            globals,
-            stream_time: self.stream_time,
-        };
+        let (processor, ctx) = self.node_context(node, meta, out, outputs);
         if let Some(calls) = processor.as_async() {
             calls.forward(record, ctx);
         }

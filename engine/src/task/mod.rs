@@ -361,38 +361,9 @@ impl Task {
             }
             Err(error) => Err((source_node, error)),
         };
-        let outcome = match result {
-            Ok(()) if self.in_flight.holds(&input.origin) => {
-                self.count_produced(&out[first_output..]);
-                Ok(Outcome::InFlight)
-            }
-            Ok(()) => {
-                self.count_produced(&out[first_output..]);
-                Ok(Outcome::Processed)
-            }
-            Err((node, error)) if error.transient => {
-                out.truncate(first_output);
-                self.rollback_stores();
-                self.in_flight.cancel_from(&input.origin);
-                Err(self.unavailable(node, error, &input.origin))
-            }
-            Err((node, error)) if error.kind == ErrorKind::State => {
-                out.truncate(first_output);
-                self.rollback_stores();
-                Err(self.failed(node, error, &input.origin))
-            }
-            Err((node, error)) => {
-                out.truncate(first_output);
-                self.rollback_stores();
-                let failed = FailedInput {
-                    origin: &input.origin,
-                    key: input.key.as_deref(),
-                    value: input.value.as_deref(),
-                    headers: &input.headers,
-                    timestamp: input.timestamp,
-                };
-                self.apply_policy(node, error, &failed, out)
-            }
+        let outcome = match self.settle(result, &input.origin, Some(input), first_output, out) {
+            Ok(Outcome::Processed) if self.in_flight.holds(&input.origin) => Ok(Outcome::InFlight),
+            outcome => outcome,
         };
         if matches!(outcome, Ok(o) if o != Outcome::InFlight) {
             self.done_with(&input.origin);
@@ -611,6 +582,63 @@ impl Task {
         for store in &mut self.stores {
             store.begin_input();
         }
+        let (processor, ctx) = self.node_context(index, meta, out, outputs_for_input);
+        if let Err(error) = call(processor.as_mut(), ctx) {
+            self.forwarded.clear();
+            return Err((index, error));
+        }
+        self.pending.extend(self.forwarded.drain(..).rev());
+        self.run_pending(meta, out, outputs_for_input)
+    }
+
+    /// What becomes of an input whose run ended with `result`: its outputs stay; or they
+    /// are dropped with its writes and the error decides. A transient error makes the
+    /// input unavailable (and cancels its partition's calls from it on, as the partition
+    /// is rewound to it); a state error fails the task; any other goes to the error
+    /// policy with the input (`raw`) as it was read.
+    fn settle(
+        &mut self,
+        result: Result<(), (usize, ProcessError)>,
+        origin: &Origin,
+        raw: Option<&RawRecord>,
+        first_output: usize,
+        out: &mut Vec<ProducerRecord>,
+    ) -> Result<Outcome, TaskError> {
+        let (node, error) = match result {
+            Ok(()) => {
+                self.count_produced(&out[first_output..]);
+                return Ok(Outcome::Processed);
+            }
+            Err(failure) => failure,
+        };
+        out.truncate(first_output);
+        self.rollback_stores();
+        if error.transient {
+            self.in_flight.cancel_from(origin);
+            return Err(self.unavailable(node, error, origin));
+        }
+        if error.kind == ErrorKind::State {
+            return Err(self.failed(node, error, origin));
+        }
+        let no_headers = crate::record::Headers::new();
+        let failed = FailedInput {
+            origin,
+            key: raw.and_then(|r| r.key.as_deref()),
+            value: raw.and_then(|r| r.value.as_deref()),
+            headers: raw.map_or(&no_headers, |r| &r.headers),
+            timestamp: raw.map_or(0, |r| r.timestamp),
+        };
+        self.apply_policy(node, error, &failed, out)
+    }
+
+    /// Node `index`'s processor, and the context it works through for the input `meta`.
+    fn node_context<'a>(
+        &'a mut self,
+        index: usize,
+        meta: &'a InputMeta,
+        out: &'a mut Vec<ProducerRecord>,
+        outputs_for_input: &'a mut u32,
+    ) -> (&'a mut Box<dyn DynProcessor>, TaskContext<'a>) {
         let TaskNode {
             processor,
             children,
@@ -631,12 +659,7 @@ impl Task {
             globals,
             stream_time: self.stream_time,
         };
-        if let Err(error) = call(processor.as_mut(), ctx) {
-            self.forwarded.clear();
-            return Err((index, error));
-        }
-        self.pending.extend(self.forwarded.drain(..).rev());
-        self.run_pending(meta, out, outputs_for_input)
+        (processor, ctx)
     }
 
     fn rollback_stores(&mut self) {
@@ -715,17 +738,9 @@ impl Task {
         outputs_for_input: &mut u32,
     ) -> Result<(), (usize, ProcessError)> {
         while let Some((index, record)) = self.pending.pop() {
-            let TaskNode {
-                processor,
-                children,
-                child_names,
-                records_in,
-                stores: node_stores,
-                globals,
-                ..
-            } = &mut self.nodes[index];
-            records_in.increment(1);
-            if let Some(calls) = processor.as_async() {
+            let node = &mut self.nodes[index];
+            node.records_in.increment(1);
+            if let Some(calls) = node.processor.as_async() {
                 if let Err(error) = self.in_flight.start(index, calls, record, meta) {
                     self.pending.clear();
                     self.forwarded.clear();
@@ -733,18 +748,7 @@ impl Task {
                 }
                 continue;
             }
-            let ctx = TaskContext {
-                forwarded: &mut self.forwarded,
-                children,
-                child_names,
-                produced: out,
-                input: meta,
-                outputs_for_input,
-                stores: &mut self.stores,
-                node_stores,
-                globals,
-                stream_time: self.stream_time,
-            };
+            let (processor, ctx) = self.node_context(index, meta, out, outputs_for_input);
             if let Err(error) = processor.process(record, ctx) {
                 self.pending.clear();
                 self.forwarded.clear();
