@@ -12,7 +12,7 @@
 //! | role | file |
 //! |---|---|
 //! | the loop, rebalance callbacks, error handling | `stream_thread.rs` |
-//! | tasks in every state, and how a record reaches its task | `task_manager.rs` |
+//! | tasks in every state, and how a record reaches its task (with partition groups and async calls) | `task_manager/` |
 //! | the producer and its transaction | `record_collector.rs` |
 //! | commit, and abort with rewind | `commit.rs` |
 //! | timestamp-ordered input queues | `partition_group.rs` |

@@ -27,12 +27,15 @@ use sluice_state::TransactionalStore;
 
 use crate::config::WorkerConfig;
 use crate::error::StreamThreadError;
-use crate::kafka::{self, CALL_TIMEOUT, concrete, parse_stream_time, raw_record};
-use crate::partition_group::{InputPartition, PartitionGroup};
+use crate::kafka::{self, CALL_TIMEOUT, parse_stream_time, raw_record};
+use crate::partition_group::PartitionGroup;
 use crate::record_collector::{ChangelogEnds, RecordCollector};
 use crate::retry::RetrySchedule;
 use crate::state_updater::StateUpdater;
 use crate::{WorkerStats, metrics};
+
+mod async_calls;
+mod grouped;
 
 /// The longest a poll blocks, so that commits, ticks and shutdown are never late by more.
 const POLL_TIMEOUT: Duration = Duration::from_millis(20);
@@ -249,158 +252,6 @@ impl TaskManager {
             self.processed_since_commit += 1;
         }
         Ok(true)
-    }
-
-    /// Forwards what completed async calls return, and resumes tasks that have drained
-    /// to half their capacity. A call that failed transiently makes its partition retry
-    /// from its input, as a transient failure of a record does.
-    pub(crate) fn complete_calls<C: ConsumerContext>(
-        &mut self,
-        consumer: &BaseConsumer<C>,
-        collector: &mut RecordCollector,
-    ) -> Result<(), StreamThreadError> {
-        if self.async_tasks == 0 {
-            return Ok(());
-        }
-        let ids: Vec<TaskId> = self
-            .tasks
-            .iter()
-            .filter(|(_, t)| t.in_flight() > 0)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
-            let task = self.tasks.get_mut(&id).expect("listed above");
-            self.out.clear();
-            match task.complete_calls(&mut self.out) {
-                Ok(done) => {
-                    self.processed_since_commit += done as u64;
-                    for record in self.out.drain(..) {
-                        collector.send(record, None)?;
-                    }
-                }
-                Err(TaskError::Unavailable {
-                    topic,
-                    partition,
-                    offset,
-                    ..
-                }) => {
-                    let key = (self.sources[topic.as_str()].0.clone(), partition);
-                    let wait = self.retries.schedule(key, offset);
-                    log::warn!(
-                        "stream thread {}: {topic}/{partition}@{offset} waits {wait:?} for an unavailable service",
-                        self.thread
-                    );
-                    kafka::pause(consumer, &topic, partition);
-                }
-                Err(e) => return Err(e.into()),
-            }
-            let task = self.tasks.get(&id).expect("listed above");
-            if self.paused_tasks.contains(&id)
-                && task.in_flight() <= task.async_capacity().unwrap_or(0) / 2
-            {
-                self.resume_task(consumer, id);
-            }
-        }
-        Ok(())
-    }
-
-    /// Pauses every input partition of a task at its capacity.
-    fn pause_task<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, id: TaskId) {
-        if self.paused_tasks.insert(id) {
-            for topic in &self.topology.subtopologies()[id.subtopology].source_topics {
-                kafka::pause(consumer, topic, id.partition);
-            }
-        }
-    }
-
-    /// Resumes a task paused at its capacity. Records fetched before the pause took
-    /// effect were processed (a pause stops fetching; it drops nothing already handed out).
-    fn resume_task<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, id: TaskId) {
-        if self.paused_tasks.remove(&id) {
-            for topic in &self.topology.subtopologies()[id.subtopology].source_topics {
-                kafka::resume(consumer, topic, id.partition);
-            }
-        }
-    }
-
-    /// The partition group of a task that reads several partitions, each queue knowing
-    /// where its partition starts (the committed offset) and ends.
-    fn partition_group<C: ConsumerContext>(
-        &mut self,
-        consumer: &BaseConsumer<C>,
-        id: TaskId,
-    ) -> PartitionGroup {
-        let topics = &self.topology.subtopologies()[id.subtopology].source_topics;
-        let mut partitions = TopicPartitionList::new();
-        for topic in topics {
-            partitions.add_partition(topic, id.partition);
-        }
-        let committed = consumer.committed_offsets(partitions, CALL_TIMEOUT).ok();
-        let mut inputs = Vec::new();
-        for topic in topics.clone() {
-            let next = committed
-                .as_ref()
-                .and_then(|c| c.find_partition(&topic, id.partition))
-                .and_then(|e| concrete(e.offset()))
-                .unwrap_or(0);
-            let high = self
-                .updater
-                .watermarks(&topic, id.partition)
-                .map_or(0, |(_, high)| high);
-            inputs.push(InputPartition {
-                key: (self.sources[topic.as_str()].0.clone(), id.partition),
-                next,
-                high,
-            });
-        }
-        PartitionGroup::new(inputs)
-    }
-
-    /// Processes a task's buffered records in timestamp order until its group must wait.
-    fn drain_group<C: ConsumerContext>(
-        &mut self,
-        consumer: &BaseConsumer<C>,
-        id: TaskId,
-        collector: &mut RecordCollector,
-    ) -> Result<(), StreamThreadError> {
-        let mut positions = None;
-        let idle = self.config.max_task_idle;
-        loop {
-            let Some(group) = self.groups.get_mut(&id) else {
-                return Ok(());
-            };
-            let Some(raw) = group.next_record(consumer, &mut positions, idle, &self.retries) else {
-                return Ok(());
-            };
-            let key = (raw.origin.topic.clone(), raw.origin.partition);
-            if !self.process(consumer, id, raw, collector)? {
-                // Retried later from its offset: what is buffered after it is read again.
-                if let Some(group) = self.groups.get_mut(&id) {
-                    group.drop_buffered(&key);
-                }
-            }
-        }
-    }
-
-    /// Runs the grouped tasks whose wait for an empty partition may have ended.
-    pub(crate) fn drain_groups<C: ConsumerContext>(
-        &mut self,
-        consumer: &BaseConsumer<C>,
-        collector: &mut RecordCollector,
-    ) -> Result<(), StreamThreadError> {
-        if self.groups.is_empty() {
-            return Ok(());
-        }
-        let ids: Vec<TaskId> = self
-            .groups
-            .iter()
-            .filter(|(_, group)| group.has_records())
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
-            self.drain_group(consumer, id, collector)?;
-        }
-        Ok(())
     }
 
     /// Creates the task if it does not exist yet; `false` while it cannot run yet. A
