@@ -50,6 +50,8 @@ pub struct TestDriver {
     wall_clock_ms: i64,
     /// Where async operators' calls run.
     runtime: tokio::runtime::Runtime,
+    /// Whether the runtime's clock is paused (moved only by `advance_wall_clock`).
+    paused_time: bool,
 }
 
 impl TestDriver {
@@ -111,6 +113,7 @@ impl TestDriver {
             read_positions: HashMap::new(),
             wall_clock_ms: Self::DEFAULT_START_MS,
             runtime,
+            paused_time: paused,
         }
     }
 
@@ -288,9 +291,14 @@ impl TestDriver {
         }
     }
 
-    /// Moves the wall clock forward and lets every operator act on the new time.
+    /// Moves the wall clock forward and lets every operator act on the new time. On a
+    /// driver [with paused time](Self::with_paused_time), tokio's clock moves with it, so
+    /// what async operators time (a cache's time to live) passes too.
     pub fn advance_wall_clock(&mut self, by: Duration) -> Result<(), TaskError> {
         self.wall_clock_ms += by.as_millis() as i64;
+        if self.paused_time {
+            self.runtime.block_on(tokio::time::advance(by));
+        }
         let mut produced = Vec::new();
         for task in &mut self.tasks {
             task.tick(self.wall_clock_ms, &mut produced)?;

@@ -242,17 +242,13 @@ fn an_input_done_ahead_of_one_in_flight_is_not_committed_over_and_is_skipped_whe
         task.process(&raw("slow", 0), &mut out).unwrap(),
         Outcome::InFlight
     );
+    // Its call completes as it starts and no older call holds its key: it overtakes
+    // without ever being in flight.
     assert_eq!(
         task.process(&raw("fast", 1), &mut out).unwrap(),
-        Outcome::InFlight
+        Outcome::Processed
     );
-    runtime.block_on(std::future::poll_fn(|cx| task.poll_calls(cx)));
-    assert_eq!(
-        task.complete_calls(&mut out).unwrap(),
-        1,
-        "the fast call overtook"
-    );
-    assert_eq!(out.len(), 1);
+    assert_eq!(out.len(), 1, "the fast call overtook");
     let committable: Vec<(String, i64)> = task
         .committable_offsets()
         .map(|(t, o)| (t.to_string(), o))
@@ -268,7 +264,8 @@ fn an_input_done_ahead_of_one_in_flight_is_not_committed_over_and_is_skipped_whe
     // again and skips input 1, whose output is committed already.
     drop(task);
     let mut task = Task::new(&topology, 0, 0).with_runtime(runtime.handle().clone());
-    task.resume_done_ahead(&Arc::from("in"), [1]);
+    // Input 3 too, as if it had overtaken a call for input 2 that never completed.
+    task.resume_done_ahead(&Arc::from("in"), [1, 3]);
     let mut out = Vec::new();
     assert_eq!(
         task.process(&raw("slow", 0), &mut out).unwrap(),
@@ -287,6 +284,15 @@ fn an_input_done_ahead_of_one_in_flight_is_not_committed_over_and_is_skipped_whe
         .map(|(t, o)| (t.to_string(), o))
         .collect();
     assert_eq!(committable, [("in".to_string(), 2)]);
+    // Input 3 is still to be skipped, though nothing is in flight any more.
+    assert_eq!(
+        task.process(&raw("fast", 2), &mut out).unwrap(),
+        Outcome::Processed
+    );
+    assert_eq!(
+        task.process(&raw("fast", 3), &mut out).unwrap(),
+        Outcome::Skipped
+    );
 }
 
 #[test]
@@ -384,4 +390,96 @@ fn calls_report_retries_timeouts_duration_and_none_left_in_flight() {
         !text.contains("flaky") && !text.contains("hangs"),
         "no key in a label"
     );
+}
+
+#[test]
+fn inputs_done_ahead_of_a_slow_call_stop_the_task_before_the_commit_could_not_list_them() {
+    use sluice_engine::Task;
+    // Records valued `skip` never reach the call: behind a slow call they are done ahead,
+    // and each must be listed in the commit's metadata until the slow call completes.
+    let release = Arc::new(tokio::sync::Notify::new());
+    let gate = release.clone();
+    let builder = TopologyBuilder::new("filtered-calls");
+    builder
+        .source("in", &["in"], Serdes::string(), Serdes::string())
+        .filter("not-skipped", |_, value: &String| value != "skip")
+        .map_async("call", AsyncOptions::new(), move |record, _| {
+            let gate = gate.clone();
+            async move {
+                gate.notified().await;
+                Ok(record)
+            }
+        })
+        .to("out", "out", Serdes::string(), Serdes::string());
+    let topology = builder.build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut task = Task::new(&topology, 0, 0).with_runtime(runtime.handle().clone());
+    let mut out = Vec::new();
+    let mut record = raw("k", 0);
+    assert_eq!(task.process(&record, &mut out).unwrap(), Outcome::InFlight);
+    assert!(!task.at_capacity(), "one call of a capacity of 100");
+
+    record.value = Some(b"skip".to_vec());
+    let mut skipped = 0;
+    while !task.at_capacity() {
+        skipped += 1;
+        record.origin.offset = skipped;
+        assert_eq!(task.process(&record, &mut out).unwrap(), Outcome::Processed);
+        assert!(skipped < 1_000, "the task never stopped taking input");
+    }
+    assert_eq!(task.done_ahead("in", 0).len() as i64, skipped);
+    assert!(
+        skipped <= 128,
+        "stopped at {skipped} inputs done ahead, well within what a commit's metadata lists"
+    );
+    assert!(!task.drained());
+
+    release.notify_one();
+    runtime.block_on(std::future::poll_fn(|cx| task.poll_calls(cx)));
+    assert_eq!(task.complete_calls(&mut out).unwrap(), 1);
+    assert!(task.drained(), "nothing in flight, nothing done ahead");
+    assert!(task.done_ahead("in", 0).is_empty());
+    let committable: Vec<i64> = task.committable_offsets().map(|(_, o)| o).collect();
+    assert_eq!(committable, [skipped + 1]);
+}
+
+#[test]
+fn a_commit_between_overtaking_and_the_slow_call_completing_still_reaches_the_partition_end() {
+    use sluice_engine::Task;
+    let release = Arc::new(tokio::sync::Notify::new());
+    let gate = release.clone();
+    let options = AsyncOptions::new().key_ordered();
+    let topology = topology(options, move |key: String, value: String| {
+        let gate = gate.clone();
+        async move {
+            if key == "slow" {
+                gate.notified().await;
+            }
+            Ok(value)
+        }
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut task = Task::new(&topology, 0, 0).with_runtime(runtime.handle().clone());
+    let mut out = Vec::new();
+    task.process(&raw("slow", 0), &mut out).unwrap();
+    task.process(&raw("fast", 1), &mut out).unwrap();
+    task.process(&raw("fast", 2), &mut out).unwrap();
+    let committable: Vec<i64> = task.committable_offsets().map(|(_, o)| o).collect();
+    assert_eq!(committable, [0]);
+    assert_eq!(task.done_ahead("in", 0), [1, 2]);
+    task.clear_committable();
+
+    // Nothing more arrives: the slow call completing alone must carry the commit to the
+    // end of the partition, past the inputs that overtook it.
+    release.notify_one();
+    runtime.block_on(std::future::poll_fn(|cx| task.poll_calls(cx)));
+    assert_eq!(task.complete_calls(&mut out).unwrap(), 1);
+    let committable: Vec<i64> = task.committable_offsets().map(|(_, o)| o).collect();
+    assert_eq!(committable, [3], "the partition's end");
 }

@@ -148,6 +148,36 @@ impl Call {
     }
 }
 
+/// How a call retries a transient error: with jittered exponential backoff from the
+/// operator's minimum delay, doubling to its maximum, until the call's timeout ends it.
+#[derive(Clone, Debug)]
+pub(crate) struct Retry {
+    min: Duration,
+    max: Duration,
+    retries: ::metrics::Counter,
+}
+
+impl Retry {
+    /// Runs `attempt` until it succeeds or fails permanently; each retry is counted.
+    pub(crate) async fn run<T, Fut>(&self, attempt: impl FnMut() -> Fut) -> Result<T, ProcessError>
+    where
+        Fut: Future<Output = Result<T, ProcessError>>,
+    {
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(self.min)
+            .with_max_delay(self.max)
+            .with_jitter()
+            .without_max_times();
+        let retries = &self.retries;
+        attempt
+            .retry(backoff)
+            .sleep(tokio::time::sleep)
+            .when(|e: &ProcessError| e.transient)
+            .notify(|_, _| retries.increment(1))
+            .await
+    }
+}
+
 impl<K, V> Stream<K, V>
 where
     K: Clone + Hash + Send + Sync + 'static,
@@ -169,9 +199,33 @@ where
         Fut: Future<Output = Result<Record<K2, V2>, ProcessError>> + Send + 'static,
     {
         let f = Arc::new(f);
+        self.add_async_node(name, "map_async", options, move |record, call, retry| {
+            let f = f.clone();
+            // Each attempt gets its own copy of the record: `f` takes it by value.
+            async move { retry.run(|| f(record.clone(), call.clone())).await }
+        })
+    }
+
+    /// An async operator node of `kind` whose call for each record is `f`, which retries
+    /// what it retries through the [`Retry`] it is given: what `map_async` and `enrich`
+    /// are made of. The node bounds each call by the timeout and measures it.
+    pub(crate) fn add_async_node<K2, V2, F, Fut>(
+        &self,
+        name: &str,
+        kind: &'static str,
+        options: AsyncOptions,
+        f: F,
+    ) -> Stream<K2, V2>
+    where
+        K2: Clone + Send + 'static,
+        V2: Clone + Send + 'static,
+        F: Fn(Record<K, V>, Call, Retry) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Record<K2, V2>, ProcessError>> + Send + 'static,
+    {
+        let f = Arc::new(f);
         let operator = name.to_string();
         let factory: processor::ProcessorFactory = Arc::new(move || {
-            Box::new(MapAsync::<K, V, K2, V2, F> {
+            Box::new(AsyncOperator::<K, V, K2, V2, F> {
                 f: f.clone(),
                 options: options.clone(),
                 hasher: std::hash::RandomState::new(),
@@ -179,11 +233,11 @@ where
                 _marker: PhantomData,
             }) as Box<dyn DynProcessor>
         });
-        self.add_node(NodeSpec::processor(name, "map_async", factory).asynchronous())
+        self.add_node(NodeSpec::processor(name, kind, factory).asynchronous())
     }
 }
 
-struct MapAsync<K, V, K2, V2, F> {
+struct AsyncOperator<K, V, K2, V2, F> {
     f: Arc<F>,
     options: AsyncOptions,
     hasher: std::hash::RandomState,
@@ -201,13 +255,13 @@ impl Drop for InFlightGuard {
     }
 }
 
-impl<K, V, K2, V2, F, Fut> AsyncCalls for MapAsync<K, V, K2, V2, F>
+impl<K, V, K2, V2, F, Fut> AsyncCalls for AsyncOperator<K, V, K2, V2, F>
 where
     K: Clone + Hash + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
     K2: Clone + Send + 'static,
     V2: Clone + Send + 'static,
-    F: Fn(Record<K, V>, Call) -> Fut + Send + Sync + 'static,
+    F: Fn(Record<K, V>, Call, Retry) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Record<K2, V2>, ProcessError>> + Send + 'static,
 {
     fn options(&self) -> &AsyncOptions {
@@ -217,36 +271,25 @@ where
     fn start(&mut self, record: DynRecord, call: Call) -> StartedCall {
         let record: Record<K, V> = record.into_typed();
         let key_hash = self.hasher.hash_one(&record.key);
-        let f = self.f.clone();
-        let options = self.options.clone();
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(options.retry_min)
-            .with_max_delay(options.retry_max)
-            .with_jitter()
-            .without_max_times();
-        let attempt = move || {
-            let (f, record, call) = (f.clone(), record.clone(), call.clone());
-            async move { f(record, call).await }
-        };
         let metrics = self.metrics.clone();
+        let retry = Retry {
+            min: self.options.retry_min,
+            max: self.options.retry_max,
+            retries: metrics.retries.clone(),
+        };
+        let call = (self.f)(record, call, retry);
+        let timeout = self.options.timeout;
         metrics.in_flight.increment(1.0);
         let guard = InFlightGuard(metrics.in_flight.clone());
         let future = async move {
             let _guard = guard;
             let started = tokio::time::Instant::now();
-            let retries = metrics.retries.clone();
-            let retried = attempt
-                .retry(backoff)
-                .sleep(tokio::time::sleep)
-                .when(|e: &ProcessError| e.transient)
-                .notify(move |_, _| retries.increment(1));
-            let result = match tokio::time::timeout(options.timeout, retried).await {
+            let result = match tokio::time::timeout(timeout, call).await {
                 Ok(result) => result.map(DynRecord::from_typed),
                 Err(_) => {
                     metrics.timeouts.increment(1);
                     Err(ProcessError::unavailable(format!(
-                        "the call did not complete within its timeout of {:?}",
-                        options.timeout
+                        "the call did not complete within its timeout of {timeout:?}"
                     )))
                 }
             };
@@ -265,13 +308,13 @@ where
     }
 }
 
-impl<K, V, K2, V2, F, Fut> DynProcessor for MapAsync<K, V, K2, V2, F>
+impl<K, V, K2, V2, F, Fut> DynProcessor for AsyncOperator<K, V, K2, V2, F>
 where
     K: Clone + Hash + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
     K2: Clone + Send + 'static,
     V2: Clone + Send + 'static,
-    F: Fn(Record<K, V>, Call) -> Fut + Send + Sync + 'static,
+    F: Fn(Record<K, V>, Call, Retry) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Record<K2, V2>, ProcessError>> + Send + 'static,
 {
     fn process(&mut self, _record: DynRecord, _ctx: TaskContext<'_>) -> Result<(), ProcessError> {

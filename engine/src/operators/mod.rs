@@ -16,6 +16,7 @@
 
 mod aggregate;
 mod branch;
+mod enrich;
 mod filter;
 mod flat_map;
 mod for_each;

@@ -14,13 +14,12 @@
 //! is cancelled, and the runtime rewinds the partition to the input.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 
 use tokio::runtime::Handle;
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
 
 use super::{Task, TaskError};
 use crate::error::ProcessError;
@@ -41,6 +40,44 @@ pub(super) struct InFlight {
     /// overtaking): what a commit stopping at the older one must say is done already.
     done_ahead: BTreeSet<InputKey>,
     runtime: Option<Handle>,
+    /// Where each call sends its result as it completes: the task looks at what has
+    /// completed, never at every call still running.
+    completions: mpsc::UnboundedReceiver<Completion>,
+    completions_sender: mpsc::UnboundedSender<Completion>,
+    /// The id of the next call started (ids grow, so each queue is ordered by id).
+    next_call: u64,
+    /// Per input topic, the offset after the last input read (the consumer's position):
+    /// inputs done ahead from there on are still to be read, and skipped.
+    next_to_read: Vec<(Arc<str>, i64)>,
+}
+
+/// A call's id and result.
+type Completion = (u64, Result<DynRecord, ProcessError>);
+
+/// Sends a spawned call's result, or, if the call ends without one (it panicked, or was
+/// cancelled), an error saying so: an input never waits for a call that is gone.
+struct Reply {
+    id: u64,
+    result: Option<Result<DynRecord, ProcessError>>,
+    sender: mpsc::UnboundedSender<Completion>,
+}
+
+impl Reply {
+    fn send(mut self, result: Result<DynRecord, ProcessError>) {
+        self.result = Some(result);
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        let result = self.result.take().unwrap_or_else(|| {
+            Err(ProcessError::processing(
+                "the call did not finish: it panicked or was cancelled",
+            ))
+        });
+        // A closed channel: the task is gone, and its calls with it.
+        let _ = self.sender.send((self.id, result));
+    }
 }
 
 /// How many inputs may be done ahead of an input in flight: a key-ordered call does not
@@ -56,13 +93,14 @@ struct CallQueue {
 }
 
 struct CallEntry {
+    id: u64,
     input: InputKey,
     key_hash: u64,
     state: CallState,
 }
 
 enum CallState {
-    Running(JoinHandle<Result<DynRecord, ProcessError>>),
+    Running(AbortHandle),
     Done(Result<DynRecord, ProcessError>),
 }
 
@@ -84,16 +122,25 @@ impl CallQueue {
         let done = |c: &CallEntry| matches!(c.state, CallState::Done(_));
         match self.options.order {
             AsyncOrder::Key if may_overtake => {
-                self.calls.iter().enumerate().position(|(i, call)| {
-                    done(call)
-                        && !self
-                            .calls
-                            .iter()
-                            .take(i)
-                            .any(|c| c.key_hash == call.key_hash)
+                // The keys of the calls looked at so far: each holds back its key.
+                let mut held = std::collections::HashSet::new();
+                self.calls.iter().position(|call| {
+                    let first_of_key = held.insert(call.key_hash);
+                    first_of_key && done(call)
                 })
             }
             _ => self.calls.front().is_some_and(done).then_some(0),
+        }
+    }
+}
+
+impl CallQueue {
+    /// Whether a call for a record with `key_hash`, started now, may leave the operator
+    /// as soon as it completes: no older call of the operator holds it back by its order.
+    fn may_leave_now(&self, key_hash: u64, may_overtake: bool) -> bool {
+        match self.options.order {
+            AsyncOrder::Key if may_overtake => !self.calls.iter().any(|c| c.key_hash == key_hash),
+            _ => self.calls.is_empty(),
         }
     }
 }
@@ -112,7 +159,12 @@ impl Drop for InFlight {
 
 impl InFlight {
     pub(super) fn new(async_nodes: &[(usize, AsyncOptions)]) -> Self {
+        let (completions_sender, completions) = mpsc::unbounded_channel();
         Self {
+            completions,
+            completions_sender,
+            next_call: 0,
+            next_to_read: Vec::new(),
             queues: async_nodes
                 .iter()
                 .map(|(node, options)| CallQueue {
@@ -128,13 +180,19 @@ impl InFlight {
     }
 
     /// Starts `node`'s call for `record` of the input `meta`.
+    ///
+    /// A call whose future completes at its first poll (a cache hit, say) and whose
+    /// result may leave the operator at once by its order is not put in flight at all:
+    /// its result is returned, for the input's run to go on with on the stream thread,
+    /// as if the operator were synchronous. That is what lets `enrich` at a high hit
+    /// ratio run at nearly a plain `map`'s speed. `None`: the call is in flight.
     pub(super) fn start(
         &mut self,
         node: usize,
         calls: &mut dyn AsyncCalls,
         record: DynRecord,
         meta: &InputMeta,
-    ) -> Result<(), ProcessError> {
+    ) -> Result<Option<Result<DynRecord, ProcessError>>, ProcessError> {
         let Some(runtime) = &self.runtime else {
             return Err(ProcessError::new(
                 crate::error::ErrorKind::State,
@@ -156,17 +214,56 @@ impl InFlight {
                 origin: origin.clone(),
             },
         );
-        let handle = runtime.spawn(started.future);
-        let input = (origin.topic.clone(), origin.offset);
+        let may_overtake = self.done_ahead.len() < MAX_DONE_AHEAD;
         let queue = self
             .queues
             .iter_mut()
             .find(|q| q.node == node)
             .expect("every async node has a queue");
+        let mut future = started.future;
+        // Polled once here, inside the runtime's context (a timeout or a clock read in the
+        // call needs it), with a waker that wakes nothing: a call not ready is spawned,
+        // and the runtime polls it again with its own.
+        // A call that panics here fails its input as one that panics on the runtime does.
+        let first_poll = {
+            let _context = runtime.enter();
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                future.as_mut().poll(&mut cx)
+            }))
+            .unwrap_or_else(|_| {
+                Poll::Ready(Err(ProcessError::processing(
+                    "the call did not finish: it panicked",
+                )))
+            })
+        };
+        let id = self.next_call;
+        self.next_call += 1;
+        let state = match first_poll {
+            Poll::Ready(result) if queue.may_leave_now(started.key_hash, may_overtake) => {
+                return Ok(Some(result));
+            }
+            // Complete, but behind an older call: it waits in its place, unspawned.
+            Poll::Ready(result) => CallState::Done(result),
+            Poll::Pending => {
+                let reply = Reply {
+                    id,
+                    result: None,
+                    sender: self.completions_sender.clone(),
+                };
+                let call = runtime.spawn(async move {
+                    let result = future.await;
+                    reply.send(result);
+                });
+                CallState::Running(call.abort_handle())
+            }
+        };
+        let input = (origin.topic.clone(), origin.offset);
         queue.calls.push_back(CallEntry {
+            id,
             input: input.clone(),
             key_hash: started.key_hash,
-            state: CallState::Running(handle),
+            state,
         });
         self.inputs
             .entry(input)
@@ -180,7 +277,7 @@ impl InFlight {
                 outputs: 0,
             })
             .outstanding += 1;
-        Ok(())
+        Ok(None)
     }
 
     /// After an input's run: keeps the input for the dead-letter topic if it waits for
@@ -219,27 +316,35 @@ impl InFlight {
         self.inputs.retain(|input, _| !from(input));
     }
 
-    /// Polls every running call, keeping the results of those that completed; ready when
-    /// a completed call may leave its operator (by its order).
+    /// Keeps the results of the calls that completed since the last look (registering
+    /// `cx`'s waker for the next); ready when a completed call may leave its operator (by
+    /// its order).
     pub(super) fn poll(&mut self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        while let Poll::Ready(Some((id, result))) = self.completions.poll_recv(cx) {
+            self.completed(id, result);
+        }
+        self.any_ready()
+    }
+
+    /// Keeps the results of the calls that completed since the last look, without
+    /// registering a waker (so the one registered by [`InFlight::poll`] stays).
+    fn collect(&mut self) {
+        while let Ok((id, result)) = self.completions.try_recv() {
+            self.completed(id, result);
+        }
+    }
+
+    /// Keeps call `id`'s result, unless the call was cancelled meanwhile.
+    fn completed(&mut self, id: u64, result: Result<DynRecord, ProcessError>) {
         for queue in &mut self.queues {
-            for call in &mut queue.calls {
-                if let CallState::Running(handle) = &mut call.state
-                    && let Poll::Ready(joined) = Pin::new(handle).poll(cx)
-                {
-                    call.state = CallState::Done(joined.unwrap_or_else(|e| {
-                        Err(ProcessError::processing(format!(
-                            "the call did not finish: {}",
-                            if e.is_panic() {
-                                "it panicked"
-                            } else {
-                                "it was cancelled"
-                            }
-                        )))
-                    }));
-                }
+            if let Ok(position) = queue.calls.binary_search_by_key(&id, |c| c.id) {
+                queue.calls[position].state = CallState::Done(result);
+                return;
             }
         }
+    }
+
+    fn any_ready(&self) -> Poll<()> {
         let may_overtake = self.done_ahead.len() < MAX_DONE_AHEAD;
         if self
             .queues
@@ -274,6 +379,43 @@ impl InFlight {
             .insert((origin.topic.clone(), origin.offset));
     }
 
+    /// Notes that `origin` was read: the partition's position is after it.
+    pub(super) fn read(&mut self, origin: &Origin) {
+        let next = origin.offset + 1;
+        match self
+            .next_to_read
+            .iter_mut()
+            .find(|(topic, _)| **topic == *origin.topic)
+        {
+            // Set, not raised: after a rewind the position is back at the rewind.
+            Some((_, offset)) => *offset = next,
+            None => self.next_to_read.push((origin.topic.clone(), next)),
+        }
+    }
+
+    /// The offset after the last input of `topic` read.
+    pub(super) fn next_to_read(&self, topic: &str) -> Option<i64> {
+        self.next_to_read
+            .iter()
+            .find(|(t, _)| **t == *topic)
+            .map(|(_, offset)| *offset)
+    }
+
+    /// Where a task done with every input of `topic` before `next` may commit: past
+    /// the inputs done ahead that follow, up to the next one not done or not read yet.
+    /// Those not read yet (listed by an earlier incarnation's commit) stay ahead: they
+    /// must still be skipped when read, so no commit may pass and forget them.
+    pub(super) fn done_through(&self, topic: &Arc<str>, mut next: i64) -> i64 {
+        if self.done_ahead.is_empty() {
+            return next;
+        }
+        let read = self.next_to_read(topic).unwrap_or(next);
+        while next < read && self.done_ahead.contains(&(topic.clone(), next)) {
+            next += 1;
+        }
+        next
+    }
+
     /// Whether an input read (again) was done ahead, so it must be skipped.
     pub(super) fn was_done_ahead(&self, origin: &Origin) -> bool {
         !self.done_ahead.is_empty()
@@ -300,11 +442,11 @@ impl InFlight {
 
     /// The oldest input of `topic` in flight.
     pub(super) fn oldest(&self, topic: &str) -> Option<i64> {
+        // Ordered by topic, then offset: the first of the topic is its oldest.
         self.inputs
             .keys()
-            .filter(|(t, _)| **t == *topic)
+            .find(|(t, _)| **t == *topic)
             .map(|(_, offset)| *offset)
-            .min()
     }
 }
 
@@ -327,6 +469,43 @@ impl Task {
         self.in_flight.capacity()
     }
 
+    /// Whether the task must stop taking input: its async operators are at capacity, or
+    /// so many inputs are done ahead of one still in flight (records that never reach a
+    /// call: filtered, dead-lettered) that the commit's metadata could not list many more.
+    pub fn at_capacity(&self) -> bool {
+        let in_flight = self.in_flight.len();
+        self.in_flight.capacity().is_some_and(|c| in_flight >= c)
+            || (in_flight > 0 && self.in_flight.done_ahead.len() >= MAX_DONE_AHEAD / 2)
+    }
+
+    /// Whether a task [at capacity](Self::at_capacity) may take input again: half its
+    /// inputs in flight are done, and the inputs done ahead of one in flight are few
+    /// again.
+    pub fn drained(&self) -> bool {
+        let in_flight = self.in_flight.len();
+        in_flight <= self.in_flight.capacity().unwrap_or(0) / 2
+            && (in_flight == 0 || self.in_flight.done_ahead.len() < MAX_DONE_AHEAD / 4)
+    }
+
+    /// Forgets the inputs of `topic` done ahead that no commit or rewind needs any more:
+    /// those before its oldest input in flight, or, with none in flight, before the next
+    /// input to read. The next commit passes them, and a rewind never goes back before
+    /// them. This keeps the list short while calls complete between commits, so
+    /// key-ordered calls keep overtaking. Entries not read yet, those a previous
+    /// incarnation's commit listed, stay: they are still to be skipped.
+    fn forget_done_behind(&mut self, topic: &Arc<str>) {
+        if self.in_flight.done_ahead.is_empty() {
+            return;
+        }
+        let bound = self
+            .in_flight
+            .oldest(topic)
+            .or_else(|| self.in_flight.next_to_read(topic));
+        if let Some(bound) = bound {
+            self.in_flight.forget_done_before(topic, bound);
+        }
+    }
+
     /// Polls the calls in flight; ready when some have completed and
     /// [`Task::complete_calls`] has work.
     pub fn poll_calls(&mut self, cx: &mut std::task::Context<'_>) -> Poll<()> {
@@ -338,10 +517,7 @@ impl Task {
     /// returns how many inputs became done. A transient failure makes the task
     /// unavailable from that input on (see the module docs).
     pub fn complete_calls(&mut self, out: &mut Vec<ProducerRecord>) -> Result<usize, TaskError> {
-        // Results taken with a waker that never wakes: this only collects what is done.
-        let _ = self
-            .in_flight
-            .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+        self.in_flight.collect();
         let mut done = 0;
         while let Some((node, input, result)) = self.in_flight.take_ready() {
             let Some(waiting) = self.in_flight.inputs.get(&input) else {
@@ -376,6 +552,7 @@ impl Task {
             if waiting.outstanding == 0 {
                 self.in_flight.inputs.remove(&input);
                 self.done_with(&meta.origin);
+                self.forget_done_behind(&meta.origin.topic);
                 done += 1;
             }
         }
@@ -383,7 +560,7 @@ impl Task {
     }
 
     /// Hands a completed call's record to its operator's children.
-    fn forward_result(
+    pub(super) fn forward_result(
         &mut self,
         node: usize,
         record: DynRecord,

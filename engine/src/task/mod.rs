@@ -329,6 +329,9 @@ impl Task {
                     topic: input.origin.topic.to_string(),
                 })?;
         self.metrics.consumed.increment(1);
+        if self.in_flight.capacity().is_some() {
+            self.in_flight.read(&input.origin);
+        }
         if self.in_flight.was_done_ahead(&input.origin) {
             // Done before a crash or a rewind, behind an input that was still in flight.
             self.done_with(&input.origin);
@@ -377,7 +380,11 @@ impl Task {
     /// the older one, so the input is listed in the commit's metadata and skipped when it
     /// is read again.
     fn done_with(&mut self, origin: &Origin) {
-        let next = origin.offset + 1;
+        // Past the inputs done ahead that follow: with none after them, no later input
+        // moves the commit past them (an idle partition would never be caught up).
+        let next = self
+            .in_flight
+            .done_through(&origin.topic, origin.offset + 1);
         match self
             .committable
             .iter_mut()
@@ -571,10 +578,16 @@ impl Task {
             let node = &mut self.nodes[index];
             node.records_in.increment(1);
             if let Some(calls) = node.processor.as_async() {
-                if let Err(error) = self.in_flight.start(index, calls, record, meta) {
-                    self.pending.clear();
-                    self.forwarded.clear();
-                    return Err((index, error));
+                match self.in_flight.start(index, calls, record, meta) {
+                    Ok(None) => {}
+                    Ok(Some(Ok(record))) => {
+                        self.forward_result(index, record, meta, out, outputs_for_input);
+                    }
+                    Ok(Some(Err(error))) | Err(error) => {
+                        self.pending.clear();
+                        self.forwarded.clear();
+                        return Err((index, error));
+                    }
                 }
                 continue;
             }
