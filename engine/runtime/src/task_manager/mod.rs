@@ -39,6 +39,9 @@ mod grouped;
 
 /// The longest a poll blocks, so that commits, ticks and shutdown are never late by more.
 const POLL_TIMEOUT: Duration = Duration::from_millis(20);
+/// The longest a poll blocks while async calls are in flight: how late a completed call
+/// may be forwarded.
+const CALLS_POLL_TIMEOUT: Duration = Duration::from_millis(1);
 /// How often operators' `on_tick` runs.
 const TICK_INTERVAL: Duration = Duration::from_millis(100);
 /// How often store sizes are published as metrics.
@@ -80,6 +83,8 @@ pub(crate) struct TaskManager {
     async_tasks: usize,
     /// Tasks paused because their async operators are at capacity.
     paused_tasks: std::collections::HashSet<TaskId>,
+    /// Records fetched for tasks at their async capacity, in order (see `async_calls`).
+    held: HashMap<TaskId, std::collections::VecDeque<RawRecord>>,
 }
 
 impl TaskManager {
@@ -122,16 +127,22 @@ impl TaskManager {
             runtime,
             async_tasks: 0,
             paused_tasks: Default::default(),
+            held: HashMap::new(),
         }
     }
 
     /// How long the next poll may wait: not at all while tasks restore (the restore steps
     /// wait for changelog records instead).
     pub(crate) fn poll_timeout(&self) -> Duration {
-        if self.updater.is_idle() {
-            POLL_TIMEOUT
-        } else {
+        if !self.updater.is_idle() {
             Duration::ZERO
+        } else if self.async_tasks > 0 && self.tasks.values().any(|t| t.in_flight() > 0) {
+            // A completed call is forwarded at the next look: not 20 ms later. (A poll
+            // cannot be woken early: rdkafka's poll waits out its timeout whatever
+            // librdkafka's queue says.)
+            CALLS_POLL_TIMEOUT
+        } else {
+            POLL_TIMEOUT
         }
     }
 
@@ -190,6 +201,9 @@ impl TaskManager {
             }
             return self.drain_group(consumer, id, collector);
         }
+        let Some(raw) = self.hold_while_busy(consumer, id, raw) else {
+            return Ok(());
+        };
         self.process(consumer, id, raw, collector).map(|_| ())
     }
 
@@ -232,9 +246,9 @@ impl TaskManager {
         self.retries
             .succeeded(&raw.origin.topic, raw.origin.partition);
         task.punctuate_stream_time(&mut self.out)?;
-        // A task at its async operators' capacity stops taking input until half its
-        // inputs in flight are done.
-        let at_capacity = task.async_capacity().is_some_and(|c| task.in_flight() >= c);
+        // A task in a partition group at its async operators' capacity stops taking
+        // input until half its inputs in flight are done; others hold what comes for it.
+        let at_capacity = task.at_capacity() && self.groups.contains_key(&id);
         for record in self.out.drain(..) {
             collector.send(record, Some(&raw.origin))?;
         }
@@ -489,6 +503,7 @@ impl TaskManager {
         self.async_tasks = 0;
         // The rewind resumes every partition.
         self.paused_tasks.clear();
+        self.held.clear();
         for (id, task) in self.tasks.drain() {
             if task.is_stateful() {
                 self.idle_stores.insert(id, task.into_stores());
@@ -524,6 +539,7 @@ impl TaskManager {
                     self.async_tasks -= 1;
                 }
                 self.paused_tasks.remove(&id);
+                self.held.remove(&id);
                 self.idle_stores.remove(&id);
                 self.groups.remove(&id);
                 self.updater.cancel(id);
