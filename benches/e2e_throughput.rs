@@ -12,7 +12,11 @@
 //!   (commit.interval.ms 100);
 //! * (d) `sluice-alos`: the same under at_least_once (commit.interval.ms 5000);
 //! * (e) `sluice-normalization`: the normalization topology under exactly_once_v2, over a
-//!   backlog of N generated EHR and pharmacy orders (their own sizes).
+//!   backlog of N generated EHR and pharmacy orders (their own sizes);
+//! * (f) `sluice-calls-<capacity>`: `map_async` calling a local HTTP service that answers
+//!   in 5 ms, at capacity 1, 10, 100 and 1000, against 8 × capacity ÷ 5 ms;
+//! * (g) `sluice-enrich`: `enrich` at about 95% cache hits, against (c). See
+//!   [`async_calls`] for both.
 //!
 //! Every variant runs as a child process of this one, one stream thread each, so its peak
 //! RSS is its own. Throughput is counted from the first record consumed to the commit of
@@ -32,6 +36,9 @@
 
 #[path = "../tests/support/mod.rs"]
 mod support;
+
+#[path = "e2e_throughput/async_calls.rs"]
+mod async_calls;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -64,6 +71,9 @@ const VARIANTS: [&str; 5] = [
     "sluice-alos",
     "sluice-normalization",
 ];
+
+/// The variants a baseline build runs too: those every build has.
+const BASELINE_VARIANTS: [&str; 3] = ["sluice-eos", "sluice-alos", "sluice-normalization"];
 
 /// What one variant measured, printed by the child as one line.
 #[derive(Clone, Debug, Default)]
@@ -126,13 +136,14 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(default)
     };
-    let (records, runs) = if benching {
+    let (records, call_records, runs) = if benching {
         (
             env_number("SLUICE_E2E_RECORDS", 1_000_000),
+            env_number("SLUICE_E2E_CALL_RECORDS", 20_000),
             env_number("SLUICE_E2E_RUNS", 3),
         )
     } else {
-        (20_000, 1)
+        (20_000, 1_000, 1)
     };
     println!(
         "end-to-end harness: {records} records of {VALUE_BYTES} bytes over {PARTITIONS} partitions, {runs} run(s), one stream thread per variant"
@@ -142,21 +153,35 @@ fn main() {
         println!("baseline build: {}", path.display());
     }
     let this_build = std::env::current_exe().unwrap();
+    let service = async_calls::start_service();
+    // SLUICE_E2E_ONLY=<variant>,...: only those, to look at some variants closely.
+    let only = std::env::var("SLUICE_E2E_ONLY").ok();
+    let variants: Vec<String> = VARIANTS
+        .iter()
+        .map(|v| v.to_string())
+        .chain(async_calls::variants())
+        .filter(|v| only.as_ref().is_none_or(|o| o.split(',').any(|x| x == v)))
+        .collect();
     let mut results: HashMap<String, Vec<Measured>> = HashMap::new();
     for run in 0..runs {
         // A fresh broker per run: every run starts from the same empty log.
         let broker = support::TestBroker::start();
-        write_backlog(&broker, records);
-        for variant in VARIANTS {
+        write_backlog(&broker, records, call_records);
+        for variant in &variants {
+            let variant = variant.as_str();
+            let records = match async_calls::capacity_of(variant) {
+                Some(_) => call_records,
+                None => records,
+            };
             let mut builds = vec![(variant.to_string(), &this_build, run)];
             if let Some(path) = &baseline
-                && variant.starts_with("sluice")
+                && BASELINE_VARIANTS.contains(&variant)
             {
                 // Its own run number, so its output topic and group are its own.
                 builds.push((baseline_name(variant), path, run + BASELINE_RUN_OFFSET));
             }
             for (name, binary, child_run) in builds {
-                let measured = run_variant(binary, &broker, variant, child_run, records);
+                let measured = run_variant(binary, &broker, &service, variant, child_run, records);
                 println!(
                     "run {run} {name:<31} {:>9.0} rec/s {:>6.1} MB/s  p50 {:>6.1} ms  p99 {:>6.1} ms  peak RSS {:>6.1} MB",
                     measured.records_per_second(),
@@ -200,14 +225,21 @@ fn print_table(results: &HashMap<String, Vec<Measured>>, runs: u64, with_baselin
         .zip(VARIANTS)
         .map(|(letter, variant)| (letter.to_string(), variant.to_string()))
         .collect();
+    for capacity in async_calls::CAPACITIES {
+        rows.push((format!("f{capacity}"), format!("sluice-calls-{capacity}")));
+    }
+    rows.push(("g".to_string(), "sluice-enrich".to_string()));
     if with_baseline {
         for (letter, variant) in ["c", "d", "e"].iter().zip(&VARIANTS[2..]) {
             rows.push((format!("{letter}0"), baseline_name(variant)));
         }
     }
-    let mut rate = HashMap::new();
+    let mut rate: HashMap<&str, f64> = HashMap::new();
     for (letter, variant) in &rows {
-        let m = &results[variant];
+        // Absent when SLUICE_E2E_ONLY left the variant out.
+        let Some(m) = results.get(variant) else {
+            continue;
+        };
         let pick = |f: fn(&Measured) -> f64| median(m.iter().map(f).collect());
         let r = pick(Measured::records_per_second);
         rate.insert(letter.as_str(), r);
@@ -219,33 +251,60 @@ fn print_table(results: &HashMap<String, Vec<Measured>>, runs: u64, with_baselin
             pick(|m| m.peak_rss_mb)
         );
     }
-    println!(
-        "\nc/a (Sluice exactly-once / bare transactional loop) = {:.2}   (goal >= 0.90)",
-        rate["c"] / rate["a"]
-    );
-    println!(
-        "d/b (Sluice at-least-once / bare loop)               = {:.2}   (goal >= 0.95)",
-        rate["d"] / rate["b"]
-    );
-    if with_baseline {
+    println!();
+    // `x/y` of two rows' rates, when both ran.
+    let ratio = |x: &str, y: &str| Some(rate.get(x)? / rate.get(y)?);
+    if let Some(r) = ratio("c", "a") {
+        println!("c/a (Sluice exactly-once / bare transactional loop) = {r:.2}   (goal >= 0.90)");
+    }
+    if let Some(r) = ratio("d", "b") {
+        println!("d/b (Sluice at-least-once / bare loop)               = {r:.2}   (goal >= 0.95)");
+    }
+    for capacity in async_calls::CAPACITIES {
+        let Some(r) = rate.get(format!("f{capacity}").as_str()) else {
+            continue;
+        };
+        // One stream thread runs the 8 partitions' tasks, each with `capacity` calls.
+        let ideal =
+            PARTITIONS as f64 * capacity as f64 / async_calls::SERVICE_LATENCY.as_secs_f64();
+        let ceiling = rate.get("c").map_or(ideal, |c| ideal.min(*c));
         println!(
-            "baseline build: c0/a = {:.2}, d0/b = {:.2}; this build / baseline: c/c0 = {:.2}, d/d0 = {:.2}, e/e0 = {:.2}",
-            rate["c0"] / rate["a"],
-            rate["d0"] / rate["b"],
-            rate["c"] / rate["c0"],
-            rate["d"] / rate["d0"],
-            rate["e"] / rate["e0"]
+            "f{capacity}: {r:.0} records/s = {:.2} of 8 x {capacity} / 5 ms = {ideal:.0}; {:.2} of min(that, c)   (goal >= 0.80)",
+            r / ideal,
+            r / ceiling
         );
+    }
+    if let Some(r) = ratio("g", "c") {
+        println!("g/c (enrich at ~95% hits / plain map)                = {r:.2}   (goal >= 0.80)");
+    }
+    if with_baseline {
+        let ratios = ["c0/a", "d0/b", "c/c0", "d/d0", "e/e0"].map(|name| {
+            let (x, y) = name.split_once('/').unwrap();
+            format!("{name} = {:.2}", ratio(x, y).unwrap_or(f64::NAN))
+        });
+        println!("baseline build: {}", ratios.join(", "));
     }
 }
 
 /// N records of 200 bytes to the map variants' input, and N generated orders (half per
 /// feed) to the normalization inputs.
-fn write_backlog(broker: &support::TestBroker, records: u64) {
-    broker.create_topics(&[INPUT_TOPIC, EHR_TOPIC, PHARMACY_TOPIC], PARTITIONS);
+fn write_backlog(broker: &support::TestBroker, records: u64, call_records: u64) {
+    broker.create_topics(
+        &[
+            INPUT_TOPIC,
+            async_calls::CALLS_INPUT_TOPIC,
+            EHR_TOPIC,
+            PHARMACY_TOPIC,
+        ],
+        PARTITIONS,
+    );
     let producer = backlog_producer(&broker.brokers);
     for i in 0..records {
         send_waiting(&producer, INPUT_TOPIC, &format!("k{i}"), &value_of(i));
+    }
+    for i in 0..call_records {
+        let topic = async_calls::CALLS_INPUT_TOPIC;
+        send_waiting(&producer, topic, &format!("k{i}"), &value_of(i));
     }
     let mut generator = OrderGenerator::new(5);
     for _ in 0..records / 2 {
@@ -290,6 +349,7 @@ fn output_topic(variant: &str, run: u64) -> String {
 fn run_variant(
     binary: &Path,
     broker: &support::TestBroker,
+    service: &str,
     variant: &str,
     run: u64,
     records: u64,
@@ -297,9 +357,13 @@ fn run_variant(
     let out = Command::new(binary)
         .env("SLUICE_E2E_CHILD", variant)
         .env("SLUICE_E2E_BROKERS", &broker.brokers)
+        .env("SLUICE_E2E_SERVICE", service)
         .env("SLUICE_E2E_RUN", run.to_string())
         .env("SLUICE_E2E_N", records.to_string())
-        .env("RUST_LOG", "warn,rdkafka=off")
+        .env(
+            "RUST_LOG",
+            std::env::var("SLUICE_E2E_RUST_LOG").unwrap_or("warn,rdkafka=off".to_string()),
+        )
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -365,6 +429,13 @@ fn run_child(variant: &str) -> Measured {
             let (topology, guarantee) = match variant {
                 "sluice-eos" => (map_topology(&output), "exactly_once_v2"),
                 "sluice-alos" => (map_topology(&output), "at_least_once"),
+                "sluice-enrich" => (async_calls::enrich_topology(&output), "exactly_once_v2"),
+                _ if async_calls::capacity_of(variant).is_some() => {
+                    let service = std::env::var("SLUICE_E2E_SERVICE").unwrap();
+                    let capacity = async_calls::capacity_of(variant).unwrap();
+                    let topology = async_calls::calls_topology(&output, &service, capacity);
+                    (topology, "exactly_once_v2")
+                }
                 _ => (
                     normalization::topology(normalization::local_output_serde()),
                     "exactly_once_v2",
@@ -416,7 +487,9 @@ fn run_child(variant: &str) -> Measured {
         _ => records * VALUE_BYTES as u64,
     };
 
+    eprintln!("{variant}: {records} records in {seconds:.1} s; measuring latency");
     let latencies = measure_latency(&brokers, variant, &output);
+    eprintln!("{variant}: latency measured; stopping");
     stop.store(true, Ordering::Relaxed);
     processing.join().unwrap();
     let outputs = committed_count(&brokers, &output);
@@ -605,6 +678,7 @@ fn measure_latency(brokers: &str, variant: &str, output: &str) -> Vec<i64> {
         .create()
         .unwrap();
     let normalization = variant == "sluice-normalization";
+    let input = async_calls::input_topic(variant);
     let writer = std::thread::spawn(move || {
         let started = Instant::now();
         let mut generator = OrderGenerator::new(99);
@@ -613,7 +687,7 @@ fn measure_latency(brokers: &str, variant: &str, output: &str) -> Vec<i64> {
                 let order = generator.next_ehr();
                 send_waiting(&producer, EHR_TOPIC, &order.key, &order.value);
             } else {
-                send_waiting(&producer, INPUT_TOPIC, &format!("lat{i}"), &value_of(i));
+                send_waiting(&producer, input, &format!("lat{i}"), &value_of(i));
             }
             let due = started + Duration::from_secs_f64((i + 1) as f64 / LATENCY_RATE);
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
