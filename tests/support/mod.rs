@@ -185,8 +185,10 @@ pub fn produce_orders_paced(
     inputs
 }
 
-/// One record read back: its key and its `event-id` header.
+/// One record read back: where it was, its key and its `event-id` header.
 pub struct ReadBack {
+    pub partition: i32,
+    pub offset: i64,
     pub key: Option<String>,
     pub value: Option<Vec<u8>>,
     pub event_id: Option<String>,
@@ -241,6 +243,8 @@ pub fn read_all(brokers: &str, topic: &str, isolation: &str) -> Vec<ReadBack> {
                 })
                 .unwrap_or_default();
             out.push(ReadBack {
+                partition: m.partition(),
+                offset: m.offset(),
                 key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
                 value: m.payload().map(<[u8]>::to_vec),
                 event_id: headers.get("event-id").cloned(),
