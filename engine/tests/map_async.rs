@@ -216,10 +216,15 @@ fn raw(key: &str, offset: i64) -> sluice_engine::RawRecord {
     }
 }
 
-#[test]
-fn an_input_done_ahead_of_one_in_flight_is_not_committed_over_and_is_skipped_when_read_again() {
-    use sluice_engine::Task;
-    // Key `slow` waits until released; key `fast` completes at once.
+/// A task of a key-ordered topology whose call for key `slow` waits until the returned
+/// `Notify` is notified and completes at once for any other key; with the runtime its
+/// calls run on, and the topology (for a new incarnation of the task).
+fn gated_task() -> (
+    sluice_engine::Task,
+    tokio::runtime::Runtime,
+    Arc<tokio::sync::Notify>,
+    Topology,
+) {
     let release = Arc::new(tokio::sync::Notify::new());
     let gate = release.clone();
     let options = AsyncOptions::new().key_ordered();
@@ -236,7 +241,13 @@ fn an_input_done_ahead_of_one_in_flight_is_not_committed_over_and_is_skipped_whe
         .enable_all()
         .build()
         .unwrap();
-    let mut task = Task::new(&topology, 0, 0).with_runtime(runtime.handle().clone());
+    let task = sluice_engine::Task::new(&topology, 0, 0).with_runtime(runtime.handle().clone());
+    (task, runtime, release, topology)
+}
+
+#[test]
+fn an_input_done_ahead_of_one_in_flight_is_not_committed_over_and_is_skipped_when_read_again() {
+    let (mut task, runtime, release, topology) = gated_task();
     let mut out = Vec::new();
     assert_eq!(
         task.process(&raw("slow", 0), &mut out).unwrap(),
@@ -263,7 +274,7 @@ fn an_input_done_ahead_of_one_in_flight_is_not_committed_over_and_is_skipped_whe
     // A new incarnation, told what its predecessor's commit listed, calls for input 0
     // again and skips input 1, whose output is committed already.
     drop(task);
-    let mut task = Task::new(&topology, 0, 0).with_runtime(runtime.handle().clone());
+    let mut task = sluice_engine::Task::new(&topology, 0, 0).with_runtime(runtime.handle().clone());
     // Input 3 too, as if it had overtaken a call for input 2 that never completed.
     task.resume_done_ahead(&Arc::from("in"), [1, 3]);
     let mut out = Vec::new();
@@ -448,24 +459,7 @@ fn inputs_done_ahead_of_a_slow_call_stop_the_task_before_the_commit_could_not_li
 
 #[test]
 fn a_commit_between_overtaking_and_the_slow_call_completing_still_reaches_the_partition_end() {
-    use sluice_engine::Task;
-    let release = Arc::new(tokio::sync::Notify::new());
-    let gate = release.clone();
-    let options = AsyncOptions::new().key_ordered();
-    let topology = topology(options, move |key: String, value: String| {
-        let gate = gate.clone();
-        async move {
-            if key == "slow" {
-                gate.notified().await;
-            }
-            Ok(value)
-        }
-    });
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let mut task = Task::new(&topology, 0, 0).with_runtime(runtime.handle().clone());
+    let (mut task, runtime, release, _) = gated_task();
     let mut out = Vec::new();
     task.process(&raw("slow", 0), &mut out).unwrap();
     task.process(&raw("fast", 1), &mut out).unwrap();
