@@ -14,6 +14,8 @@
 //!   of its own, the others for one of 1,000 hot keys, so about 95% of lookups hit. A miss
 //!   waits 5 ms on the lookup (a timer, no CPU): what is measured is the engine's cost of
 //!   a hit and of ordering hits behind misses, against the plain map (c).
+//!   `sluice-enrich-keyed` is the same in key order, where hits overtake misses of other
+//!   keys (every record of the backlog has a key of its own).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -39,7 +41,10 @@ pub fn variants() -> Vec<String> {
     CAPACITIES
         .iter()
         .map(|c| format!("sluice-calls-{c}"))
-        .chain(["sluice-enrich".to_string()])
+        .chain([
+            "sluice-enrich".to_string(),
+            "sluice-enrich-keyed".to_string(),
+        ])
         .collect()
 }
 
@@ -162,8 +167,14 @@ fn reference_key(n: u64) -> u64 {
     }
 }
 
-/// (g): the plain map's transform, through `enrich` at about 95% hits.
-pub fn enrich_topology(output: &str) -> Topology {
+/// (g): the plain map's transform, through `enrich` at about 95% hits; `keyed`: in key
+/// order (hits overtake misses of other keys), else in input order.
+pub fn enrich_topology(output: &str, keyed: bool) -> Topology {
+    let options = if keyed {
+        AsyncOptions::new().key_ordered()
+    } else {
+        AsyncOptions::new()
+    };
     let builder = TopologyBuilder::new("e2e-enrich");
     builder
         .source("input", &[INPUT_TOPIC], Serdes::bytes(), Serdes::bytes())
@@ -171,7 +182,7 @@ pub fn enrich_topology(output: &str) -> Topology {
             "reference",
             SlowReference,
             LookupCacheConfig::default(),
-            AsyncOptions::new(),
+            options,
             |record: &sluice_engine::Record<Vec<u8>, Vec<u8>>| {
                 sequence_of(&record.value).map(reference_key)
             },
