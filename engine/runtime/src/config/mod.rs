@@ -165,6 +165,12 @@ pub struct ConfigBuilder {
     errors: Vec<ConfigError>,
 }
 
+/// `SLUICE_*` variables that are not configuration keys, so a worker started where they
+/// are set does not refuse them as unknown keys: the crash-test hook (see
+/// runtime::failpoint), and the build cache of the project's scripts
+/// (`scripts/install-broker.sh`).
+pub const NOT_CONFIGURATION: [&str; 2] = [crate::failpoint::ENV, "SLUICE_CACHE_DIR"];
+
 impl ConfigBuilder {
     pub fn new() -> Self {
         Self::default()
@@ -232,11 +238,11 @@ impl ConfigBuilder {
         self
     }
 
-    /// Reads every `SLUICE_*` variable of `vars` (pass `std::env::vars()`).
+    /// Reads every `SLUICE_*` variable of `vars` (pass `std::env::vars()`), except those
+    /// that are not configuration keys ([`NOT_CONFIGURATION`]).
     pub fn env(&mut self, vars: impl IntoIterator<Item = (String, String)>) -> &mut Self {
         for (name, value) in vars {
-            // The crash-test hook (see runtime::failpoint) is not a configuration key.
-            if name == crate::failpoint::ENV {
+            if NOT_CONFIGURATION.contains(&name.as_str()) {
                 continue;
             }
             if let Some(rest) = name.strip_prefix("SLUICE_") {

@@ -51,6 +51,19 @@ fn environment_overrides_the_file_and_flags_override_the_environment() {
 }
 
 #[test]
+fn the_scripts_own_sluice_variables_are_not_read_as_configuration_keys() {
+    let mut b = minimal();
+    b.env([
+        (
+            "SLUICE_CACHE_DIR".to_string(),
+            "/var/cache/sluice".to_string(),
+        ),
+        ("SLUICE_FAILPOINT".to_string(), "after-commit".to_string()),
+    ]);
+    assert!(b.build().is_ok(), "{:?}", b.build().err());
+}
+
+#[test]
 fn a_bad_value_names_the_key_the_value_and_what_is_accepted() {
     let err = minimal()
         .set("commit.interval.ms", "soon", "flag")

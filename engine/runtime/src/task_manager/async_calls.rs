@@ -98,7 +98,10 @@ impl TaskManager {
         id: TaskId,
         raw: RawRecord,
     ) -> Option<RawRecord> {
-        if !self.held.contains_key(&id) && !self.tasks.get(&id).is_some_and(Task::at_capacity) {
+        // Two look-ups a record, for topologies with async operators only.
+        if self.async_tasks == 0
+            || (!self.held.contains_key(&id) && !self.tasks.get(&id).is_some_and(Task::at_capacity))
+        {
             return Some(raw);
         }
         let held = self.held.entry(id).or_default();
