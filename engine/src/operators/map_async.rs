@@ -130,16 +130,30 @@ impl AsyncOptions {
 /// What a call knows of the input it serves.
 #[derive(Clone, Debug)]
 pub struct Call {
-    pub(crate) idempotency_key: Arc<str>,
+    /// The input's event id, from its lineage, if it has one.
+    pub(crate) event_id: Option<Arc<str>>,
     pub(crate) origin: Origin,
+    /// The key derived from the origin, for an input without an event id: made on first
+    /// use only, so a call that never sends it (a cache hit) costs no allocation for it.
+    pub(crate) derived_key: std::sync::OnceLock<Arc<str>>,
 }
 
 impl Call {
     /// The same for every call made for the same input, however often it is made again
-    /// after a crash or a rebalance: the input's event id. Send it as the service's
-    /// idempotency key.
+    /// after a crash or a rebalance: the input's event id, or without one
+    /// `sluice:<topic>:<partition>:<offset>`. Send it as the service's idempotency key.
     pub fn idempotency_key(&self) -> &str {
-        &self.idempotency_key
+        match &self.event_id {
+            Some(id) => id,
+            None => self.derived_key.get_or_init(|| {
+                let origin = &self.origin;
+                format!(
+                    "sluice:{}:{}:{}",
+                    origin.topic, origin.partition, origin.offset
+                )
+                .into()
+            }),
+        }
     }
 
     /// Where the input was read.

@@ -200,18 +200,12 @@ impl InFlight {
             ));
         };
         let origin = &meta.origin;
-        let idempotency_key: Arc<str> = match &meta.lineage.event_id {
-            Some(id) => Arc::from(id.as_str()),
-            None => Arc::from(format!(
-                "sluice:{}:{}:{}",
-                origin.topic, origin.partition, origin.offset
-            )),
-        };
         let started = calls.start(
             record,
             Call {
-                idempotency_key,
+                event_id: meta.lineage.event_id.as_deref().map(Arc::from),
                 origin: origin.clone(),
+                derived_key: std::sync::OnceLock::new(),
             },
         );
         let may_overtake = self.done_ahead.len() < MAX_DONE_AHEAD;
