@@ -54,6 +54,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use sluice_engine::{Serdes, Topology, TopologyBuilder};
+use sluice_runtime::config::ENV_PREFIX;
 use sluice_runtime::{ConfigBuilder, Worker, admin};
 use sluice_topologies::demo::send_waiting;
 use sluice_topologies::generator::OrderGenerator;
@@ -468,8 +469,9 @@ fn run_child(variant: &str) -> Measured {
                 .set("state.dir", state_dir.display().to_string(), "e2e")
                 .set("topic.replication.factor", "1", "e2e")
                 .set("metrics.address", "off", "e2e")
-                // SLUICE_* variables apply, to try other settings in the same harness.
-                .env(std::env::vars().filter(|(k, _)| !k.starts_with("SLUICE_E2E_")))
+                // SLUICE_CONFIG_* variables apply, to try other settings in the same harness;
+                // the cluster is always the harness's own broker.
+                .env(std::env::vars().filter(|(k, _)| k.starts_with(ENV_PREFIX)))
                 .build()
                 .unwrap();
             let (progress, stop) = (progress.clone(), stop.clone());

@@ -47,8 +47,9 @@ enum Command {
         /// Seed of the generator: the same seed gives the same orders.
         #[arg(long, default_value_t = 7)]
         seed: u64,
-        /// A real cluster instead of the in-process mock.
-        #[arg(long)]
+        /// A real cluster instead of the in-process mock (default: $SLUICE_BROKERS, which
+        /// `scripts/broker.sh start` prints).
+        #[arg(long, env = "SLUICE_BROKERS")]
         brokers: Option<String>,
         #[arg(long, default_value_t = 8)]
         partitions: i32,
@@ -120,10 +121,10 @@ fn describe(name: &str, mermaid: bool) -> Result<(), String> {
 #[derive(clap::Args)]
 struct RunArgs {
     topology: String,
-    /// bootstrap.servers: host:port[,host:port...]
+    /// bootstrap.servers: host:port[,host:port...] (default: $SLUICE_BROKERS)
     #[arg(long)]
     brokers: Option<String>,
-    /// A TOML config file; its keys may be overridden by SLUICE_* variables and flags.
+    /// A TOML config file; its keys may be overridden by SLUICE_CONFIG_* variables and flags.
     #[arg(long)]
     config: Option<PathBuf>,
     /// application.id (default: sluice-<topology>).

@@ -163,6 +163,27 @@ fn run_with_unreachable_brokers_fails_within_the_startup_timeout() {
 }
 
 #[test]
+fn run_from_a_shell_that_exported_the_broker_scripts_variables_reads_sluice_brokers() {
+    // What `eval "$(scripts/broker.sh start)"; export SLUICE_BROKERS` leaves behind, with the
+    // broker script's own settings: none is an unknown key, and SLUICE_BROKERS is the cluster.
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", "normalization", "--set", "startup.timeout.ms=1000"])
+        .env("SLUICE_BROKERS", "127.0.0.1:1")
+        .env("SLUICE_BROKER_HOST", "127.0.0.1")
+        .env("SLUICE_BROKER_PORT", "19092")
+        .env("SLUICE_BROKER_DIR", "/tmp/sluice-broker")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("unknown configuration key"), "{err}");
+    assert!(
+        err.contains("cannot reach the Kafka cluster at 127.0.0.1:1"),
+        "{err}"
+    );
+}
+
+#[test]
 fn run_with_bad_config_names_every_bad_key_and_what_it_accepts() {
     let dir = std::env::temp_dir().join(format!("sluice-cli-config-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -182,7 +203,7 @@ fn run_with_bad_config_names_every_bad_key_and_what_it_accepts() {
         ])
         .arg(&file)
         .args(["--guarantee", "sometimes"])
-        .env("SLUICE_NUM_STREAM_THREAD", "2")
+        .env("SLUICE_CONFIG_NUM_STREAM_THREAD", "2")
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -198,6 +219,6 @@ fn run_with_bad_config_names_every_bad_key_and_what_it_accepts() {
         ),
         "{err}"
     );
-    assert!(err.contains("unknown configuration key `num.stream.thread` (from environment variable SLUICE_NUM_STREAM_THREAD)"), "{err}");
+    assert!(err.contains("unknown configuration key `num.stream.thread` (from environment variable SLUICE_CONFIG_NUM_STREAM_THREAD)"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
 }

@@ -79,6 +79,62 @@ impl<P> Envelope<P> {
     }
 }
 
+/// A JSON event as the platform's feeds send it: inside the envelope, or a bare payload.
+/// Read with [`JsonEventSerde`](crate::serde::JsonEventSerde), which takes the lineage of an
+/// enveloped event from its metadata.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JsonEvent {
+    /// The envelope's metadata; `None` for a bare payload.
+    pub metadata: Option<EventMetadata>,
+    pub payload: serde_json::Value,
+}
+
+impl JsonEvent {
+    /// Splits a decoded JSON value: an object with both `metadata` (an object) and
+    /// `payload` is an envelope, whose metadata must then be complete; anything else is a
+    /// bare payload. The error names the metadata field, never a value.
+    pub fn from_value(mut value: serde_json::Value) -> Result<Self, String> {
+        let enveloped = value.as_object().is_some_and(|object| {
+            object
+                .get("metadata")
+                .is_some_and(serde_json::Value::is_object)
+                && object.contains_key("payload")
+        });
+        if !enveloped {
+            return Ok(Self {
+                metadata: None,
+                payload: value,
+            });
+        }
+        let object = value.as_object_mut().expect("checked above");
+        let payload = object.remove("payload").expect("checked above");
+        let metadata = object.remove("metadata").expect("checked above");
+        let metadata = EventMetadata::deserialize(metadata).map_err(|e| {
+            let text = e.to_string();
+            if text.starts_with("missing field") {
+                format!("the event envelope's metadata has a {text}")
+            } else {
+                "the event envelope's metadata does not match the platform's shape \
+                 (eventId, eventType, eventSource, timestamp and version are strings)"
+                    .to_string()
+            }
+        })?;
+        Ok(Self {
+            metadata: Some(metadata),
+            payload,
+        })
+    }
+
+    /// The lineage an enveloped event carries.
+    pub fn lineage(&self) -> Option<Lineage> {
+        self.metadata.as_ref().map(|m| Lineage {
+            event_id: Some(m.event_id.clone()),
+            correlation_id: m.correlation_id.clone(),
+            causation_id: m.causation_id.clone(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,6 +148,38 @@ mod tests {
         assert_eq!(env.metadata.correlation_id.as_deref(), Some("c1"));
         assert_eq!(env.metadata.causation_id, None);
         assert_eq!(env.payload["orderId"], "o1");
+    }
+
+    #[test]
+    fn a_json_event_is_an_envelope_when_it_has_metadata_and_payload() {
+        let json = serde_json::json!({"metadata":{"eventId":"e1","eventType":"medication-order",
+            "eventSource":"ehr","correlationId":"c1","timestamp":"2026-01-01T00:00:00Z",
+            "version":"1.0"},"payload":{"orderId":"o1"}});
+        let event = JsonEvent::from_value(json).unwrap();
+        assert_eq!(event.payload, serde_json::json!({"orderId": "o1"}));
+        let lineage = event.lineage().unwrap();
+        assert_eq!(lineage.event_id.as_deref(), Some("e1"));
+        assert_eq!(lineage.correlation_id.as_deref(), Some("c1"));
+    }
+
+    #[test]
+    fn a_json_event_without_envelope_is_its_own_payload() {
+        let json = serde_json::json!({"orderId": "o1", "metadata": "not an object"});
+        let event = JsonEvent::from_value(json.clone()).unwrap();
+        assert_eq!(event.metadata, None);
+        assert_eq!(event.payload, json);
+        assert_eq!(event.lineage(), None);
+    }
+
+    #[test]
+    fn an_envelope_with_incomplete_metadata_names_the_missing_field() {
+        let json = serde_json::json!({"metadata":{"eventType":"x","eventSource":"ehr",
+            "timestamp":"t","version":"1"},"payload":{"patientId":"PATIENT-SECRET"}});
+        let err = JsonEvent::from_value(json).unwrap_err();
+        assert_eq!(
+            err,
+            "the event envelope's metadata has a missing field `eventId`"
+        );
     }
 
     #[test]

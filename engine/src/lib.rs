@@ -37,7 +37,7 @@ pub mod task;
 pub mod test_driver;
 pub mod topology;
 
-pub use envelope::{Envelope, EventMetadata};
+pub use envelope::{Envelope, EventMetadata, JsonEvent};
 pub use error::{ErrorKind, ProcessError, SerdeError};
 pub use lineage::Lineage;
 pub use operators::GroupedStream;

@@ -8,7 +8,9 @@
 //!
 //! * `correlation-id`: the input's correlation id (or the input's event id when the input
 //!   started the flow and had none),
-//! * `causation-id`: the input's event id,
+//! * `causation-id`: the input's event id; an input that carries none (a record of an
+//!   external feed) is named by its source position, through [`source_event_id`], and
+//!   outputs of a punctuation by the occasion,
 //! * `event-id`: the output's own event id — the envelope's when the value is one, else an
 //!   id derived deterministically from the input's coordinates, the sink and the output's
 //!   position among that input's outputs. Reprocessing the same input after a crash
@@ -79,6 +81,35 @@ pub fn derived_event_id(origin: &Origin, sink: &str, index: u32) -> String {
         .to_string()
 }
 
+/// The event id of an input that carries none, such as a record of an external feed: a
+/// UUID (version 8) made of its source position, so every output it causes names the same
+/// cause, however often the input is processed. Distinct from every [`derived_event_id`]:
+/// the hash starts from its own tag.
+pub fn source_event_id(origin: &Origin) -> String {
+    let mut hasher = xxhash_rust::xxh3::Xxh3Default::new();
+    hasher.update(b"sluice-source-position");
+    hasher.update(&(origin.topic.len() as u64).to_le_bytes());
+    hasher.update(origin.topic.as_bytes());
+    hasher.update(&origin.partition.to_le_bytes());
+    hasher.update(&origin.offset.to_le_bytes());
+    Uuid::new_v8(hasher.digest128().to_le_bytes())
+        .hyphenated()
+        .to_string()
+}
+
+impl Lineage {
+    /// This lineage with an event id: its own, else the input's [`source_event_id`].
+    pub(crate) fn identified(&self, origin: &Origin) -> std::borrow::Cow<'_, Lineage> {
+        match self.event_id {
+            Some(_) => std::borrow::Cow::Borrowed(self),
+            None => std::borrow::Cow::Owned(Lineage {
+                event_id: Some(source_event_id(origin)),
+                ..self.clone()
+            }),
+        }
+    }
+}
+
 /// Writes the lineage headers of an output record caused by `cause`.
 pub(crate) fn stamp_headers(headers: &mut Headers, cause: &Lineage, event_id: String) {
     match cause.correlation_for_derived() {
@@ -122,6 +153,27 @@ mod tests {
         let id = derived_event_id(&origin(7), "sink", 0);
         assert_eq!(id, "a72411e7-9153-84ba-8242-254ccb29b17a");
         assert_eq!(&id[14..15], "8", "a version-8 UUID: {id}");
+    }
+
+    #[test]
+    fn an_input_without_an_event_id_is_named_by_its_source_position() {
+        let cause = Lineage::default();
+        let identified = cause.identified(&origin(7));
+        assert_eq!(
+            identified.event_id.as_deref(),
+            Some(source_event_id(&origin(7)).as_str())
+        );
+        assert_ne!(source_event_id(&origin(7)), source_event_id(&origin(8)));
+        assert_ne!(
+            source_event_id(&origin(7)),
+            derived_event_id(&origin(7), "", 0)
+        );
+        // An input with its own id keeps it.
+        let own = Lineage {
+            event_id: Some("e1".into()),
+            ..Lineage::default()
+        };
+        assert_eq!(own.identified(&origin(7)).event_id.as_deref(), Some("e1"));
     }
 
     #[test]

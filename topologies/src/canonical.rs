@@ -47,6 +47,8 @@ pub struct MedicationOrder {
     pub created_at: i64,
     /// Milliseconds since the Unix epoch; equals `created_at` when the source gave none.
     pub updated_at: i64,
+    /// What happened to the order; `None` only in records written before the field existed.
+    pub change_type: Option<ChangeType>,
 }
 
 /// Which external feed reported an order.
@@ -58,11 +60,42 @@ pub enum SourceSystem {
 }
 
 impl SourceSystem {
-    /// The Avro symbol, also written as the `source-system` header.
+    /// The Avro symbol.
     pub fn as_str(self) -> &'static str {
         match self {
             SourceSystem::Ehr => "EHR",
             SourceSystem::Pharmacy => "PHARMACY",
+        }
+    }
+
+    /// The `source-system` header's value, in lower case as the platform's integration
+    /// guide writes it.
+    pub fn header_value(self) -> &'static str {
+        match self {
+            SourceSystem::Ehr => "ehr",
+            SourceSystem::Pharmacy => "pharmacy",
+        }
+    }
+}
+
+/// What an event says happened to an order (see `normalize::change_type`).
+///
+/// The variant order is the schema's symbol order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ChangeType {
+    Created,
+    Updated,
+    Cancelled,
+}
+
+impl ChangeType {
+    /// The `change-type` header's value, in lower case.
+    pub fn header_value(self) -> &'static str {
+        match self {
+            ChangeType::Created => "created",
+            ChangeType::Updated => "updated",
+            ChangeType::Cancelled => "cancelled",
         }
     }
 }
@@ -182,6 +215,7 @@ mod tests {
             status: OrderStatus::EnteredInError,
             created_at: 1_714_557_600_000,
             updated_at: 1_714_561_200_123,
+            change_type: Some(ChangeType::Updated),
         }
     }
 
@@ -205,6 +239,7 @@ mod tests {
             status: OrderStatus::Pending,
             created_at: 0,
             updated_at: 0,
+            change_type: None,
         }
     }
 
@@ -245,7 +280,8 @@ mod tests {
                 "pharmacy",
                 "status",
                 "createdAt",
-                "updatedAt"
+                "updatedAt",
+                "changeType"
             ]
         );
     }
@@ -286,6 +322,90 @@ mod tests {
         .collect();
         assert_eq!(status.symbols, rust);
         assert_eq!(status.default.as_deref(), Some("UNKNOWN"));
+    }
+
+    #[test]
+    fn change_type_symbols_match_the_rust_enum_in_order() {
+        let Schema::Record(record) = schema() else {
+            panic!("top level of the schema is not a record");
+        };
+        let field = record
+            .fields
+            .iter()
+            .find(|f| f.name == "changeType")
+            .unwrap();
+        let Schema::Union(union) = &field.schema else {
+            panic!("changeType is not a union with null");
+        };
+        let Schema::Enum(change) = &union.variants()[1] else {
+            panic!("changeType's second branch is not an enum");
+        };
+        let rust: Vec<String> = [
+            ChangeType::Created,
+            ChangeType::Updated,
+            ChangeType::Cancelled,
+        ]
+        .iter()
+        .map(|c| c.header_value().to_ascii_uppercase())
+        .collect();
+        assert_eq!(change.symbols, rust);
+    }
+
+    #[test]
+    fn an_order_written_before_change_type_existed_reads_as_none() {
+        // The previous schema: this one without its last field.
+        let mut old: serde_json::Value = serde_json::from_str(SCHEMA_JSON).unwrap();
+        old["fields"].as_array_mut().unwrap().pop();
+        let old = Schema::parse(&old).unwrap();
+        let mut order = minimal_order();
+        order.change_type = None;
+        let mut written = GenericDatumWriter::builder(&old)
+            .build()
+            .unwrap()
+            .write_ser_to_vec(&OldOrder::from(&order))
+            .unwrap();
+        let value = GenericDatumReader::builder(&old)
+            .reader_schema(schema())
+            .build()
+            .unwrap()
+            .read_value(&mut written.as_slice())
+            .unwrap();
+        written.clear();
+        let read: MedicationOrder = apache_avro::from_value(&value).unwrap();
+        assert_eq!(read, order);
+    }
+
+    /// The canonical order as the schema before `changeType` had it.
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct OldOrder<'a> {
+        order_id: &'a str,
+        source_system: SourceSystem,
+        patient_id: &'a str,
+        medication: &'a Medication,
+        quantity: &'a Option<Quantity>,
+        prescriber: &'a Prescriber,
+        pharmacy: &'a Option<Pharmacy>,
+        status: OrderStatus,
+        created_at: i64,
+        updated_at: i64,
+    }
+
+    impl<'a> From<&'a MedicationOrder> for OldOrder<'a> {
+        fn from(o: &'a MedicationOrder) -> Self {
+            Self {
+                order_id: &o.order_id,
+                source_system: o.source_system,
+                patient_id: &o.patient_id,
+                medication: &o.medication,
+                quantity: &o.quantity,
+                prescriber: &o.prescriber,
+                pharmacy: &o.pharmacy,
+                status: o.status,
+                created_at: o.created_at,
+                updated_at: o.updated_at,
+            }
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use sluice_engine::Serde;
 use sluice_engine::policy::headers as dlq_headers;
+use sluice_runtime::config::ENV_PREFIX;
 use sluice_runtime::{ConfigBuilder, Worker, WorkerError, WorkerStats, admin};
 
 use crate::generator::OrderGenerator;
@@ -99,8 +100,9 @@ pub fn run(
         )
         // Any free port: a demo must not fail because a worker already serves 9464.
         .set("metrics.address", "127.0.0.1:0", "demo")
-        // SLUICE_* variables apply, e.g. SLUICE_TOPIC_REPLICATION_FACTOR for a small cluster.
-        .env(std::env::vars());
+        // SLUICE_CONFIG_* variables apply, e.g. SLUICE_CONFIG_TOPIC_REPLICATION_FACTOR for a
+        // small cluster; the cluster itself is --brokers (which reads SLUICE_BROKERS).
+        .env(std::env::vars().filter(|(name, _)| name.starts_with(ENV_PREFIX)));
     let config = config.build().map_err(WorkerError::from)?;
     if options.brokers.is_some() {
         let admin = admin::admin_client(&config)?;
@@ -167,18 +169,18 @@ pub fn run(
     let output = normalization::local_output_serde();
     let samples = read_back(&brokers, OUTPUT_TOPIC, 3, |m| {
         let order = output.deserialize(OUTPUT_TOPIC, m.payload()).ok();
-        let event_type = m
+        let change_type = m
             .headers()
             .and_then(|h| {
                 h.iter()
-                    .find(|h| h.key == "event-type")
+                    .find(|h| h.key == "change-type")
                     .and_then(|h| h.value)
             })
             .map(|v| String::from_utf8_lossy(v).into_owned())
             .unwrap_or_default();
         match order {
             Some(o) => format!(
-                "{}  {event_type}  {}  ndc {}  {}",
+                "{}  {change_type}  {}  ndc {}  {}",
                 o.order_id,
                 o.source_system.as_str(),
                 o.medication.ndc,

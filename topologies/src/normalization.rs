@@ -7,17 +7,21 @@
 //! external.pharmacy.prescriptions (JSON) --> normalize-pharmacy --/
 //! ```
 //!
-//! Each feed is decoded as schemaless JSON and mapped by [`normalize`](crate::normalize)
-//! with the platform's field fallbacks. The output is keyed by `orderId` (so every change
-//! of one order lands in one partition, in order), carries the `source-system` and
-//! `event-type` headers, and is written as Avro in the Confluent wire format. A record
+//! Each feed is decoded as schemaless JSON, bare or inside the platform's event envelope
+//! (`{metadata{eventId, correlationId, ...}, payload}`, the shape the EHR connector emits),
+//! and its payload mapped by [`normalize`](crate::normalize) with the platform's field
+//! fallbacks. An enveloped input's metadata is its lineage: the output keeps its
+//! correlationId, and its causationId is the envelope's eventId (as headers, beside
+//! `event-id`). The output is keyed by `orderId` (so every change
+//! of one order lands in one partition, in order), carries the `source-system`,
+//! `event-type` and `change-type` headers, and is written as Avro in the Confluent wire format. A record
 //! that is not JSON, or lacks what the canonical schema requires, goes to
 //! `normalization.dlq` with the missing field or broken rule named.
 
 use apache_avro::Schema;
 use serde_json::Value;
-use sluice_engine::serde::{AvroSerde, JsonSerde, Serdes};
-use sluice_engine::{ProcessError, Record, Topology, TopologyBuilder};
+use sluice_engine::serde::{AvroSerde, JsonEventSerde, Serdes};
+use sluice_engine::{JsonEvent, ProcessError, Record, Topology, TopologyBuilder};
 
 use crate::canonical::{self, MedicationOrder};
 use crate::normalize;
@@ -45,12 +49,7 @@ pub fn topology(output: AvroSerde<MedicationOrder>) -> Topology {
     let builder = TopologyBuilder::new(NAME);
     // Input keys are ignored: the output is re-keyed by orderId.
     let ehr = builder
-        .source(
-            "ehr-orders",
-            &[EHR_TOPIC],
-            Serdes::unit(),
-            JsonSerde::<Value>::new(),
-        )
+        .source("ehr-orders", &[EHR_TOPIC], Serdes::unit(), JsonEventSerde)
         .try_map("normalize-ehr", |r| {
             canonical_record(r, normalize::from_ehr)
         });
@@ -59,7 +58,7 @@ pub fn topology(output: AvroSerde<MedicationOrder>) -> Topology {
             "pharmacy-prescriptions",
             &[PHARMACY_TOPIC],
             Serdes::unit(),
-            JsonSerde::<Value>::new(),
+            JsonEventSerde,
         )
         .try_map("normalize-pharmacy", |r| {
             canonical_record(r, normalize::from_pharmacy)
@@ -76,10 +75,10 @@ pub fn topology(output: AvroSerde<MedicationOrder>) -> Topology {
 }
 
 fn canonical_record(
-    input: Record<(), Value>,
+    input: Record<(), JsonEvent>,
     map: fn(&Value) -> Result<MedicationOrder, ProcessError>,
 ) -> Result<Record<String, MedicationOrder>, ProcessError> {
-    let order = map(&input.value)?;
+    let order = map(&input.value.payload)?;
     let mut record = input.with_key_value(order.order_id.clone(), order);
     normalize::set_headers(&record.value, &mut record.headers);
     Ok(record)

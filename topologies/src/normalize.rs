@@ -26,7 +26,7 @@
 //! * A present value that breaks its rule is an error; it does not fall through to the next
 //!   alternative, because two disagreeing spellings in one payload are a producer bug to see.
 //! * `updatedAt` falls back to `createdAt`: a feed that sends only an order date is reporting
-//!   an order as written, and [`event_type`] then calls it `MedicationOrderCreated`.
+//!   an order as written, and [`change_type`] then calls it `CREATED`.
 //! * `patientId` is required: every medication order is for a patient, and enrichment and
 //!   patient notifications downstream key on it.
 //! * Optional identifiers (`pharmacy.npi`, `pharmacy.ncpdpId`) are validated when present, so a
@@ -44,17 +44,21 @@ use serde_json::Value;
 use sluice_engine::{Headers, ProcessError};
 
 use crate::canonical::{
-    Medication, MedicationOrder, OrderStatus, Pharmacy, Prescriber, Quantity, SourceSystem,
+    ChangeType, Medication, MedicationOrder, OrderStatus, Pharmacy, Prescriber, Quantity,
+    SourceSystem,
 };
 
-/// Header naming the source system (`EHR`, `PHARMACY`) of a canonical record.
+/// Header naming the source system (`ehr`, `pharmacy`) of a canonical record.
 pub const HEADER_SOURCE_SYSTEM: &str = "source-system";
-/// Header naming the kind of event a canonical record is (see [`event_type`]).
+/// Header naming the kind of event: [`EVENT_TYPE`] for every canonical record.
 pub const HEADER_EVENT_TYPE: &str = "event-type";
+/// Header saying what happened to the order: `created`, `updated` or `cancelled` (see
+/// [`change_type`]); the value carries it too, as `changeType`.
+pub const HEADER_CHANGE_TYPE: &str = "change-type";
 
-pub const EVENT_CREATED: &str = "MedicationOrderCreated";
-pub const EVENT_UPDATED: &str = "MedicationOrderUpdated";
-pub const EVENT_CANCELLED: &str = "MedicationOrderCancelled";
+/// The `event-type` of canonical medication orders, as the platform's integration guide
+/// names it.
+pub const EVENT_TYPE: &str = "medication-order";
 
 /// FHIR code systems that identify an NDC coding: the FHIR URI and the HL7 OID.
 const NDC_SYSTEMS: [&str; 2] = [
@@ -82,23 +86,27 @@ pub fn from_pharmacy(input: &Value) -> Result<MedicationOrder, ProcessError> {
     normalize(input, SourceSystem::Pharmacy)
 }
 
-/// The `event-type` of a canonical order: cancellations first (a consumer acting on them must
-/// see one even when the order was cancelled in the same instant it was written), then
-/// created when the source reported no change since writing, else updated.
-pub fn event_type(order: &MedicationOrder) -> &'static str {
-    if order.status == OrderStatus::Cancelled {
-        EVENT_CANCELLED
-    } else if order.created_at == order.updated_at {
-        EVENT_CREATED
+/// What happened to an order: cancellations first (a consumer acting on them must see one
+/// even when the order was cancelled in the same instant it was written), then created
+/// when the source reported no change since writing, else updated.
+pub fn change_type(status: OrderStatus, created_at: i64, updated_at: i64) -> ChangeType {
+    if status == OrderStatus::Cancelled {
+        ChangeType::Cancelled
+    } else if created_at == updated_at {
+        ChangeType::Created
     } else {
-        EVENT_UPDATED
+        ChangeType::Updated
     }
 }
 
-/// Sets the `source-system` and `event-type` headers of a canonical record.
+/// Sets the `source-system`, `event-type` and `change-type` headers of a canonical record.
 pub fn set_headers(order: &MedicationOrder, headers: &mut Headers) {
-    headers.insert(HEADER_SOURCE_SYSTEM, order.source_system.as_str());
-    headers.insert(HEADER_EVENT_TYPE, event_type(order));
+    headers.insert(HEADER_SOURCE_SYSTEM, order.source_system.header_value());
+    headers.insert(HEADER_EVENT_TYPE, EVENT_TYPE);
+    let change = order
+        .change_type
+        .unwrap_or_else(|| change_type(order.status, order.created_at, order.updated_at));
+    headers.insert(HEADER_CHANGE_TYPE, change.header_value());
 }
 
 /// The NPI check digit for the first nine digits of an NPI.
@@ -302,6 +310,7 @@ fn normalize(input: &Value, source_system: SourceSystem) -> Result<MedicationOrd
         status,
         created_at,
         updated_at,
+        change_type: Some(change_type(status, created_at, updated_at)),
     })
 }
 
@@ -710,6 +719,7 @@ mod tests {
                 created_at: 1_714_555_800_000,
                 // 12:00:00.250+02:00 is 10:00:00.250Z.
                 updated_at: 1_714_557_600_250,
+                change_type: Some(ChangeType::Updated),
             }
         );
     }
@@ -746,6 +756,7 @@ mod tests {
                 status: OrderStatus::Ready,
                 created_at: 1_714_555_800_000,
                 updated_at: 1_714_559_400_000,
+                change_type: Some(ChangeType::Updated),
             }
         );
     }
@@ -1472,27 +1483,38 @@ mod tests {
     }
 
     #[test]
-    fn event_type_follows_status_and_timestamps() {
-        let mut order = from_pharmacy(&pharmacy_payload()).unwrap();
-        assert_eq!(event_type(&order), EVENT_UPDATED);
-        order.updated_at = order.created_at;
-        assert_eq!(event_type(&order), EVENT_CREATED);
+    fn change_type_follows_status_and_timestamps() {
+        let order = from_pharmacy(&pharmacy_payload()).unwrap();
+        assert_eq!(order.change_type, Some(ChangeType::Updated));
+        let (created, updated) = (order.created_at, order.updated_at);
+        assert_eq!(
+            change_type(OrderStatus::Active, created, created),
+            ChangeType::Created
+        );
         // A cancellation is a cancellation even when written in the instant of creation.
-        order.status = OrderStatus::Cancelled;
-        assert_eq!(event_type(&order), EVENT_CANCELLED);
-        order.updated_at += 1;
-        assert_eq!(event_type(&order), EVENT_CANCELLED);
-        order.status = OrderStatus::Stopped;
-        assert_eq!(event_type(&order), EVENT_UPDATED);
+        assert_eq!(
+            change_type(OrderStatus::Cancelled, created, created),
+            ChangeType::Cancelled
+        );
+        assert_eq!(
+            change_type(OrderStatus::Cancelled, created, updated),
+            ChangeType::Cancelled
+        );
+        assert_eq!(
+            change_type(OrderStatus::Stopped, created, updated),
+            ChangeType::Updated
+        );
     }
 
     #[test]
-    fn headers_name_the_source_system_and_event_type() {
+    fn headers_carry_the_integration_guides_values() {
         let order = from_ehr(&without(ehr_payload(), &["lastUpdated"])).unwrap();
         let mut headers = Headers::new();
         set_headers(&order, &mut headers);
-        assert_eq!(headers.get_str(HEADER_SOURCE_SYSTEM), Some("EHR"));
-        assert_eq!(headers.get_str(HEADER_EVENT_TYPE), Some(EVENT_CREATED));
-        assert_eq!(headers.len(), 2);
+        assert_eq!(headers.get_str(HEADER_SOURCE_SYSTEM), Some("ehr"));
+        assert_eq!(headers.get_str(HEADER_EVENT_TYPE), Some("medication-order"));
+        assert_eq!(headers.get_str(HEADER_CHANGE_TYPE), Some("created"));
+        assert_eq!(order.change_type, Some(ChangeType::Created));
+        assert_eq!(headers.len(), 3);
     }
 }

@@ -125,14 +125,16 @@ where
         ctx: &mut Context<'_, (), ()>,
     ) -> Result<(), ProcessError> {
         let sink = &*self.0;
-        sink.value_serde.stamp(&mut record.value, ctx.lineage());
         // Numbered before encoding, so a record that fails to encode still takes its number.
         let index = ctx.next_output_index();
+        // Every output names a cause: an input without lineage is named by its position.
+        let cause = ctx.lineage().identified(ctx.origin());
+        sink.value_serde.stamp(&mut record.value, &cause);
         match sink.value_serde.lineage(&record.value) {
             Some(own) => own.write_headers(&mut record.headers),
             None => {
                 let event_id = derived_event_id(ctx.origin(), &sink.name, index);
-                stamp_headers(&mut record.headers, ctx.lineage(), event_id);
+                stamp_headers(&mut record.headers, &cause, event_id);
             }
         }
         let encode_error = |what: &str, e: crate::SerdeError| {

@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::Serde;
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, JsonEvent};
 use crate::error::SerdeError;
 use crate::lineage::Lineage;
 
@@ -48,6 +48,10 @@ impl<T: Serialize + DeserializeOwned + 'static> Serde<T> for JsonSerde<T> {
     }
 }
 
+/// The nesting depth of arrays and objects at which serde_json stops reading (127 levels
+/// are read).
+pub const MAX_NESTING: usize = 128;
+
 /// A serde_json error told without the data it failed on.
 ///
 /// serde_json's own messages quote offending values (`invalid type: string "…"`), which
@@ -57,6 +61,11 @@ pub(crate) fn describe(e: &serde_json::Error) -> String {
     use serde_json::error::Category;
     let at = format!("at line {} column {}", e.line(), e.column());
     match e.classify() {
+        // serde_json stops at 128 levels so that hostile input cannot overflow the stack;
+        // such a record is not malformed, and its dead letter should say what was hit.
+        Category::Syntax if e.to_string().starts_with("recursion limit exceeded") => {
+            format!("JSON nesting reaches {MAX_NESTING} levels, the decoder's limit, {at}")
+        }
         Category::Syntax => format!("invalid JSON {at}"),
         Category::Eof => format!("truncated JSON {at}"),
         Category::Io => "I/O error while reading JSON".to_string(),
@@ -109,6 +118,36 @@ impl<P: Serialize + DeserializeOwned + 'static> Serde<Envelope<P>> for EnvelopeS
     }
 }
 
+/// Schemaless JSON events, enveloped or bare ([`JsonEvent`]): what the platform's feeds
+/// send. An envelope's metadata is the input's lineage; a bare payload's lineage comes from
+/// the record's headers, as with [`JsonSerde`]. Written back in the shape it was read.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct JsonEventSerde;
+
+impl Serde<JsonEvent> for JsonEventSerde {
+    fn serialize(&self, _topic: &str, value: &JsonEvent) -> Result<Option<Vec<u8>>, SerdeError> {
+        let written = match &value.metadata {
+            Some(metadata) => serde_json::to_vec(&Envelope {
+                metadata: metadata.clone(),
+                payload: &value.payload,
+            }),
+            None => serde_json::to_vec(&value.payload),
+        };
+        written
+            .map(Some)
+            .map_err(|e| SerdeError::new(format!("JSON encoding failed: {}", describe(&e))))
+    }
+
+    fn deserialize(&self, topic: &str, bytes: Option<&[u8]>) -> Result<JsonEvent, SerdeError> {
+        let value = JsonSerde::<serde_json::Value>::new().deserialize(topic, bytes)?;
+        JsonEvent::from_value(value).map_err(SerdeError::new)
+    }
+
+    fn lineage(&self, value: &JsonEvent) -> Option<Lineage> {
+        value.lineage()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +157,25 @@ mod tests {
     struct Order {
         id: String,
         qty: u32,
+    }
+
+    #[test]
+    fn json_nested_past_the_limit_says_the_limit_was_hit() {
+        let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+        let err = JsonSerde::<serde_json::Value>::new()
+            .deserialize("t", Some(deep.as_bytes()))
+            .unwrap_err();
+        assert_eq!(
+            err.message,
+            "JSON nesting reaches 128 levels, the decoder's limit, at line 1 column 128"
+        );
+        // One level under the limit is read.
+        let ok = "[".repeat(MAX_NESTING - 1) + &"]".repeat(MAX_NESTING - 1);
+        assert!(
+            JsonSerde::<serde_json::Value>::new()
+                .deserialize("t", Some(ok.as_bytes()))
+                .is_ok()
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ mod primitives;
 pub mod registry;
 
 pub use avro::{AvroSerde, WIRE_MAGIC_BYTE};
-pub use json::{EnvelopeSerde, JsonSerde};
+pub use json::{EnvelopeSerde, JsonEventSerde, JsonSerde, MAX_NESTING};
 pub use primitives::{BytesSerde, I64Serde, OptionalSerde, StringSerde, UnitSerde};
 
 use crate::error::SerdeError;

@@ -4,8 +4,10 @@
 //! Keys are dotted names (`num.stream.threads`). In a TOML file they may be written dotted
 //! or as tables — `[kafka]` followed by `"security.protocol" = "SSL"` is the key
 //! `kafka.security.protocol` — because the file is flattened to dotted names before it is
-//! read. An environment variable `SLUICE_NUM_STREAM_THREADS` is the key
-//! `num.stream.threads` (upper case, `_` for `.`). Later sources win:
+//! read. An environment variable `SLUICE_CONFIG_NUM_STREAM_THREADS` is the key
+//! `num.stream.threads` (upper case, `_` for `.`), and `SLUICE_BROKERS` (what
+//! `scripts/broker.sh` exports) is `bootstrap.servers`; other `SLUICE_*` variables are the
+//! project's scripts' own (see [`ConfigBuilder::env`]). Later sources win:
 //! defaults < file < environment < flags.
 //!
 //! Keys under `kafka.` are passed to librdkafka unchanged (without the prefix); that is
@@ -67,6 +69,15 @@ pub enum ConfigError {
         key: String,
         source_name: String,
         known: String,
+    },
+    #[error(
+        "environment variable {variable} is not read: configuration keys come from \
+         SLUICE_CONFIG_* variables; write {instead} to set {key}"
+    )]
+    Unprefixed {
+        variable: String,
+        key: String,
+        instead: String,
     },
     #[error("cannot read config file {path}: {reason}")]
     File { path: PathBuf, reason: String },
@@ -165,11 +176,13 @@ pub struct ConfigBuilder {
     errors: Vec<ConfigError>,
 }
 
-/// `SLUICE_*` variables that are not configuration keys, so a worker started where they
-/// are set does not refuse them as unknown keys: the crash-test hook (see
-/// runtime::failpoint), and the build cache of the project's scripts
-/// (`scripts/install-broker.sh`).
-pub const NOT_CONFIGURATION: [&str; 2] = [crate::failpoint::ENV, "SLUICE_CACHE_DIR"];
+/// The prefix of environment variables that are configuration keys:
+/// `SLUICE_CONFIG_NUM_STREAM_THREADS` is `num.stream.threads`.
+pub const ENV_PREFIX: &str = "SLUICE_CONFIG_";
+
+/// The one other variable read as a key: what `scripts/broker.sh start` prints for a
+/// shell to export, read like `--brokers`.
+pub const ENV_BROKERS: &str = "SLUICE_BROKERS";
 
 impl ConfigBuilder {
     pub fn new() -> Self {
@@ -238,16 +251,30 @@ impl ConfigBuilder {
         self
     }
 
-    /// Reads every `SLUICE_*` variable of `vars` (pass `std::env::vars()`), except those
-    /// that are not configuration keys ([`NOT_CONFIGURATION`]).
+    /// Reads the configuration keys among the environment variables `vars` (pass
+    /// `std::env::vars()`), by one rule: `SLUICE_CONFIG_<KEY>` is a key (upper case, `_` for
+    /// `.`), and `SLUICE_BROKERS` is `bootstrap.servers`. Every other `SLUICE_*` variable
+    /// belongs to the project's scripts (`SLUICE_BROKER_HOST`, `SLUICE_CACHE_DIR`, ...) and
+    /// is not configuration, except one whose name would be a key under the prefix
+    /// (`SLUICE_NUM_STREAM_THREADS`): that is an error naming the variable to write
+    /// instead, so a setting is never silently ignored.
     pub fn env(&mut self, vars: impl IntoIterator<Item = (String, String)>) -> &mut Self {
+        let key_of = |rest: &str| rest.to_ascii_lowercase().replace('_', ".");
         for (name, value) in vars {
-            if NOT_CONFIGURATION.contains(&name.as_str()) {
-                continue;
-            }
-            if let Some(rest) = name.strip_prefix("SLUICE_") {
-                let key = rest.to_ascii_lowercase().replace('_', ".");
-                self.set(&key, value, &format!("environment variable {name}"));
+            let source = format!("environment variable {name}");
+            if let Some(rest) = name.strip_prefix(ENV_PREFIX) {
+                self.set(&key_of(rest), value, &source);
+            } else if name == ENV_BROKERS {
+                self.set("bootstrap.servers", value, &source);
+            } else if let Some(rest) = name.strip_prefix("SLUICE_") {
+                let key = key_of(rest);
+                if keys::find(&key).is_some() {
+                    self.errors.push(ConfigError::Unprefixed {
+                        variable: name.clone(),
+                        key,
+                        instead: format!("{ENV_PREFIX}{rest}"),
+                    });
+                }
             }
         }
         self
@@ -301,7 +328,7 @@ impl ConfigBuilder {
 
         let application_id = required(
             "application.id",
-            "set it in the config file, by SLUICE_APPLICATION_ID or --application-id",
+            "set it in the config file, by SLUICE_CONFIG_APPLICATION_ID or --application-id",
             &mut errors,
         );
         if !application_id.is_empty() && !sluice_engine::topology::valid_name(&application_id) {
@@ -309,7 +336,7 @@ impl ConfigBuilder {
         }
         let bootstrap_servers = required(
             "bootstrap.servers",
-            "give the cluster with --brokers host:port, SLUICE_BOOTSTRAP_SERVERS or the config file",
+            "give the cluster with --brokers host:port, SLUICE_BROKERS or the config file",
             &mut errors,
         );
         if !bootstrap_servers.is_empty()

@@ -44,23 +44,51 @@ fn a_toml_file_may_use_dotted_keys_or_tables() {
 #[test]
 fn environment_overrides_the_file_and_flags_override_the_environment() {
     let mut b = minimal();
-    b.env([("SLUICE_NUM_STREAM_THREADS".to_string(), "3".to_string())]);
+    b.env([(
+        "SLUICE_CONFIG_NUM_STREAM_THREADS".to_string(),
+        "3".to_string(),
+    )]);
     assert_eq!(b.build().unwrap().num_stream_threads, 3);
     b.set("num.stream.threads", "5", "flag");
     assert_eq!(b.build().unwrap().num_stream_threads, 5);
 }
 
 #[test]
-fn the_scripts_own_sluice_variables_are_not_read_as_configuration_keys() {
+fn the_scripts_own_sluice_variables_are_not_configuration_keys() {
+    let vars = [
+        ("SLUICE_CACHE_DIR", "/var/cache/sluice"),
+        ("SLUICE_FAILPOINT", "after-commit"),
+        ("SLUICE_BROKER_HOST", "127.0.0.2"),
+        ("SLUICE_BROKER_PORT", "19093"),
+        ("SLUICE_BROKER_DIR", "/tmp/broker"),
+    ];
     let mut b = minimal();
-    b.env([
-        (
-            "SLUICE_CACHE_DIR".to_string(),
-            "/var/cache/sluice".to_string(),
-        ),
-        ("SLUICE_FAILPOINT".to_string(), "after-commit".to_string()),
-    ]);
+    b.env(vars.map(|(k, v)| (k.to_string(), v.to_string())));
     assert!(b.build().is_ok(), "{:?}", b.build().err());
+}
+
+#[test]
+fn sluice_brokers_is_the_cluster_like_the_brokers_flag() {
+    let config = ConfigBuilder::new()
+        .set("application.id", "app", "test")
+        .env([("SLUICE_BROKERS".to_string(), "127.0.0.1:19092".to_string())])
+        .build()
+        .unwrap();
+    assert_eq!(config.bootstrap_servers, "127.0.0.1:19092");
+}
+
+#[test]
+fn a_key_set_without_the_config_prefix_is_an_error_saying_what_to_write() {
+    let err = minimal()
+        .env([("SLUICE_NUM_STREAM_THREADS".to_string(), "3".to_string())])
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "environment variable SLUICE_NUM_STREAM_THREADS is not read: configuration keys come \
+         from SLUICE_CONFIG_* variables; write SLUICE_CONFIG_NUM_STREAM_THREADS to set \
+         num.stream.threads"
+    );
 }
 
 #[test]
@@ -78,7 +106,10 @@ fn a_bad_value_names_the_key_the_value_and_what_is_accepted() {
 #[test]
 fn an_unknown_key_is_an_error_naming_it_and_its_source() {
     let err = minimal()
-        .env([("SLUICE_NUM_STREAM_THREAD".to_string(), "3".to_string())])
+        .env([(
+            "SLUICE_CONFIG_NUM_STREAM_THREAD".to_string(),
+            "3".to_string(),
+        )])
         .build()
         .unwrap_err();
     let text = err.to_string();
@@ -86,7 +117,7 @@ fn an_unknown_key_is_an_error_naming_it_and_its_source() {
         text.contains("unknown configuration key `num.stream.thread`"),
         "{text}"
     );
-    assert!(text.contains("SLUICE_NUM_STREAM_THREAD"), "{text}");
+    assert!(text.contains("SLUICE_CONFIG_NUM_STREAM_THREAD"), "{text}");
 }
 
 #[test]
