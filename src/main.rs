@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use sluice_engine::serde::Schemas;
 use sluice_runtime::{ConfigBuilder, Worker, WorkerStats};
 use sluice_topologies::catalog;
 use sluice_topologies::demo::{self, DemoOptions};
@@ -109,7 +110,7 @@ fn find_topology(name: &str) -> Result<sluice_topologies::CatalogEntry, String> 
 }
 
 fn describe(name: &str, mermaid: bool) -> Result<(), String> {
-    let topology = (find_topology(name)?.build)();
+    let topology = (find_topology(name)?.build)(&Schemas::local()).map_err(|e| e.to_string())?;
     if mermaid {
         print!("{}", topology.to_mermaid());
     } else {
@@ -187,7 +188,7 @@ fn run(args: RunArgs) -> Result<(), String> {
             .map_err(|e| format!("cannot install the signal handler: {e}"))?;
     }
 
-    let worker = Worker::start((entry.build)(), config).map_err(|e| e.to_string())?;
+    let worker = Worker::start_with(config, entry.build).map_err(|e| e.to_string())?;
     let stats = worker.stats().clone();
     let started = Instant::now();
     let mut last = (Instant::now(), Snapshot::of(&stats));

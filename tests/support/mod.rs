@@ -120,6 +120,26 @@ pub fn base_settings() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
+/// A plain producer of test records.
+pub fn producer(brokers: &str) -> ThreadedProducer<DefaultProducerContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .create()
+        .unwrap()
+}
+
+/// Writes one record and waits until the broker has it.
+pub fn send(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    key: &str,
+    value: &[u8],
+) {
+    send_waiting(producer, topic, key, value);
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
 /// What was written to the normalization inputs.
 pub struct Inputs {
     pub total: u64,

@@ -13,13 +13,16 @@ pub mod normalize;
 pub mod order_activity;
 
 use sluice_engine::Topology;
+use sluice_engine::serde::Schemas;
+use sluice_engine::serde::registry::RegistryError;
 
 /// A topology this crate ships, for the command line.
 pub struct CatalogEntry {
     pub name: &'static str,
     pub description: &'static str,
-    /// Builds the topology with its local (registry-less) serdes.
-    pub build: fn() -> Topology,
+    /// Builds the topology, its Avro serdes with `schemas` (a worker's registry, or local
+    /// ids for `describe` and the demo).
+    pub build: fn(&Schemas) -> Result<Topology, RegistryError>,
 }
 
 /// Every topology this crate ships.
@@ -28,12 +31,16 @@ pub fn catalog() -> Vec<CatalogEntry> {
         CatalogEntry {
             name: normalization::NAME,
             description: "EHR and pharmacy medication orders -> canonical.medication-orders (Avro)",
-            build: || normalization::topology(normalization::local_output_serde()),
+            build: |schemas| {
+                Ok(normalization::topology(normalization::output_serde(
+                    schemas,
+                )?))
+            },
         },
         CatalogEntry {
             name: order_activity::NAME,
             description: "canonical.medication-orders -> running count of events per order (RocksDB state)",
-            build: order_activity::topology,
+            build: |_| Ok(order_activity::topology()),
         },
     ]
 }

@@ -20,7 +20,8 @@
 
 use apache_avro::Schema;
 use serde_json::Value;
-use sluice_engine::serde::{AvroSerde, JsonEventSerde, Serdes};
+use sluice_engine::serde::registry::RegistryError;
+use sluice_engine::serde::{AvroSerde, JsonEventSerde, Schemas, Serdes};
 use sluice_engine::{JsonEvent, ProcessError, Record, Topology, TopologyBuilder};
 
 use crate::canonical::{self, MedicationOrder};
@@ -38,6 +39,12 @@ pub const LOCAL_SCHEMA_ID: u32 = 1;
 /// [`LOCAL_SCHEMA_ID`].
 pub fn local_output_serde() -> AvroSerde<MedicationOrder> {
     AvroSerde::with_schema_id(canonical_schema(), LOCAL_SCHEMA_ID)
+}
+
+/// The output serde of a worker: the canonical schema under subject
+/// `canonical.medication-orders-value` of its registry, or [`LOCAL_SCHEMA_ID`] without one.
+pub fn output_serde(schemas: &Schemas) -> Result<AvroSerde<MedicationOrder>, RegistryError> {
+    schemas.output_serde(OUTPUT_TOPIC, canonical::schema(), LOCAL_SCHEMA_ID)
 }
 
 fn canonical_schema() -> Schema {

@@ -21,6 +21,7 @@
 //! | consumer lag | `lag.rs` |
 //! | client configurations, FFI and offset metadata | `kafka.rs` |
 //! | configuration keys, with the one table of defaults | `config/` |
+//! | the schema registry a topology's serdes use | `schemas.rs` |
 //! | topics and the cluster at start-up | `admin.rs` |
 //! | global tables | `global.rs` |
 //! | /metrics, /healthz, /readyz | `observability.rs` |
@@ -46,6 +47,7 @@ mod partition_group;
 mod record_collector;
 pub mod restore;
 mod retry;
+pub mod schemas;
 mod state_updater;
 mod stream_thread;
 mod task_manager;

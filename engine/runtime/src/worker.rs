@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use sluice_engine::serde::Schemas;
+use sluice_engine::serde::registry::RegistryError;
 use sluice_engine::topology::Topology;
 
 use crate::config::{ConfigError, WorkerConfig};
@@ -67,6 +69,8 @@ pub enum WorkerError {
     Observability(#[from] observability::ObservabilityError),
     #[error("global table `{table}`: {reason}")]
     GlobalTable { table: String, reason: String },
+    #[error("cannot prepare the topology's schemas: {0}")]
+    Schemas(#[from] sluice_engine::serde::registry::RegistryError),
 }
 
 /// A running worker; stop it with [`Worker::stop`] and wait with [`Worker::join`].
@@ -84,8 +88,29 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// Builds the topology with the schemas of the configured registry (see
+    /// [`schemas::for_worker`](crate::schemas::for_worker)), then starts it as
+    /// [`start`](Worker::start) does. Output schemas are registered before any record moves.
+    pub fn start_with(
+        config: WorkerConfig,
+        build: impl FnOnce(&Schemas) -> Result<Topology, RegistryError>,
+    ) -> Result<Self, WorkerError> {
+        let calls = calls_runtime()?;
+        let schemas = crate::schemas::for_worker(&config, calls.handle().clone())?;
+        let topology = build(&schemas)?;
+        Self::start_on(topology, config, calls)
+    }
+
     /// Checks the cluster and topics, then starts the stream threads.
     pub fn start(topology: Topology, config: WorkerConfig) -> Result<Self, WorkerError> {
+        Self::start_on(topology, config, calls_runtime()?)
+    }
+
+    fn start_on(
+        topology: Topology,
+        config: WorkerConfig,
+        calls: tokio::runtime::Runtime,
+    ) -> Result<Self, WorkerError> {
         let topology = topology.for_application(&config.application_id);
         let config = Arc::new(config);
         let partition_counts = admin::prepare(&topology, &config)?;
@@ -119,14 +144,6 @@ impl Worker {
             &stop,
             &stats,
         )?;
-        // One runtime per worker for async operators' calls; the stream threads stay
-        // synchronous and only start calls and collect what completed.
-        let calls = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("sluice-calls")
-            .enable_all()
-            .build()
-            .map_err(|e| WorkerError::Spawn(format!("the async runtime: {e}")))?;
         let mut threads = Vec::new();
         for index in 0..config.num_stream_threads {
             let started = stream_thread::StreamThread::new(
@@ -240,6 +257,17 @@ impl Worker {
         }
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// One runtime per worker for async operators' calls and the schema registry's requests;
+/// the stream threads stay synchronous and only start calls and collect what completed.
+fn calls_runtime() -> Result<tokio::runtime::Runtime, WorkerError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("sluice-calls")
+        .enable_all()
+        .build()
+        .map_err(|e| WorkerError::Spawn(format!("the async runtime: {e}")))
 }
 
 /// This worker's id, kept in the state directory so a restarted worker reuses its

@@ -89,6 +89,10 @@ pub struct AvroSerde<T> {
     writer: GenericDatumWriter<'static>,
     /// Decodes records of `schema_id` straight into `T`, without a lock.
     own_decoder: WriterSchemaDecoder,
+    /// False for a serde that only reads a subject which does not have its schema
+    /// ([`reading`](AvroSerde::reading)): `schema_id` is then no id of the registry's, it
+    /// is not written, and no record is decoded by `own_decoder`.
+    owns_id: bool,
     registry: Option<RegistryLink>,
     /// Decoders of the other writer ids seen so far (only with a registry).
     other_decoders: RwLock<HashMap<u32, Arc<WriterSchemaDecoder>>>,
@@ -134,7 +138,7 @@ impl<T> AvroSerde<T> {
     /// If `schema` refers to a named type it does not define (a schema from
     /// `Schema::parse_str` always defines them).
     pub fn with_schema_id(schema: Schema, id: u32) -> Self {
-        Self::build(schema, id, None).unwrap_or_else(|e| {
+        Self::build(schema, None, id, None).unwrap_or_else(|e| {
             panic!(
                 "Avro schema for id {id} has unresolved named types: {}",
                 short_avro_error(&e)
@@ -151,15 +155,78 @@ impl<T> AvroSerde<T> {
         subject: &str,
         schema: Schema,
     ) -> Result<Self, RegistryError> {
-        let runtime = tokio::runtime::Handle::try_current()
+        // Checked before the request, which would need the runtime anyway.
+        tokio::runtime::Handle::try_current()
             .map_err(|_| RegistryError::NoRuntime("AvroSerde::registered"))?;
         let id = registry.register(subject, &schema).await?;
+        Self::linked(registry, subject, schema, None, id)
+    }
+
+    /// A serde whose schema `subject` already has, found there without registering
+    /// anything (`auto.register.schemas=false`): writes with that id, reads records of any
+    /// id. A subject without the schema fails with
+    /// [`error_codes::SCHEMA_NOT_FOUND`](super::registry::error_codes::SCHEMA_NOT_FOUND)
+    /// or [`SUBJECT_NOT_FOUND`](super::registry::error_codes::SUBJECT_NOT_FOUND).
+    pub async fn looked_up(
+        registry: Arc<SchemaRegistryClient>,
+        subject: &str,
+        schema: Schema,
+    ) -> Result<Self, RegistryError> {
+        let id = registry.lookup(subject, &schema).await?;
+        Self::linked(registry, subject, schema, None, id)
+    }
+
+    /// A serde that writes with `subject`'s latest version, whatever it is
+    /// (`use.latest.version`, as Confluent's serializers): values of `T` are written in
+    /// that version's layout and read back resolved to `schema`.
+    pub async fn latest_version(
+        registry: Arc<SchemaRegistryClient>,
+        subject: &str,
+        schema: Schema,
+    ) -> Result<Self, RegistryError> {
+        let latest = registry.latest(subject).await?;
+        let writer = Schema::clone(&latest.schema);
+        Self::linked(registry, subject, schema, Some(writer), latest.id)
+    }
+
+    /// A serde for a topic the topology reads: records of any id, resolved to `schema`.
+    /// Nothing is registered. When `subject` has `schema`, records of its id take the
+    /// fast path, and the serde may also write them; when it does not, the serde only
+    /// reads, and a write is an error saying so.
+    pub async fn reading(
+        registry: Arc<SchemaRegistryClient>,
+        subject: &str,
+        schema: Schema,
+    ) -> Result<Self, RegistryError> {
+        use super::registry::error_codes::{SCHEMA_NOT_FOUND, SUBJECT_NOT_FOUND};
+        match registry.lookup(subject, &schema).await {
+            Ok(id) => Self::linked(registry, subject, schema, None, id),
+            Err(e) if matches!(e.error_code(), Some(SCHEMA_NOT_FOUND | SUBJECT_NOT_FOUND)) => {
+                let mut serde = Self::linked(registry, subject, schema, None, 0)?;
+                serde.owns_id = false;
+                Ok(serde)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A serde tied to `registry` on the current tokio runtime, writing id `id` with
+    /// `writer` (default: `schema`).
+    fn linked(
+        registry: Arc<SchemaRegistryClient>,
+        subject: &str,
+        schema: Schema,
+        writer: Option<Schema>,
+        id: u32,
+    ) -> Result<Self, RegistryError> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| RegistryError::NoRuntime("AvroSerde with a schema registry"))?;
         let link = RegistryLink {
             client: registry,
             runtime,
         };
-        Self::build(schema, id, Some(link)).map_err(|e| RegistryError::InvalidSchema {
-            what: format!("the schema registered under subject `{subject}` as id {id}"),
+        Self::build(schema, writer, id, Some(link)).map_err(|e| RegistryError::InvalidSchema {
+            what: format!("the schema of subject `{subject}` (id {id})"),
             reason: short_avro_error(&e),
         })
     }
@@ -176,15 +243,18 @@ impl<T> AvroSerde<T> {
 
     fn build(
         schema: Schema,
+        writer: Option<Schema>,
         id: u32,
         registry: Option<RegistryLink>,
     ) -> Result<Self, apache_avro::Error> {
         let schema = leak_interned(schema);
+        let writer_schema = writer.map_or(schema, leak_interned);
         Ok(Self {
             schema,
             schema_id: id,
-            writer: GenericDatumWriter::builder(schema).build()?,
-            own_decoder: WriterSchemaDecoder::new(id, schema, schema)?,
+            writer: GenericDatumWriter::builder(writer_schema).build()?,
+            own_decoder: WriterSchemaDecoder::new(id, writer_schema, schema)?,
+            owns_id: true,
             registry,
             other_decoders: RwLock::default(),
             fetch_lock: Mutex::new(()),
@@ -382,6 +452,12 @@ impl Read for EofWatch<'_> {
 
 impl<T: Serialize + DeserializeOwned + 'static> Serde<T> for AvroSerde<T> {
     fn serialize(&self, _topic: &str, value: &T) -> Result<Option<Vec<u8>>, SerdeError> {
+        if !self.owns_id {
+            return Err(SerdeError::new(
+                "this Avro serde only reads: its schema is not registered under the topic's \
+                 subject, so it has no id to write with",
+            ));
+        }
         let mut buf = Vec::with_capacity(self.encoded_size_hint.load(Ordering::Relaxed));
         buf.push(WIRE_MAGIC_BYTE);
         buf.extend_from_slice(&self.schema_id.to_be_bytes());
@@ -401,7 +477,7 @@ impl<T: Serialize + DeserializeOwned + 'static> Serde<T> for AvroSerde<T> {
             SerdeError::new("null where an Avro record in the Confluent wire format was expected")
         })?;
         let (id, datum) = split_header(bytes)?;
-        if id == self.schema_id {
+        if id == self.schema_id && self.owns_id {
             return self.own_decoder.decode(datum);
         }
         if let Some(decoder) = self

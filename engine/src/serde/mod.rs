@@ -12,10 +12,12 @@ mod avro;
 mod json;
 mod primitives;
 pub mod registry;
+mod schemas;
 
 pub use avro::{AvroSerde, WIRE_MAGIC_BYTE};
 pub use json::{EnvelopeSerde, JsonEventSerde, JsonSerde, MAX_NESTING};
 pub use primitives::{BytesSerde, I64Serde, OptionalSerde, StringSerde, UnitSerde};
+pub use schemas::{Schemas, SubjectOptions, value_subject};
 
 use crate::error::SerdeError;
 use crate::lineage::Lineage;

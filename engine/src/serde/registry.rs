@@ -281,6 +281,42 @@ impl SchemaRegistryClient {
         self
     }
 
+    /// Checks the registry's certificate against the CA certificates of `ca_pem` as well as
+    /// the public roots, and, given `identity_pem` (a client certificate followed by its
+    /// private key, PEM), authenticates the client by mutual TLS.
+    pub fn with_tls(
+        mut self,
+        ca_pem: Option<&[u8]>,
+        identity_pem: Option<&[u8]>,
+    ) -> Result<Self, RegistryError> {
+        let invalid = |reason: String| RegistryError::InvalidUrl {
+            url: self.base_url.to_string(),
+            reason,
+        };
+        let mut builder = reqwest::Client::builder();
+        if let Some(pem) = ca_pem {
+            let certificates = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| invalid(format!("the CA certificates are not PEM: {e}")))?;
+            if certificates.is_empty() {
+                return Err(invalid("the CA file holds no PEM certificate".into()));
+            }
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        if let Some(pem) = identity_pem {
+            // The error would not quote the key, but keep reqwest's text out all the same.
+            let identity = reqwest::Identity::from_pem(pem).map_err(|_| {
+                invalid("the client certificate and key are not a PEM certificate and key".into())
+            })?;
+            builder = builder.identity(identity);
+        }
+        self.http = builder
+            .build()
+            .map_err(|e| invalid(format!("cannot build an HTTP client: {e}")))?;
+        Ok(self)
+    }
+
     /// Bounds every request, connection included, to `timeout` (default [`DEFAULT_TIMEOUT`]).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;

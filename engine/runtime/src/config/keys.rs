@@ -87,6 +87,46 @@ pub(crate) const KEYS: &[Key] = &[
         "host:port for /metrics, /healthz and /readyz (port 0 picks a free one), or `off`",
     ),
     key(
+        "schema.registry.url",
+        None,
+        "the http:// or https:// base URL of a Confluent-compatible schema registry; without it Avro records carry local schema ids, which only the demo and the TestDriver should use",
+    ),
+    key(
+        "schema.registry.basic.auth.user.info",
+        None,
+        "user:password for the registry's HTTP basic auth",
+    ),
+    key(
+        "schema.registry.request.timeout.ms",
+        Some("10000"),
+        "a whole number of milliseconds from 100 to 600000: the bound of one registry request",
+    ),
+    key(
+        "schema.registry.ssl.ca.location",
+        None,
+        "a PEM file of CA certificates the registry's certificate is checked against, besides the public roots",
+    ),
+    key(
+        "schema.registry.ssl.certificate.location",
+        None,
+        "a PEM file of the client certificate for mutual TLS with the registry (with schema.registry.ssl.key.location)",
+    ),
+    key(
+        "schema.registry.ssl.key.location",
+        None,
+        "a PEM file of the client's private key for mutual TLS with the registry (with schema.registry.ssl.certificate.location)",
+    ),
+    key(
+        "auto.register.schemas",
+        Some("true"),
+        "true or false: true registers each output's schema under <topic>-value at start; false finds the id the subject already has for it",
+    ),
+    key(
+        "use.latest.version",
+        Some("false"),
+        "true or false: with auto.register.schemas=false, write with the subject's latest version instead of finding the output's own schema",
+    ),
+    key(
         "startup.timeout.ms",
         Some("30000"),
         "a whole number of milliseconds from 100 to 600000: how long to wait for the cluster at start",
@@ -133,6 +173,7 @@ const SECRET_MARKERS: &[&str] = &[
     "key.pem",
     "private",
     "sasl.jaas",
+    "user.info",
 ];
 
 /// Whether the value of `key` is secret: it never appears in errors, logs or `Debug`.

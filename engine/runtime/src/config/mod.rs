@@ -108,8 +108,54 @@ pub struct WorkerConfig {
     pub static_membership: bool,
     /// Where /metrics, /healthz and /readyz are served; `None` when `metrics.address=off`.
     pub metrics_address: Option<std::net::SocketAddr>,
+    /// The schema registry; `None` without `schema.registry.url`.
+    pub schema_registry: Option<SchemaRegistryConfig>,
     /// librdkafka properties, without the `kafka.` prefix.
     pub kafka: BTreeMap<String, String>,
+}
+
+/// How a worker reaches its schema registry, and what it does there at start.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SchemaRegistryConfig {
+    pub url: String,
+    /// `user:password`; secret.
+    pub basic_auth_user_info: Option<String>,
+    pub request_timeout: Duration,
+    pub ssl_ca_location: Option<PathBuf>,
+    pub ssl_certificate_location: Option<PathBuf>,
+    pub ssl_key_location: Option<PathBuf>,
+    /// Register each output's schema at start (`auto.register.schemas`).
+    pub auto_register_schemas: bool,
+    /// Without registering, write with the subject's latest version (`use.latest.version`).
+    pub use_latest_version: bool,
+}
+
+impl fmt::Debug for SchemaRegistryConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SchemaRegistryConfig")
+            .field("url", &redact_url_credentials(&self.url))
+            .field(
+                "basic_auth_user_info",
+                &self.basic_auth_user_info.as_ref().map(|_| "<redacted>"),
+            )
+            .field("request_timeout", &self.request_timeout)
+            .field("ssl_ca_location", &self.ssl_ca_location)
+            .field("ssl_certificate_location", &self.ssl_certificate_location)
+            .field("ssl_key_location", &self.ssl_key_location)
+            .field("auto_register_schemas", &self.auto_register_schemas)
+            .field("use_latest_version", &self.use_latest_version)
+            .finish()
+    }
+}
+
+/// `url` with any `user:password@` replaced, for logs and `Debug`.
+pub fn redact_url_credentials(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}<redacted>@{}", &url[..scheme_end + 3], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
 }
 
 impl fmt::Debug for WorkerConfig {
@@ -146,6 +192,7 @@ impl fmt::Debug for WorkerConfig {
             .field("startup_timeout", &self.startup_timeout)
             .field("static_membership", &self.static_membership)
             .field("metrics_address", &self.metrics_address)
+            .field("schema_registry", &self.schema_registry)
             .field("kafka", &kafka)
             .finish()
     }
@@ -409,6 +456,76 @@ impl ConfigBuilder {
                 }
             },
         };
+        let flag = |key: &str, errors: &mut Vec<ConfigError>| match get(key).unwrap_or_default() {
+            "true" => true,
+            "false" => false,
+            other => {
+                errors.push(invalid(key, other));
+                false
+            }
+        };
+        let path = |key: &str| get(key).map(|p| PathBuf::from(p.trim()));
+        let auto_register_schemas = flag("auto.register.schemas", &mut errors);
+        let use_latest_version = flag("use.latest.version", &mut errors);
+        let request_timeout = Duration::from_millis(
+            number(
+                "schema.registry.request.timeout.ms",
+                100..=600_000,
+                &mut errors,
+            )
+            .unwrap_or_default() as u64,
+        );
+        let schema_registry = match get("schema.registry.url").map(str::trim) {
+            Some(url) if !url.is_empty() => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    errors.push(ConfigError::Invalid {
+                        key: "schema.registry.url".into(),
+                        value: redact_url_credentials(url),
+                        accepted: accepted("schema.registry.url"),
+                    });
+                }
+                let user_info = get("schema.registry.basic.auth.user.info").map(str::to_string);
+                if user_info.as_deref().is_some_and(|u| !u.contains(':')) {
+                    errors.push(invalid("schema.registry.basic.auth.user.info", ""));
+                }
+                let certificate = path("schema.registry.ssl.certificate.location");
+                let key = path("schema.registry.ssl.key.location");
+                if certificate.is_some() != key.is_some() {
+                    errors.push(ConfigError::Missing {
+                        key: if certificate.is_some() {
+                            "schema.registry.ssl.key.location".into()
+                        } else {
+                            "schema.registry.ssl.certificate.location".into()
+                        },
+                        hint: "mutual TLS with the registry needs both the client certificate \
+                               and its private key"
+                            .into(),
+                    });
+                }
+                Some(SchemaRegistryConfig {
+                    url: url.to_string(),
+                    basic_auth_user_info: user_info,
+                    request_timeout,
+                    ssl_ca_location: path("schema.registry.ssl.ca.location"),
+                    ssl_certificate_location: certificate,
+                    ssl_key_location: key,
+                    auto_register_schemas,
+                    use_latest_version,
+                })
+            }
+            _ => {
+                for (key, _) in self.values.range("schema.registry.".to_string()..) {
+                    if !key.starts_with("schema.registry.") {
+                        break;
+                    }
+                    errors.push(ConfigError::Missing {
+                        key: "schema.registry.url".into(),
+                        hint: format!("{key} is set, but no registry to use it with"),
+                    });
+                }
+                None
+            }
+        };
         for (key, _) in self.values.iter() {
             let property = key.strip_prefix("kafka.").map(|k| {
                 k.strip_prefix("consumer.")
@@ -449,6 +566,7 @@ impl ConfigBuilder {
                 startup_timeout,
                 static_membership,
                 metrics_address,
+                schema_registry,
                 kafka,
             }),
             1 => Err(errors.remove(0)),

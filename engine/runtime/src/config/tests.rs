@@ -210,3 +210,82 @@ fn malformed_bootstrap_servers_are_rejected() {
         "{err}"
     );
 }
+
+#[test]
+fn the_schema_registry_is_configured_by_its_keys_and_its_credentials_are_redacted() {
+    let config = minimal()
+        .set(
+            "schema.registry.url",
+            "https://registry.internal:8081",
+            "test",
+        )
+        .set(
+            "schema.registry.basic.auth.user.info",
+            "sluice:hunter2",
+            "test",
+        )
+        .set("schema.registry.request.timeout.ms", "2500", "test")
+        .set("auto.register.schemas", "false", "test")
+        .set("use.latest.version", "true", "test")
+        .build()
+        .unwrap();
+    let registry = config.schema_registry.as_ref().unwrap();
+    assert_eq!(registry.url, "https://registry.internal:8081");
+    assert_eq!(registry.request_timeout, Duration::from_millis(2500));
+    assert!(!registry.auto_register_schemas);
+    assert!(registry.use_latest_version);
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("hunter2"), "{debug}");
+
+    let without = minimal().build().unwrap();
+    assert!(without.schema_registry.is_none());
+}
+
+#[test]
+fn registry_settings_without_a_registry_url_name_the_missing_key() {
+    let err = minimal()
+        .set(
+            "schema.registry.basic.auth.user.info",
+            "sluice:hunter2",
+            "test",
+        )
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("schema.registry.url is required"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[test]
+fn a_registry_url_that_is_not_http_names_the_key_and_hides_its_password() {
+    let err = minimal()
+        .set(
+            "schema.registry.url",
+            "ftp://user:hunter2@registry:8081",
+            "test",
+        )
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("schema.registry.url = "), "{err}");
+    assert!(err.contains("http:// or https://"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[test]
+fn mutual_tls_with_the_registry_needs_both_the_certificate_and_the_key() {
+    let err = minimal()
+        .set("schema.registry.url", "https://registry:8081", "test")
+        .set(
+            "schema.registry.ssl.certificate.location",
+            "/etc/sluice/client.pem",
+            "test",
+        )
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("schema.registry.ssl.key.location is required"),
+        "{err}"
+    );
+}
