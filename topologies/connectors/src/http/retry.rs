@@ -146,7 +146,10 @@ impl RetrySchedule {
     /// `delay` scaled by a factor within ±`jitter`: `unit` (in 0..1) picks where, 0 the
     /// shortest and 1 the longest.
     pub fn jittered(&self, delay: Duration, unit: f64) -> Duration {
-        let factor = 1.0 - self.jitter + 2.0 * self.jitter * unit.clamp(0.0, 1.0);
+        // A jitter of 1 or more (possible in a schedule built by hand, not through the
+        // configuration keys) would scale below zero, where `mul_f64` panics.
+        let jitter = self.jitter.clamp(0.0, 1.0);
+        let factor = 1.0 - jitter + 2.0 * jitter * unit.clamp(0.0, 1.0);
         delay.mul_f64(factor)
     }
 
@@ -207,6 +210,11 @@ mod tests {
         assert_eq!(schedule.jittered(d, 0.0), Duration::from_secs(80));
         assert_eq!(schedule.jittered(d, 0.5), Duration::from_secs(100));
         assert_eq!(schedule.jittered(d, 1.0), Duration::from_secs(120));
+        let wild = RetrySchedule {
+            jitter: 3.0,
+            ..RetrySchedule::default()
+        };
+        assert_eq!(wild.jittered(d, 0.0), Duration::ZERO, "never below zero");
     }
 
     #[test]

@@ -331,7 +331,8 @@ impl Deliverer {
         }
         let config = &self.inner.config;
         let state = Arc::new(EndpointState {
-            permits: Semaphore::new(config.endpoint_concurrency),
+            // A limit of 0 (possible in a config built by hand) would stall every delivery.
+            permits: Semaphore::new(config.endpoint_concurrency.max(1)),
             breaker: Mutex::new(CircuitBreaker::new(config.breaker.clone())),
             health: Mutex::new(EndpointHealth::default()),
             metrics: EndpointMetrics::new(id),
