@@ -190,11 +190,11 @@ mod tests {
     fn every_default_is_accepted_by_the_builder() {
         // A default the builder refuses would make every worker fail to start.
         let mut builder = super::super::ConfigBuilder::new();
-        builder.set("application.id", "app", "test").set(
-            "bootstrap.servers",
-            "localhost:9092",
-            "test",
-        );
+        builder
+            .set("application.id", "app", "test")
+            .set("bootstrap.servers", "localhost:9092", "test")
+            // The registry's settings are refused without a registry to apply them to.
+            .set("schema.registry.url", "http://localhost:8081", "test");
         for key in KEYS {
             if let Some(default) = key.default {
                 builder.set(key.name, default, "test");
