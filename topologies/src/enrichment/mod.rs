@@ -6,13 +6,19 @@
 //!   [`PatientCoverage`]) and their keys;
 //! * [`file_lookup`]: [`FileLookup`], the embedded default (JSON-lines files) when no
 //!   `mongodb.uri` is configured;
+//! * [`reference_store`]: the same lookups against MongoDB, and the load behind
+//!   `sluice reference load`;
 //! * [`reference_generator`]: deterministic reference data for the order generator's
-//!   drugs and patients.
+//!   drugs and patients (`sluice reference generate`).
+//!
+//! Both sources implement `sluice_engine::lookup::Lookup` with the same key and value
+//! types, so the topology takes either (or a `BoxLookup` of either) behind its cache.
 
 mod drug_classes;
 pub mod file_lookup;
 pub mod reference;
 pub mod reference_generator;
+pub mod reference_store;
 
 pub use file_lookup::{FileLookup, ReferenceFileError, read_json_lines};
 pub use reference::{
@@ -20,3 +26,6 @@ pub use reference::{
     QuantityLimit, ReferenceRecord,
 };
 pub use reference_generator::{ReferenceData, ReferenceGenerator};
+pub use reference_store::{
+    LoadError, LoadReport, drug_reference_lookup, formulary_lookup, load_reference,
+};
