@@ -228,6 +228,20 @@ mod tests {
     }
 
     #[test]
+    fn a_network_failure_is_transient_and_a_key_that_is_no_bson_is_permanent() {
+        let config = MongoConfig::new("mongodb://app:pw@db:27017").unwrap();
+        let refused = mongodb::error::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let refused = classify(&refused, &config);
+        assert!(refused.is_transient());
+        assert_eq!(refused.message(), "network error: connection refused");
+
+        let not_a_document = mongodb::bson::to_document(&42_u8).unwrap_err();
+        let permanent = classify(&mongodb::error::Error::from(not_a_document), &config);
+        assert!(!permanent.is_transient());
+        assert_eq!(permanent.message(), "the key does not serialize to BSON");
+    }
+
+    #[test]
     fn the_hosts_shown_in_an_outage_have_no_credentials() {
         let config = MongoConfig::new("mongodb://u:pw@h1:1,h2:2/reference?w=1").unwrap();
         assert_eq!(hosts_of(&config), "mongodb://h1:1,h2:2");
