@@ -20,8 +20,8 @@ use sluice_topologies::enrichment::reference::{DATABASE, DRUG_COLLECTION, FORMUL
 use sluice_topologies::enrichment::reference_generator::PLANS;
 use sluice_topologies::enrichment::reference_store::{DRUG_INDEX, FORMULARY_INDEX};
 use sluice_topologies::enrichment::{
-    DrugReference, FileLookup, FormularyEntry, FormularyKey, ReferenceData, ReferenceGenerator,
-    drug_reference_lookup, formulary_lookup, load_reference,
+    FormularyKey, ReferenceData, ReferenceGenerator, ReferenceSource, drug_reference_lookup,
+    formulary_lookup, load_reference, reference_lookups,
 };
 
 /// Generated reference data and its files, removed on drop.
@@ -228,41 +228,45 @@ async fn a_document_that_does_not_fit_is_a_permanent_error_naming_the_field() {
 }
 
 #[tokio::test]
-async fn the_file_lookup_answers_as_mongodb_does_for_the_same_file() {
+async fn the_embedded_files_answer_as_mongodb_does_for_the_same_data() {
     let (_server, client, files) = loaded("same").await;
-    let from_file = FileLookup::<DrugReference>::load(&files.drugs()).unwrap();
-    let from_mongo = drug_reference_lookup(&client);
+    // The two sources a worker picks between by whether mongodb.uri is set.
+    let embedded = reference_lookups(None, &files.dir).await.unwrap();
+    let mongo = reference_lookups(Some(client.config()), &files.dir)
+        .await
+        .unwrap();
+    assert!(matches!(embedded.source, ReferenceSource::Files { .. }));
+    assert!(matches!(mongo.source, ReferenceSource::Mongo { .. }));
+
     let mut ndcs: Vec<String> = files.data.drugs.iter().map(|d| d.ndc.clone()).collect();
     ndcs.extend(files.data.absent_order_ndcs.iter().cloned());
     ndcs.push("99999999999".to_string());
     for ndc in &ndcs {
         assert_eq!(
-            from_file.lookup(ndc).await,
-            from_mongo.lookup(ndc).await,
+            embedded.drugs.lookup(ndc).await,
+            mongo.drugs.lookup(ndc).await,
             "NDC {ndc}"
         );
     }
 
-    let rows_file = FileLookup::<FormularyEntry>::load(&files.formulary()).unwrap();
-    let rows_mongo = formulary_lookup(&client);
-    let mut some_present_some_absent = (0, 0);
+    let mut present_absent = (0, 0);
     for (plan, _, _) in PLANS {
         for ndc in ndcs.iter().step_by(7) {
-            let from_file = rows_file.lookup(&key(plan, ndc)).await;
+            let from_file = embedded.formulary.lookup(&key(plan, ndc)).await;
             assert_eq!(
                 from_file,
-                rows_mongo.lookup(&key(plan, ndc)).await,
+                mongo.formulary.lookup(&key(plan, ndc)).await,
                 "{plan} {ndc}"
             );
             match from_file.unwrap() {
-                Some(_) => some_present_some_absent.0 += 1,
-                None => some_present_some_absent.1 += 1,
+                Some(_) => present_absent.0 += 1,
+                None => present_absent.1 += 1,
             }
         }
     }
     assert!(
-        some_present_some_absent.0 > 0 && some_present_some_absent.1 > 0,
-        "{some_present_some_absent:?}"
+        present_absent.0 > 0 && present_absent.1 > 0,
+        "formulary keys present and absent both compared: {present_absent:?}"
     );
 }
 

@@ -9,7 +9,9 @@
 //! * [`reference_store`]: the same lookups against MongoDB, and the load behind
 //!   `sluice reference load`;
 //! * [`reference_generator`]: deterministic reference data for the order generator's
-//!   drugs and patients (`sluice reference generate`).
+//!   drugs and patients (`sluice reference generate`);
+//! * [`sources`]: [`reference_lookups`], MongoDB or the files, picked by whether
+//!   `mongodb.uri` is configured.
 //!
 //! Both sources implement `sluice_engine::lookup::Lookup` with the same key and value
 //! types, so the topology takes either (or a `BoxLookup` of either) behind its cache.
@@ -19,6 +21,7 @@ pub mod file_lookup;
 pub mod reference;
 pub mod reference_generator;
 pub mod reference_store;
+pub mod sources;
 
 pub use file_lookup::{FileLookup, ReferenceFileError, read_json_lines};
 pub use reference::{
@@ -29,3 +32,4 @@ pub use reference_generator::{ReferenceData, ReferenceGenerator};
 pub use reference_store::{
     LoadError, LoadReport, drug_reference_lookup, formulary_lookup, load_reference,
 };
+pub use sources::{ReferenceLookups, ReferenceSource, ReferenceSourceError, reference_lookups};
