@@ -2,7 +2,7 @@
 //! patient's formulary status.
 //!
 //! This folder holds the reference-data side:
-//! * [`reference`]: the record types ([`DrugReference`], [`FormularyEntry`],
+//! * [`reference`](mod@reference): the record types ([`DrugReference`], [`FormularyEntry`],
 //!   [`PatientCoverage`]) and their keys;
 //! * [`file_lookup`]: [`FileLookup`], the embedded default (JSON-lines files) when no
 //!   `mongodb.uri` is configured;

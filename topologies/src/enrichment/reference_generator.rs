@@ -87,7 +87,7 @@ impl ReferenceGenerator {
 
     pub fn generate(&self) -> ReferenceData {
         let mut rng = StdRng::seed_from_u64(self.seed);
-        let (drugs, absent_order_ndcs) = self.drugs(&mut rng);
+        let (drugs, absent_order_ndcs) = self.make_drugs(&mut rng);
         let formulary = formulary(&mut rng, &drugs);
         let coverage = (0..self.patients)
             .filter_map(|i| coverage(&mut rng, i))
@@ -100,7 +100,7 @@ impl ReferenceGenerator {
         }
     }
 
-    fn drugs(&self, rng: &mut StdRng) -> (Vec<DrugReference>, Vec<String>) {
+    fn make_drugs(&self, rng: &mut StdRng) -> (Vec<DrugReference>, Vec<String>) {
         let orders = order_drugs();
         let absent_count = if self.absent_order_share > 0.0 {
             ((orders.len() as f64 * self.absent_order_share).round() as usize).max(1)
