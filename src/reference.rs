@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use sluice_connectors::mongo::MongoConfig;
-use sluice_topologies::enrichment::{ReferenceGenerator, load_reference};
+use sluice_topologies::enrichment::{
+    COVERAGE_TOPIC, PatientCoverage, ReferenceGenerator, load_reference, publish_coverage,
+    read_json_lines,
+};
 
 #[derive(Subcommand)]
 pub enum ReferenceCommand {
@@ -21,6 +24,22 @@ pub enum ReferenceCommand {
         drugs: PathBuf,
         #[arg(long)]
         formulary: PathBuf,
+    },
+    /// Writes patient coverage (a patient_coverage.jsonl) keyed by patient id onto its
+    /// compacted topic, created when missing.
+    PublishCoverage {
+        #[arg(long)]
+        brokers: String,
+        #[arg(long)]
+        coverage: PathBuf,
+        #[arg(long, default_value = COVERAGE_TOPIC)]
+        topic: String,
+        /// For a topic that does not exist yet.
+        #[arg(long, default_value_t = 8)]
+        partitions: i32,
+        /// For a topic that does not exist yet.
+        #[arg(long, default_value_t = 1)]
+        replication_factor: i32,
     },
     /// Writes drug_reference.jsonl, formulary.jsonl and patient_coverage.jsonl for the
     /// drugs and patients of the order generator.
@@ -73,6 +92,21 @@ pub fn run(command: ReferenceCommand) -> Result<(), String> {
                     summary.modified
                 );
             }
+            Ok(())
+        }
+        ReferenceCommand::PublishCoverage {
+            brokers,
+            coverage,
+            topic,
+            partitions,
+            replication_factor,
+        } => {
+            let records =
+                read_json_lines::<PatientCoverage>(&coverage).map_err(|e| e.to_string())?;
+            let written =
+                publish_coverage(&brokers, &topic, partitions, replication_factor, &records)
+                    .map_err(|e| e.to_string())?;
+            println!("{written} coverages -> {topic}");
             Ok(())
         }
         ReferenceCommand::Generate {

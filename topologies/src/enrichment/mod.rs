@@ -11,11 +11,13 @@
 //! * [`reference_generator`]: deterministic reference data for the order generator's
 //!   drugs and patients (`sluice reference generate`);
 //! * [`sources`]: [`reference_lookups`], MongoDB or the files, picked by whether
-//!   `mongodb.uri` is configured.
+//!   `mongodb.uri` is configured;
+//! * [`coverage_topic`]: patient coverage onto the compacted topic the enrichment joins.
 //!
 //! Both sources implement `sluice_engine::lookup::Lookup` with the same key and value
 //! types, so the topology takes either (or a `BoxLookup` of either) behind its cache.
 
+pub mod coverage_topic;
 mod drug_classes;
 pub mod file_lookup;
 pub mod reference;
@@ -23,6 +25,7 @@ pub mod reference_generator;
 pub mod reference_store;
 pub mod sources;
 
+pub use coverage_topic::{COVERAGE_TOPIC, PublishError, publish_coverage};
 pub use file_lookup::{FileLookup, ReferenceFileError, read_json_lines};
 pub use reference::{
     DeaSchedule, DrugReference, FormularyEntry, FormularyKey, FormularyStatus, PatientCoverage,
