@@ -17,6 +17,10 @@ command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
 # loopback address): built once from crates.io, skipped when installed.
 bash scripts/install-broker.sh
 
+# SecantusDB (a MongoDB-wire server, one per test) and fastavro, pinned, in the project's
+# venv under the cache dir: skipped when installed.
+bash scripts/install-test-servers.sh
+
 # Mermaid's own parser, to check `sluice describe --mermaid` (tests/cli.rs).
 mermaid_dir=scripts/mermaid-check
 if ! cmp -s "$mermaid_dir/package-lock.json" "$mermaid_dir/node_modules/.package-lock.json.installed" 2>/dev/null; then

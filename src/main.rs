@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+mod reference;
+
 use clap::{Parser, Subcommand};
 use sluice_engine::serde::Schemas;
 use sluice_runtime::{ConfigBuilder, Worker, WorkerStats};
@@ -55,6 +57,9 @@ enum Command {
         #[arg(long, default_value_t = 8)]
         partitions: i32,
     },
+    /// Reference data for enrichment: generate it, or load it into MongoDB.
+    #[command(subcommand)]
+    Reference(reference::ReferenceCommand),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +77,7 @@ fn main() -> ExitCode {
         }
         Command::Describe { topology, mermaid } => describe(&topology, mermaid),
         Command::Run(args) => run(args),
+        Command::Reference(command) => reference::run(command),
         Command::Demo {
             orders,
             malformed,

@@ -271,7 +271,38 @@ const FORMULARY_SYSTEM: &str = "https://ehr.example.org/fhir/CodeSystem/formular
 /// 2024-05-01T00:00:00Z: where the simulated clock starts.
 const CLOCK_START_MILLIS: i64 = 1_714_521_600_000;
 
-const PATIENT_COUNT: u32 = 2_000;
+/// Patients the orders are for: ids `pt-00000` to `pt-01999` ([`patient_id`]).
+pub const PATIENT_COUNT: u32 = 2_000;
+
+/// The id of the `index`th patient, as the orders carry it; also the key of the patient's
+/// coverage in the reference data (`crate::enrichment::reference_generator`).
+pub fn patient_id(index: u32) -> String {
+    format!("pt-{index:05}")
+}
+
+/// A drug the orders name, as the reference-data generator needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderDrug {
+    /// 11-digit NDC (5-4-2, no hyphens), as normalization outputs it.
+    pub ndc: String,
+    pub generic_name: &'static str,
+    pub strength: &'static str,
+    pub form: &'static str,
+}
+
+/// Every drug the generated orders name, in a fixed order.
+pub fn order_drugs() -> Vec<OrderDrug> {
+    DRUGS
+        .iter()
+        .map(|drug| OrderDrug {
+            ndc: crate::normalize::normalize_ndc(&drug.ndc.join("-"))
+                .expect("the generator's NDCs are valid 10-digit NDCs"),
+            generic_name: drug.generic,
+            strength: drug.strength,
+            form: drug.form,
+        })
+        .collect()
+}
 
 /// A prescriber of the simulated practice: ids are reused across orders, as in life.
 struct SamplePrescriber {
@@ -394,7 +425,7 @@ impl OrderGenerator {
     }
 
     fn patient_id(&mut self) -> String {
-        format!("pt-{:05}", self.rng.random_range(0..PATIENT_COUNT))
+        patient_id(self.rng.random_range(0..PATIENT_COUNT))
     }
 
     /// A drug's NDC in one of the forms feeds send: its 10-digit hyphenated form, the

@@ -3,10 +3,12 @@
 //! the external feeds send, the canonical shapes the platform publishes ([`canonical`],
 //! backed by the `.avsc` files under `src/schemas/`), the pure mappings between them
 //! ([`normalize`]), the topologies that run those mappings on the engine
-//! ([`normalization`], [`order_activity`]), and deterministic sample data for demos and tests ([`generator`]).
+//! ([`normalization`], [`order_activity`]), the reference data enrichment joins with
+//! ([`enrichment`]), and deterministic sample data for demos and tests ([`generator`]).
 
 pub mod canonical;
 pub mod demo;
+pub mod enrichment;
 pub mod generator;
 pub mod normalization;
 pub mod normalize;
