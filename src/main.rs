@@ -11,7 +11,7 @@ mod reference;
 
 use clap::{Parser, Subcommand};
 use sluice_engine::serde::Schemas;
-use sluice_runtime::{ConfigBuilder, Worker, WorkerStats};
+use sluice_runtime::{BuildContext, ConfigBuilder, Worker, WorkerStats};
 use sluice_topologies::catalog;
 use sluice_topologies::demo::{self, DemoOptions};
 
@@ -116,7 +116,18 @@ fn find_topology(name: &str) -> Result<sluice_topologies::CatalogEntry, String> 
 }
 
 fn describe(name: &str, mermaid: bool) -> Result<(), String> {
-    let topology = (find_topology(name)?.build)(&Schemas::local()).map_err(|e| e.to_string())?;
+    let entry = find_topology(name)?;
+    // The graph does not depend on settings: built with the defaults and local ids.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    let context = BuildContext {
+        schemas: &Schemas::local(),
+        settings: &Default::default(),
+        runtime: runtime.handle(),
+    };
+    let topology = (entry.build)(&context).map_err(|e| e.to_string())?;
     if mermaid {
         print!("{}", topology.to_mermaid());
     } else {
@@ -151,6 +162,7 @@ struct RunArgs {
 fn run(args: RunArgs) -> Result<(), String> {
     let entry = find_topology(&args.topology)?;
     let mut builder = ConfigBuilder::new();
+    builder.accept(&(entry.keys)());
     builder.set(
         "application.id",
         format!("sluice-{}", entry.name),

@@ -155,7 +155,8 @@ fn inputs_are_decoded_by_their_id_an_unknown_id_is_dead_lettered_and_a_down_regi
     let dir = tempdir("reader");
     let url = double.base_url.clone();
     let config = broker.worker_config("registry-reader", &dir, &[("schema.registry.url", &url)]);
-    let worker = Worker::start_with(config, |schemas| Ok(reader_topology(schemas))).unwrap();
+    let worker =
+        Worker::start_with(config, |context| Ok(reader_topology(context.schemas))).unwrap();
 
     let orders = sample_orders(30);
     let producer = support::producer(&broker.brokers);

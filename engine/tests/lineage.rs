@@ -166,3 +166,32 @@ fn plain_records_take_lineage_from_headers_and_get_deterministic_event_ids() {
         "reprocessing the same input yields the same ids"
     );
 }
+
+#[test]
+fn a_repartition_hop_keeps_the_inputs_lineage_so_the_output_names_the_input_as_its_cause() {
+    let b = TopologyBuilder::new("hop");
+    b.source("in", &["in"], Serdes::string(), Serdes::string())
+        .map("rekey", |_k: String, v: String| (v.clone(), v))
+        .repartition("by-value", Serdes::string(), Serdes::string())
+        .to("out", "out", Serdes::string(), Serdes::string());
+    let mut driver = TestDriver::new(b.build().unwrap());
+    let mut headers = Headers::new();
+    headers.add("event-id", "evt-7");
+    headers.add("correlation-id", "flow-7");
+    driver
+        .pipe_record(ProducerRecord {
+            topic: "in".into(),
+            partition: Some(0),
+            key: Some(b"k".to_vec()),
+            value: Some(b"v".to_vec()),
+            headers,
+            timestamp: 0,
+        })
+        .unwrap();
+    let hop = driver.read_raw("hop-by-value-repartition");
+    assert_eq!(hop[0].headers.get_str("event-id"), Some("evt-7"));
+    let out = driver.read_raw("out");
+    assert_eq!(out[0].headers.get_str("causation-id"), Some("evt-7"));
+    assert_eq!(out[0].headers.get_str("correlation-id"), Some("flow-7"));
+    assert_ne!(out[0].headers.get_str("event-id"), Some("evt-7"));
+}

@@ -15,16 +15,18 @@ pub mod normalize;
 pub mod order_activity;
 
 use sluice_engine::Topology;
-use sluice_engine::serde::Schemas;
-use sluice_engine::serde::registry::RegistryError;
+use sluice_runtime::{BuildContext, BuildError};
 
 /// A topology this crate ships, for the command line.
 pub struct CatalogEntry {
     pub name: &'static str,
     pub description: &'static str,
-    /// Builds the topology, its Avro serdes with `schemas` (a worker's registry, or local
-    /// ids for `describe` and the demo).
-    pub build: fn(&Schemas) -> Result<Topology, RegistryError>,
+    /// The configuration keys the topology reads besides the worker's (its services, its
+    /// caches); the worker accepts them and hands them to `build`.
+    pub keys: fn() -> Vec<&'static str>,
+    /// Builds the topology in a worker: its Avro serdes from the context's schemas (the
+    /// registry, or local ids for `describe` and the demo), its settings from its keys.
+    pub build: fn(&BuildContext<'_>) -> Result<Topology, BuildError>,
 }
 
 /// Every topology this crate ships.
@@ -33,16 +35,23 @@ pub fn catalog() -> Vec<CatalogEntry> {
         CatalogEntry {
             name: normalization::NAME,
             description: "EHR and pharmacy medication orders -> canonical.medication-orders (Avro)",
-            build: |schemas| {
-                Ok(normalization::topology(normalization::output_serde(
-                    schemas,
-                )?))
+            keys: Vec::new,
+            build: |context| {
+                let output = normalization::output_serde(context.schemas)?;
+                Ok(normalization::topology(output))
             },
         },
         CatalogEntry {
             name: order_activity::NAME,
             description: "canonical.medication-orders -> running count of events per order (RocksDB state)",
+            keys: Vec::new,
             build: |_| Ok(order_activity::topology()),
+        },
+        CatalogEntry {
+            name: enrichment::topology::NAME,
+            description: "canonical.medication-orders -> + drug reference, coverage and formulary -> canonical.medication-orders.enriched (Avro)",
+            keys: enrichment::topology::config_keys,
+            build: enrichment::topology::build,
         },
     ]
 }

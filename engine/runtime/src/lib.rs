@@ -61,4 +61,4 @@ pub use error::StreamThreadError;
 pub use kafka::redact_kafka_error;
 pub use observability::{Health, ThreadStatus};
 pub use retry::{MAX_BACKOFF, MIN_BACKOFF};
-pub use worker::{Worker, WorkerError, WorkerStats};
+pub use worker::{BuildContext, BuildError, Worker, WorkerError, WorkerStats};

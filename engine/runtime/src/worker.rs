@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use sluice_engine::serde::Schemas;
-use sluice_engine::serde::registry::RegistryError;
 use sluice_engine::topology::Topology;
 
 use crate::config::{ConfigError, WorkerConfig};
@@ -71,6 +70,31 @@ pub enum WorkerError {
     GlobalTable { table: String, reason: String },
     #[error("cannot prepare the topology's schemas: {0}")]
     Schemas(#[from] sluice_engine::serde::registry::RegistryError),
+    #[error("cannot build the topology: {0}")]
+    Build(BuildError),
+}
+
+/// Why a topology could not be built in a worker (a bad topology key, a registry that
+/// refused a schema, reference files that do not read).
+pub type BuildError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a worker gives the code that builds its topology.
+pub struct BuildContext<'a> {
+    /// Where Avro serdes get their schema ids.
+    pub schemas: &'a Schemas,
+    /// The topology's own configuration keys that are set
+    /// ([`ConfigBuilder::accept`](crate::ConfigBuilder::accept)), unchecked.
+    pub settings: &'a BTreeMap<String, String>,
+    /// The worker's tokio runtime, on which async operators' calls run: clients they use
+    /// are made on it.
+    pub runtime: &'a tokio::runtime::Handle,
+}
+
+impl BuildContext<'_> {
+    /// Runs `future` to completion on the worker's runtime, from the building thread.
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
 }
 
 /// A running worker; stop it with [`Worker::stop`] and wait with [`Worker::join`].
@@ -93,11 +117,16 @@ impl Worker {
     /// [`start`](Worker::start) does. Output schemas are registered before any record moves.
     pub fn start_with(
         config: WorkerConfig,
-        build: impl FnOnce(&Schemas) -> Result<Topology, RegistryError>,
+        build: impl FnOnce(&BuildContext<'_>) -> Result<Topology, BuildError>,
     ) -> Result<Self, WorkerError> {
         let calls = calls_runtime()?;
         let schemas = crate::schemas::for_worker(&config, calls.handle().clone())?;
-        let topology = build(&schemas)?;
+        let topology = build(&BuildContext {
+            schemas: &schemas,
+            settings: &config.topology,
+            runtime: calls.handle(),
+        })
+        .map_err(WorkerError::Build)?;
         Self::start_on(topology, config, calls)
     }
 

@@ -6,6 +6,10 @@
 //! `correlation-id` and `causation-id` headers (see [`lineage`](crate::lineage)). A value
 //! that does not encode sends the *input* to the error policy, naming the sink.
 //!
+//! An internal topic (a repartition's) is a hop inside the topology, not a new event: its
+//! records carry the input's lineage unchanged, so what the topology finally writes names
+//! the input that came in from outside as its cause, not the hop.
+//!
 //! Records written while handling one input are released together, only once the input
 //! has been handled without error, so a failure never leaves half of an input's outputs
 //! behind.
@@ -51,7 +55,7 @@ where
         key_serde: impl Serde<K>,
         value_serde: impl Serde<V>,
     ) {
-        let factory = sink_factory(name, topic, key_serde, value_serde);
+        let factory = sink_factory(name, topic, key_serde, value_serde, Hop::Out);
         let _: Stream<(), ()> = self.add_node(NodeSpec::sink(name, topic, factory));
     }
 
@@ -71,10 +75,20 @@ where
                 topic,
                 SharedSerde(key_serde.clone()),
                 SharedSerde(value_serde.clone()),
+                Hop::Internal,
             )
         });
         let _: Stream<(), ()> = self.add_node(NodeSpec::internal_sink(name, topic, retarget));
     }
+}
+
+/// Whether a sink's records leave the topology or stay inside it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hop {
+    /// A topic others read: every record is a new event, caused by the input.
+    Out,
+    /// The topology's internal topic: records carry the input's lineage unchanged.
+    Internal,
 }
 
 fn sink_factory<K, V>(
@@ -82,6 +96,7 @@ fn sink_factory<K, V>(
     topic: &str,
     key_serde: impl Serde<K>,
     value_serde: impl Serde<V>,
+    hop: Hop,
 ) -> ProcessorFactory
 where
     K: Send + 'static,
@@ -92,6 +107,7 @@ where
         topic: Arc::from(topic),
         key_serde,
         value_serde,
+        hop,
         _marker: PhantomData,
     });
     processor::factory::<_, K, V>(move || Sink(shared.clone()))
@@ -102,6 +118,7 @@ struct SinkShared<K, V, KS, VS> {
     topic: Arc<str>,
     key_serde: KS,
     value_serde: VS,
+    hop: Hop,
     _marker: PhantomData<fn(K, V)>,
 }
 
@@ -129,8 +146,13 @@ where
         let index = ctx.next_output_index();
         // Every output names a cause: an input without lineage is named by its position.
         let cause = ctx.lineage().identified(ctx.origin());
-        sink.value_serde.stamp(&mut record.value, &cause);
+        if sink.hop == Hop::Internal {
+            cause.write_headers(&mut record.headers);
+        } else {
+            sink.value_serde.stamp(&mut record.value, &cause);
+        }
         match sink.value_serde.lineage(&record.value) {
+            _ if sink.hop == Hop::Internal => {}
             Some(own) => own.write_headers(&mut record.headers),
             None => {
                 let event_id = derived_event_id(ctx.origin(), &sink.name, index);

@@ -1,7 +1,10 @@
 //! Enrichment: canonical medication orders joined with drug reference data and the
 //! patient's formulary status.
 //!
-//! This folder holds the reference-data side:
+//! * [`topology`]: the `enrichment` topology, and its configuration keys;
+//! * [`enriched`]: what it writes, [`MedicationOrderEnriched`], after its `.avsc`.
+//!
+//! The reference-data side:
 //! * [`reference`](mod@reference): the record types ([`DrugReference`], [`FormularyEntry`],
 //!   [`PatientCoverage`]) and their keys;
 //! * [`file_lookup`]: [`FileLookup`], the embedded default (JSON-lines files) when no
@@ -19,13 +22,16 @@
 
 pub mod coverage_topic;
 mod drug_classes;
+pub mod enriched;
 pub mod file_lookup;
 pub mod reference;
 pub mod reference_generator;
 pub mod reference_store;
 pub mod sources;
+pub mod topology;
 
 pub use coverage_topic::{COVERAGE_TOPIC, PublishError, publish_coverage};
+pub use enriched::MedicationOrderEnriched;
 pub use file_lookup::{FileLookup, ReferenceFileError, read_json_lines};
 pub use reference::{
     DeaSchedule, DrugReference, FormularyEntry, FormularyKey, FormularyStatus, PatientCoverage,

@@ -174,6 +174,8 @@ const SECRET_MARKERS: &[&str] = &[
     "private",
     "sasl.jaas",
     "user.info",
+    // A connection URI (mongodb://user:password@host) carries its credentials.
+    ".uri",
 ];
 
 /// Whether the value of `key` is secret: it never appears in errors, logs or `Debug`.

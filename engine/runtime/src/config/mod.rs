@@ -110,6 +110,8 @@ pub struct WorkerConfig {
     pub metrics_address: Option<std::net::SocketAddr>,
     /// The schema registry; `None` without `schema.registry.url`.
     pub schema_registry: Option<SchemaRegistryConfig>,
+    /// The topology's own keys that are set (see [`ConfigBuilder::accept`]), unchecked.
+    pub topology: BTreeMap<String, String>,
     /// librdkafka properties, without the `kafka.` prefix.
     pub kafka: BTreeMap<String, String>,
 }
@@ -160,20 +162,7 @@ pub fn redact_url_credentials(url: &str) -> String {
 
 impl fmt::Debug for WorkerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kafka: BTreeMap<&str, &str> = self
-            .kafka
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str(),
-                    if is_secret(k) {
-                        "<redacted>"
-                    } else {
-                        v.as_str()
-                    },
-                )
-            })
-            .collect();
+        let kafka = redacted(&self.kafka);
         f.debug_struct("WorkerConfig")
             .field("application_id", &self.application_id)
             .field("bootstrap_servers", &self.bootstrap_servers)
@@ -193,9 +182,25 @@ impl fmt::Debug for WorkerConfig {
             .field("static_membership", &self.static_membership)
             .field("metrics_address", &self.metrics_address)
             .field("schema_registry", &self.schema_registry)
+            .field("topology", &redacted(&self.topology))
             .field("kafka", &kafka)
             .finish()
     }
+}
+
+/// `settings` with the values of secret keys replaced, for `Debug`.
+fn redacted(settings: &BTreeMap<String, String>) -> BTreeMap<&str, &str> {
+    settings
+        .iter()
+        .map(|(k, v)| {
+            let shown = if is_secret(k) {
+                "<redacted>"
+            } else {
+                v.as_str()
+            };
+            (k.as_str(), shown)
+        })
+        .collect()
 }
 
 impl WorkerConfig {
@@ -220,6 +225,8 @@ impl WorkerConfig {
 pub struct ConfigBuilder {
     /// key -> (value, where it came from)
     values: BTreeMap<String, (String, String)>,
+    /// Keys of the topology's own ([`accept`](ConfigBuilder::accept)).
+    topology_keys: Vec<&'static str>,
     errors: Vec<ConfigError>,
 }
 
@@ -236,14 +243,29 @@ impl ConfigBuilder {
         Self::default()
     }
 
+    /// Accepts `keys` as well as the worker's own: the keys the topology reads (its
+    /// services, its caches). Call it before setting any. Their values reach the topology
+    /// unchecked, in [`WorkerConfig::topology`]; the topology checks them when it is built.
+    pub fn accept(&mut self, keys: &[&'static str]) -> &mut Self {
+        self.topology_keys.extend_from_slice(keys);
+        self
+    }
+
     /// Sets `key` from `source_name` (a file, `environment`, `flag`), overriding earlier layers.
     pub fn set(&mut self, key: &str, value: impl Into<String>, source_name: &str) -> &mut Self {
         let key = key.trim();
-        if !key.starts_with("kafka.") && keys::find(key).is_none() {
+        if !key.starts_with("kafka.")
+            && keys::find(key).is_none()
+            && !self.topology_keys.contains(&key)
+        {
+            let known = KEYS
+                .iter()
+                .map(|k| k.name)
+                .chain(self.topology_keys.iter().copied());
             self.errors.push(ConfigError::Unknown {
                 key: key.to_string(),
                 source_name: source_name.to_string(),
-                known: KEYS.iter().map(|k| k.name).collect::<Vec<_>>().join(", "),
+                known: known.collect::<Vec<_>>().join(", "),
             });
             return self;
         }
@@ -549,6 +571,12 @@ impl ConfigBuilder {
             .iter()
             .filter_map(|(k, (v, _))| k.strip_prefix("kafka.").map(|k| (k.to_string(), v.clone())))
             .collect();
+        let topology = self
+            .values
+            .iter()
+            .filter(|(k, _)| self.topology_keys.contains(&k.as_str()))
+            .map(|(k, (v, _))| (k.clone(), v.clone()))
+            .collect();
 
         match errors.len() {
             0 => Ok(WorkerConfig {
@@ -567,6 +595,7 @@ impl ConfigBuilder {
                 static_membership,
                 metrics_address,
                 schema_registry,
+                topology,
                 kafka,
             }),
             1 => Err(errors.remove(0)),
