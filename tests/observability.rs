@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use sluice_topologies::enrichment::COVERAGE_TOPIC;
 use sluice_topologies::normalization::{EHR_TOPIC, PHARMACY_TOPIC};
 use support::TestBroker;
 
@@ -141,12 +142,14 @@ fn exported_names(exposition: &str) -> Vec<&str> {
 #[test]
 fn every_metric_the_dashboard_queries_is_exported_by_a_running_worker() {
     let broker = TestBroker::start();
-    broker.create_topics(&[EHR_TOPIC, PHARMACY_TOPIC], 8);
+    broker.create_topics(&[EHR_TOPIC, PHARMACY_TOPIC, COVERAGE_TOPIC], 8);
     let inputs = support::produce_orders(&broker.brokers, 2_000, 0.02, 7);
-    // The normalization worker feeds a stateful one (order-activity counts its output):
-    // together they export every metric a deployment of both would.
+    // The normalization worker feeds a stateful one (order-activity counts its output)
+    // and an enriching one (cached lookups, async calls): together they export every
+    // metric a deployment of all three would.
     let worker = RunningWorker::start(&broker, "normalization", "observability-dashboard");
     let stateful = RunningWorker::start(&broker, "order-activity", "observability-dashboard");
+    let enriching = RunningWorker::start(&broker, "enrichment", "observability-dashboard");
 
     let wanted = dashboard_metric_names();
     assert!(
@@ -161,7 +164,9 @@ fn every_metric_the_dashboard_queries_is_exported_by_a_running_worker() {
         assert_eq!(status, 200);
         let (status, stateful_body) = stateful.get("/metrics");
         assert_eq!(status, 200);
-        let body = body + &stateful_body;
+        let (status, enriching_body) = enriching.get("/metrics");
+        assert_eq!(status, 200);
+        let body = body + &stateful_body + &enriching_body;
         let exported = exported_names(&body);
         let missing: Vec<&String> = wanted
             .iter()

@@ -120,6 +120,11 @@ impl Worker {
         build: impl FnOnce(&BuildContext<'_>) -> Result<Topology, BuildError>,
     ) -> Result<Self, WorkerError> {
         let calls = calls_runtime()?;
+        if config.metrics_address.is_some() {
+            // Before the build: operators made there (a lookup cache) take their metric
+            // handles from the recorder installed at that moment.
+            observability::prometheus(&config.application_id);
+        }
         let schemas = crate::schemas::for_worker(&config, calls.handle().clone())?;
         let topology = build(&BuildContext {
             schemas: &schemas,
