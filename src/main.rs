@@ -321,5 +321,23 @@ fn run_demo(options: DemoOptions) -> Result<(), String> {
     for line in &report.samples {
         println!("  {line}");
     }
+    let enriched = &report.enrichment;
+    println!(
+        "\nEnrichment (built-in sample reference data: 2,000 drugs, 3 plans, patient coverage):"
+    );
+    println!("enriched out      {:>10}", enriched.enriched);
+    println!(
+        "drug cache        {:>10.1}% of {} lookups answered from the cache ({} reached the reference data)",
+        enriched.cache_hit_ratio() * 100.0,
+        enriched.drug_lookups,
+        enriched.drug_calls
+    );
+    for (status, count) in &enriched.statuses {
+        println!("  {count:>8}  {status}");
+    }
+    println!("\nA few enriched events (read back from canonical.medication-orders.enriched):");
+    for line in &enriched.samples {
+        println!("  {line}");
+    }
     Ok(())
 }

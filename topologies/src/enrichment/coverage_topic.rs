@@ -53,6 +53,10 @@ pub fn publish_coverage(
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
+        // Java's partitioner, as the workers' producers and Java clients have: the table is
+        // joined with orders repartitioned by patientId, so a patient's coverage must land
+        // in the partition the worker puts that patient's orders in.
+        .set("partitioner", "murmur2_random")
         .create()?;
     for record in coverage {
         let value = serde_json::to_vec(record).expect("PatientCoverage always encodes");

@@ -1,4 +1,5 @@
-//! The demo: normalization on generated orders through the real Kafka runtime.
+//! The demo: normalization on generated orders through the real Kafka runtime, then
+//! enrichment of what it wrote ([`enrichment`]).
 //!
 //! By default the cluster is librdkafka's in-process mock broker, so the demo needs
 //! nothing installed. The mock is a demonstration cluster, not evidence of exactly-once:
@@ -20,6 +21,12 @@ use sluice_engine::policy::headers as dlq_headers;
 use sluice_runtime::config::ENV_PREFIX;
 use sluice_runtime::{ConfigBuilder, Worker, WorkerError, WorkerStats, admin};
 
+pub mod enrichment;
+
+pub use enrichment::EnrichmentReport;
+
+use crate::enrichment::COVERAGE_TOPIC;
+use crate::enrichment::topology as enrich;
 use crate::generator::OrderGenerator;
 use crate::normalization::{self, DEAD_LETTER_TOPIC, EHR_TOPIC, OUTPUT_TOPIC, PHARMACY_TOPIC};
 
@@ -50,6 +57,8 @@ pub struct DemoReport {
     /// A few canonical events read back from the output topic, one line each.
     pub samples: Vec<String>,
     pub elapsed: Duration,
+    /// The enrichment of the canonical events.
+    pub enrichment: EnrichmentReport,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,19 +82,31 @@ pub fn run(
     options: &DemoOptions,
     mut progress: impl FnMut(&WorkerStats, Duration),
 ) -> Result<DemoReport, DemoError> {
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
     let mock;
     let brokers = match &options.brokers {
         Some(brokers) => brokers.clone(),
         None => {
             mock = MockCluster::new(1)?;
-            // The mock does not implement CreateTopics: make every topic through its API.
-            for topic in [EHR_TOPIC, PHARMACY_TOPIC, OUTPUT_TOPIC, DEAD_LETTER_TOPIC] {
+            // The mock does not implement CreateTopics: make every topic through its API,
+            // the enrichment worker's internal ones too.
+            let enrichment_app = format!("sluice-demo-{run_id}-enrichment");
+            for topic in [
+                EHR_TOPIC,
+                PHARMACY_TOPIC,
+                OUTPUT_TOPIC,
+                DEAD_LETTER_TOPIC,
+                COVERAGE_TOPIC,
+                enrich::OUTPUT_TOPIC,
+                enrich::DEAD_LETTER_TOPIC,
+                &format!("{enrichment_app}-orders-by-patient-repartition"),
+                &format!("{enrichment_app}-{}-changelog", enrich::COVERAGE_STORE),
+            ] {
                 mock.create_topic(topic, options.partitions, 1)?;
             }
             mock.bootstrap_servers()
         }
     };
-    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
     let mut config = ConfigBuilder::new();
     config
         .set("application.id", format!("sluice-demo-{run_id}"), "demo")
@@ -104,17 +125,25 @@ pub fn run(
         // small cluster; the cluster itself is --brokers (which reads SLUICE_BROKERS).
         .env(std::env::vars().filter(|(name, _)| name.starts_with(ENV_PREFIX)));
     let config = config.build().map_err(WorkerError::from)?;
+    let mut enrichment_config = config.clone();
+    enrichment_config.application_id = format!("sluice-demo-{run_id}-enrichment");
     if options.brokers.is_some() {
         let admin = admin::admin_client(&config)?;
         admin::create_topics(
             &admin,
-            &[EHR_TOPIC.to_string(), PHARMACY_TOPIC.to_string()],
+            &[
+                EHR_TOPIC.to_string(),
+                PHARMACY_TOPIC.to_string(),
+                COVERAGE_TOPIC.to_string(),
+            ],
             options.partitions,
             config.topic_replication_factor,
             config.startup_timeout,
         )?;
     }
 
+    // Coverage first: the enrichment's join reads it as of each order's timestamp.
+    enrichment::publish_sample_coverage(&brokers)?;
     let total = produce_inputs(&brokers, options)?;
     let started = Instant::now();
     let worker = Worker::start(
@@ -189,9 +218,12 @@ pub fn run(
             None => "<undecodable>".to_string(),
         }
     })?;
+    let records_out = stats.produced.load(Ordering::Relaxed) - dead_lettered;
+    let enrichment = enrichment::run(&brokers, enrichment_config, records_out, options.timeout)?;
     Ok(DemoReport {
+        enrichment,
         records_in: total,
-        records_out: stats.produced.load(Ordering::Relaxed) - dead_lettered,
+        records_out,
         dead_lettered,
         commits: stats.commits.load(Ordering::Relaxed),
         dead_letter_reasons,
@@ -237,7 +269,7 @@ pub fn send_waiting(
 }
 
 /// Reads up to `limit` committed records of `topic` from the start, mapped by `f`.
-fn read_back<T>(
+pub(crate) fn read_back<T>(
     brokers: &str,
     topic: &str,
     limit: usize,
