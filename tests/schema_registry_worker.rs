@@ -3,10 +3,13 @@
 //! unknown id dead-lettered, a registry that is down waited out.
 //!
 //! The registry is a test double (tests/support/registry_double.rs), because no
-//! Confluent-compatible registry server can be installed here; the broker is real.
+//! Confluent-compatible registry server can be installed here; the broker is real, and
+//! what the worker writes is also decoded by a second implementation, Python's fastavro.
 
 #[path = "support/registry_double.rs"]
 mod registry_double;
+#[path = "support/secantus.rs"]
+mod secantus;
 mod support;
 
 use std::sync::Arc;
@@ -91,13 +94,85 @@ fn normalization_registers_its_output_schema_and_writes_the_registry_id() {
             canonical::schema().clone(),
         ))
         .unwrap();
+    let mut written = Vec::new();
     for record in read_committed(&broker.brokers, OUTPUT_TOPIC) {
         let value = record.value.unwrap();
         assert_eq!(value[0], 0, "the Confluent wire format's magic byte");
         assert_eq!(u32::from_be_bytes(value[1..5].try_into().unwrap()), 4);
         let order = reader.deserialize(OUTPUT_TOPIC, Some(&value)).unwrap();
         assert!(inputs.valid_keys.contains(&order.order_id));
+        written.push((value, order));
     }
+
+    // A second implementation reads the same bytes: fastavro, with the schema fetched
+    // from the registry by the id in each record, as a Python consumer would.
+    let decoded = decode_with_fastavro(&double.base_url, written.iter().map(|(v, _)| v));
+    assert_eq!(decoded.len(), written.len());
+    for (python, (_, order)) in decoded.iter().zip(&written) {
+        assert_eq!(python["orderId"], order.order_id.as_str());
+        assert_eq!(python["patientId"], order.patient_id.as_str());
+        assert_eq!(python["ndc"], order.medication.ndc.as_str());
+        assert_eq!(python["status"], order.status.as_str());
+        assert_eq!(python["createdAtMillis"], order.created_at);
+        let change = order.change_type.unwrap().header_value().to_ascii_uppercase();
+        assert_eq!(python["changeType"], change.as_str());
+    }
+}
+
+/// Decodes wire-format records with Python's fastavro (installed by
+/// scripts/install-test-servers.sh), fetching each writer schema from `registry`.
+fn decode_with_fastavro<'a>(
+    registry: &str,
+    records: impl Iterator<Item = &'a Vec<u8>>,
+) -> Vec<serde_json::Value> {
+    const SCRIPT: &str = r#"
+import io, json, struct, sys, urllib.request
+import fastavro
+
+registry = sys.argv[1]
+schemas = {}
+out = []
+for line in sys.stdin:
+    data = bytes.fromhex(line.strip())
+    assert data[0] == 0, "magic byte"
+    (schema_id,) = struct.unpack(">I", data[1:5])
+    if schema_id not in schemas:
+        with urllib.request.urlopen(f"{registry}/schemas/ids/{schema_id}") as answer:
+            schemas[schema_id] = fastavro.parse_schema(json.loads(json.load(answer)["schema"]))
+    order = fastavro.schemaless_reader(io.BytesIO(data[5:]), schemas[schema_id])
+    out.append({
+        "orderId": order["orderId"],
+        "patientId": order["patientId"],
+        "ndc": order["medication"]["ndc"],
+        "status": order["status"],
+        "changeType": order["changeType"],
+        "createdAtMillis": int(order["createdAt"].timestamp() * 1000 + 0.5),
+    })
+print(json.dumps(out))
+"#;
+    let python = secantus::venv_dir().join("bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/test.sh, which installs fastavro",
+        python.display()
+    );
+    let mut child = std::process::Command::new(python)
+        .args(["-c", SCRIPT, registry])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        for record in records {
+            let hex: String = record.iter().map(|b| format!("{b:02x}")).collect();
+            writeln!(stdin, "{hex}").unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "fastavro could not decode the records");
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 const ORDERS_IN: &str = "registry.orders";
