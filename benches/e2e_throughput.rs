@@ -18,6 +18,10 @@
 //! * (g) `sluice-enrich` and `sluice-enrich-keyed`: `enrich` at about 95% cache hits, in
 //!   input and in key order, against (c). See
 //!   [`async_calls`] for both.
+//! * (h) `sluice-enrichment`: the enrichment topology on canonical orders, reference data
+//!   in process behind its caches (over 95% hits), against (e); (hc)
+//!   `sluice-enrichment-cold`: the same against MongoDB with caches that keep nothing,
+//!   with the lookups' p99. See [`enrichment`].
 //!
 //! Every variant runs as a child process of this one, one stream thread each, so its peak
 //! RSS is its own. Throughput is counted from the first record consumed to the commit of
@@ -41,6 +45,9 @@ mod support;
 #[path = "e2e_throughput/async_calls.rs"]
 mod async_calls;
 
+#[path = "e2e_throughput/enrichment.rs"]
+mod enrichment;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -55,7 +62,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use sluice_engine::{Serdes, Topology, TopologyBuilder};
 use sluice_runtime::config::ENV_PREFIX;
-use sluice_runtime::{ConfigBuilder, Worker, admin};
+use sluice_runtime::{BuildContext, BuildError, ConfigBuilder, Worker, admin};
 use sluice_topologies::demo::send_waiting;
 use sluice_topologies::generator::OrderGenerator;
 use sluice_topologies::normalization::{self, EHR_TOPIC, OUTPUT_TOPIC, PHARMACY_TOPIC};
@@ -87,6 +94,8 @@ struct Measured {
     p99_ms: f64,
     peak_rss_mb: f64,
     outputs: u64,
+    /// The p99 of the calls that reached the reference data, for the enrichment variants.
+    lookup_p99_ms: f64,
 }
 
 impl Measured {
@@ -100,14 +109,15 @@ impl Measured {
 
     fn to_line(&self) -> String {
         format!(
-            "E2E-RESULT {} {} {} {} {} {} {}",
+            "E2E-RESULT {} {} {} {} {} {} {} {}",
             self.records,
             self.seconds,
             self.bytes,
             self.p50_ms,
             self.p99_ms,
             self.peak_rss_mb,
-            self.outputs
+            self.outputs,
+            self.lookup_p99_ms
         )
     }
 
@@ -121,6 +131,8 @@ impl Measured {
             p99_ms: f[4].parse().ok()?,
             peak_rss_mb: f[5].parse().ok()?,
             outputs: f[6].parse().ok()?,
+            // Absent from a baseline build that predates it.
+            lookup_p99_ms: f.get(7).and_then(|v| v.parse().ok()).unwrap_or(0.0),
         })
     }
 }
@@ -162,8 +174,15 @@ fn main() {
         .iter()
         .map(|v| v.to_string())
         .chain(async_calls::variants())
+        .chain(enrichment::variants())
         .filter(|v| only.as_ref().is_none_or(|o| o.split(',').any(|x| x == v)))
         .collect();
+    // The cold enrichment variant's MongoDB, loaded once; kept running until the end.
+    let mongo = variants
+        .iter()
+        .any(|v| enrichment::is_cold(v))
+        .then(enrichment::start_mongo);
+    let mongo_uri = mongo.as_ref().map_or(String::new(), |(_, uri)| uri.clone());
     let mut results: HashMap<String, Vec<Measured>> = HashMap::new();
     for run in 0..runs {
         // A fresh broker per run: every run starts from the same empty log.
@@ -173,6 +192,7 @@ fn main() {
             let variant = variant.as_str();
             let records = match async_calls::capacity_of(variant) {
                 Some(_) => call_records,
+                None if enrichment::is_cold(variant) => call_records,
                 None => records,
             };
             let mut builds = vec![(variant.to_string(), &this_build, run)];
@@ -183,7 +203,17 @@ fn main() {
                 builds.push((baseline_name(variant), path, run + BASELINE_RUN_OFFSET));
             }
             for (name, binary, child_run) in builds {
-                let measured = run_variant(binary, &broker, &service, variant, child_run, records);
+                let measured = run_variant(
+                    binary,
+                    &broker,
+                    &[
+                        ("SLUICE_E2E_SERVICE", &service),
+                        ("SLUICE_E2E_MONGODB", &mongo_uri),
+                    ],
+                    variant,
+                    child_run,
+                    records,
+                );
                 println!(
                     "run {run} {name:<31} {:>9.0} rec/s {:>6.1} MB/s  p50 {:>6.1} ms  p99 {:>6.1} ms  peak RSS {:>6.1} MB",
                     measured.records_per_second(),
@@ -232,6 +262,8 @@ fn print_table(results: &HashMap<String, Vec<Measured>>, runs: u64, with_baselin
     }
     rows.push(("g".to_string(), "sluice-enrich".to_string()));
     rows.push(("gk".to_string(), "sluice-enrich-keyed".to_string()));
+    rows.push(("h".to_string(), enrichment::WARM.to_string()));
+    rows.push(("hc".to_string(), enrichment::COLD.to_string()));
     if with_baseline {
         for (letter, variant) in ["c", "d", "e"].iter().zip(&VARIANTS[2..]) {
             rows.push((format!("{letter}0"), baseline_name(variant)));
@@ -283,6 +315,15 @@ fn print_table(results: &HashMap<String, Vec<Measured>>, runs: u64, with_baselin
     if let Some(r) = ratio("gk", "c") {
         println!("gk/c (the same, key-ordered / plain map)             = {r:.2}   (goal >= 0.80)");
     }
+    if let Some(r) = ratio("h", "e") {
+        println!("h/e (enrichment at >95% hits / normalization alone)  = {r:.2}   (goal >= 0.80)");
+    }
+    for (letter, variant) in [("h", enrichment::WARM), ("hc", enrichment::COLD)] {
+        if let Some(m) = results.get(variant) {
+            let p99 = median(m.iter().map(|m| m.lookup_p99_ms).collect());
+            println!("{letter}: p99 of the lookups that reached the reference data = {p99:.2} ms");
+        }
+    }
     if with_baseline {
         let ratios = ["c0/a", "d0/b", "c/c0", "d/d0", "e/e0"].map(|name| {
             let (x, y) = name.split_once('/').unwrap();
@@ -301,10 +342,14 @@ fn write_backlog(broker: &support::TestBroker, records: u64, call_records: u64) 
             async_calls::CALLS_INPUT_TOPIC,
             EHR_TOPIC,
             PHARMACY_TOPIC,
-        ],
+        ]
+        .into_iter()
+        .chain(enrichment::input_topics())
+        .collect::<Vec<_>>(),
         PARTITIONS,
     );
     let producer = backlog_producer(&broker.brokers);
+    enrichment::write_backlog(&producer, records, call_records);
     for i in 0..records {
         send_waiting(&producer, INPUT_TOPIC, &format!("k{i}"), &value_of(i));
     }
@@ -355,7 +400,7 @@ fn output_topic(variant: &str, run: u64) -> String {
 fn run_variant(
     binary: &Path,
     broker: &support::TestBroker,
-    service: &str,
+    services: &[(&str, &str)],
     variant: &str,
     run: u64,
     records: u64,
@@ -363,7 +408,7 @@ fn run_variant(
     let out = Command::new(binary)
         .env("SLUICE_E2E_CHILD", variant)
         .env("SLUICE_E2E_BROKERS", &broker.brokers)
-        .env("SLUICE_E2E_SERVICE", service)
+        .envs(services.iter().copied())
         .env("SLUICE_E2E_RUN", run.to_string())
         .env("SLUICE_E2E_N", records.to_string())
         .env(
@@ -398,8 +443,16 @@ fn run_child(variant: &str) -> Measured {
     let records: u64 = std::env::var("SLUICE_E2E_N").unwrap().parse().unwrap();
     let output = match variant {
         "sluice-normalization" => OUTPUT_TOPIC.to_string(),
+        _ if enrichment::is_enrichment(variant) => enrichment::output_topic(variant, run),
         _ => output_topic(variant, run),
     };
+    // What the worker commits for the records: the enrichment reads each twice, and
+    // the coverage.
+    let committed_target = match enrichment::is_enrichment(variant) {
+        true => enrichment::committed_target(records),
+        false => records,
+    };
+    let lookup_durations = Arc::new(std::sync::Mutex::new(Vec::new()));
     let application_id = format!("e2e-{variant}-{run}");
     let progress = Arc::new(Progress::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -439,25 +492,33 @@ fn run_child(variant: &str) -> Measured {
             })
         }
         _ => {
-            let (topology, guarantee) = match variant {
-                "sluice-eos" => (map_topology(&output), "exactly_once_v2"),
-                "sluice-alos" => (map_topology(&output), "at_least_once"),
+            type Build = Box<dyn FnOnce(&BuildContext<'_>) -> Result<Topology, BuildError> + Send>;
+            let built = |topology: Topology| -> Build { Box::new(move |_| Ok(topology)) };
+            let (topology, guarantee): (Build, &str) = match variant {
+                _ if enrichment::is_enrichment(variant) => {
+                    let mongo = std::env::var("SLUICE_E2E_MONGODB").ok();
+                    let build =
+                        enrichment::build(variant, &output, mongo, lookup_durations.clone());
+                    (Box::new(build), "exactly_once_v2")
+                }
+                "sluice-eos" => (built(map_topology(&output)), "exactly_once_v2"),
+                "sluice-alos" => (built(map_topology(&output)), "at_least_once"),
                 "sluice-enrich" => (
-                    async_calls::enrich_topology(&output, false),
+                    built(async_calls::enrich_topology(&output, false)),
                     "exactly_once_v2",
                 ),
                 "sluice-enrich-keyed" => (
-                    async_calls::enrich_topology(&output, true),
+                    built(async_calls::enrich_topology(&output, true)),
                     "exactly_once_v2",
                 ),
                 _ if async_calls::capacity_of(variant).is_some() => {
                     let service = std::env::var("SLUICE_E2E_SERVICE").unwrap();
                     let capacity = async_calls::capacity_of(variant).unwrap();
                     let topology = async_calls::calls_topology(&output, &service, capacity);
-                    (topology, "exactly_once_v2")
+                    (built(topology), "exactly_once_v2")
                 }
                 _ => (
-                    normalization::topology(normalization::local_output_serde()),
+                    built(normalization::topology(normalization::local_output_serde())),
                     "exactly_once_v2",
                 ),
             };
@@ -476,7 +537,7 @@ fn run_child(variant: &str) -> Measured {
                 .unwrap();
             let (progress, stop) = (progress.clone(), stop.clone());
             Box::new(move || {
-                let worker = Worker::start(topology, config).unwrap();
+                let worker = Worker::start_with(config, topology).unwrap();
                 let stats = worker.stats().clone();
                 while !stop.load(Ordering::Relaxed) {
                     progress.observe(
@@ -494,7 +555,7 @@ fn run_child(variant: &str) -> Measured {
     };
     let processing = std::thread::spawn(processor);
     let deadline = Instant::now() + Duration::from_secs(3600);
-    while progress.committed.load(Ordering::Relaxed) < records {
+    while progress.committed.load(Ordering::Relaxed) < committed_target {
         assert!(Instant::now() < deadline, "{variant} took over an hour");
         assert!(!processing.is_finished(), "{variant} stopped early");
         std::thread::sleep(Duration::from_millis(5));
@@ -523,6 +584,7 @@ fn run_child(variant: &str) -> Measured {
         p99_ms: quantile(0.99),
         peak_rss_mb: peak_rss_mb(),
         outputs,
+        lookup_p99_ms: enrichment::p99(&lookup_durations),
     }
 }
 
@@ -700,6 +762,8 @@ fn measure_latency(brokers: &str, variant: &str, output: &str) -> Vec<i64> {
         .unwrap();
     let normalization = variant == "sluice-normalization";
     let input = async_calls::input_topic(variant);
+    let enriching = enrichment::is_enrichment(variant);
+    let canonical_input = enrichment::input_topic(variant);
     let written_from = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap();
@@ -710,6 +774,9 @@ fn measure_latency(brokers: &str, variant: &str, output: &str) -> Vec<i64> {
             if normalization {
                 let order = generator.next_ehr();
                 send_waiting(&producer, EHR_TOPIC, &order.key, &order.value);
+            } else if enriching {
+                let (key, value) = enrichment::latency_record(&mut generator);
+                send_waiting(&producer, canonical_input, &key, &value);
             } else {
                 send_waiting(&producer, input, &format!("lat{i}"), &value_of(i));
             }

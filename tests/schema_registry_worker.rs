@@ -114,7 +114,11 @@ fn normalization_registers_its_output_schema_and_writes_the_registry_id() {
         assert_eq!(python["ndc"], order.medication.ndc.as_str());
         assert_eq!(python["status"], order.status.as_str());
         assert_eq!(python["createdAtMillis"], order.created_at);
-        let change = order.change_type.unwrap().header_value().to_ascii_uppercase();
+        let change = order
+            .change_type
+            .unwrap()
+            .header_value()
+            .to_ascii_uppercase();
         assert_eq!(python["changeType"], change.as_str());
     }
 }
@@ -171,7 +175,10 @@ print(json.dumps(out))
         }
     }
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "fastavro could not decode the records");
+    assert!(
+        out.status.success(),
+        "fastavro could not decode the records"
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 

@@ -217,9 +217,23 @@ fn order_date(order: &MedicationOrder) -> String {
         .unwrap_or_default()
 }
 
-/// The topology: canonical orders read with `input`, enriched orders written with
-/// `output`, reference data from `lookups`.
+/// The topology on the platform's topics ([`INPUT_TOPIC`], [`OUTPUT_TOPIC`]): canonical
+/// orders read with `input`, enriched orders written with `output`, reference data from
+/// `lookups`.
 pub fn topology(
+    input: AvroSerde<MedicationOrder>,
+    output: AvroSerde<MedicationOrderEnriched>,
+    lookups: Lookups,
+    config: &EnrichmentConfig,
+) -> Topology {
+    topology_between(INPUT_TOPIC, OUTPUT_TOPIC, input, output, lookups, config)
+}
+
+/// The topology reading `input_topic` and writing `output_topic` (a benchmark's or a
+/// test's own topics); otherwise as [`topology`].
+pub fn topology_between(
+    input_topic: &str,
+    output_topic: &str,
     input: AvroSerde<MedicationOrder>,
     output: AvroSerde<MedicationOrderEnriched>,
     lookups: Lookups,
@@ -235,7 +249,7 @@ pub fn topology(
     );
     let calls = AsyncOptions::new().capacity(config.capacity);
     builder
-        .source("canonical-orders", &[INPUT_TOPIC], Serdes::string(), input)
+        .source("canonical-orders", &[input_topic], Serdes::string(), input)
         .map("key-by-patient", |_order_id, order: MedicationOrder| {
             (order.patient_id.clone(), order)
         })
@@ -283,7 +297,7 @@ pub fn topology(
             out.headers.insert(HEADER_EVENT_TYPE, EVENT_TYPE);
             Ok(out)
         })
-        .to("enriched-sink", OUTPUT_TOPIC, Serdes::string(), output);
+        .to("enriched-sink", output_topic, Serdes::string(), output);
     builder
         .build()
         .expect("the enrichment topology is valid by construction")
