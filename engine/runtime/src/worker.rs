@@ -135,7 +135,10 @@ impl Worker {
         Self::start_on(topology, config, calls)
     }
 
-    /// Checks the cluster and topics, then starts the stream threads.
+    /// Checks the cluster and topics, then starts the stream threads. Metric handles that
+    /// operators took while `topology` was built (a lookup cache's) record to whatever
+    /// recorder was installed then: build through [`start_with`](Worker::start_with) to
+    /// have them on the worker's `/metrics`.
     pub fn start(topology: Topology, config: WorkerConfig) -> Result<Self, WorkerError> {
         Self::start_on(topology, config, calls_runtime()?)
     }
