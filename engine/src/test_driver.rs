@@ -338,10 +338,7 @@ impl TestDriver {
                 .due_time_header(&topic)
                 .expect("only held topics hold records")
                 .to_string();
-            loop {
-                let Some(queue) = self.held.get_mut(&topic) else {
-                    break;
-                };
+            while let Some(queue) = self.held.get_mut(&topic) {
                 let due = queue
                     .front()
                     .map(|raw| crate::topology::due_at(&raw.headers, &header));

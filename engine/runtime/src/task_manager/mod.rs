@@ -48,6 +48,16 @@ const TICK_INTERVAL: Duration = Duration::from_millis(100);
 /// How often store sizes are published as metrics.
 const STORE_SIZE_INTERVAL: Duration = Duration::from_secs(5);
 
+/// A source topic as the per-record path needs it.
+#[derive(Clone)]
+struct Source {
+    /// The topic, shared as the `Arc` records and offsets carry.
+    topic: Arc<str>,
+    subtopology: usize,
+    /// For a topic held until due, the header of its records' due time.
+    due_header: Option<Arc<str>>,
+}
+
 /// A stream thread's tasks.
 pub(crate) struct TaskManager {
     thread: usize,
@@ -58,7 +68,7 @@ pub(crate) struct TaskManager {
     /// Each source topic, shared as the `Arc` that records and offsets carry, with the
     /// sub-topology reading it and, for a topic held until due, the header of its
     /// records' due time: the per-record path allocates no topic strings.
-    sources: HashMap<String, (Arc<str>, usize, Option<Arc<str>>)>,
+    sources: HashMap<String, Source>,
     /// Tasks that run.
     tasks: HashMap<TaskId, Task>,
     /// Open stores of tasks dropped by an abort, up to date with the last commit, for the
@@ -106,7 +116,12 @@ impl TaskManager {
                 let topology = &topology;
                 s.source_topics.iter().map(move |t| {
                     let due_header = topology.due_time_header(t).map(Arc::from);
-                    (t.clone(), (Arc::from(t.as_str()), s.id, due_header))
+                    let source = Source {
+                        topic: Arc::from(t.as_str()),
+                        subtopology: s.id,
+                        due_header,
+                    };
+                    (t.clone(), source)
                 })
             })
             .collect();
@@ -168,7 +183,11 @@ impl TaskManager {
         collector: &mut RecordCollector,
     ) -> Result<(), StreamThreadError> {
         let (partition, offset) = (message.partition(), message.offset());
-        let (topic, subtopology, due_header) = self
+        let Source {
+            topic,
+            subtopology,
+            due_header,
+        } = self
             .sources
             .get(message.topic())
             .cloned()
@@ -361,7 +380,12 @@ impl TaskManager {
             Ok(committed) => committed
                 .elements()
                 .iter()
-                .map(|e| (self.sources[e.topic()].0.clone(), e.metadata().to_string()))
+                .map(|e| {
+                    (
+                        self.sources[e.topic()].topic.clone(),
+                        e.metadata().to_string(),
+                    )
+                })
                 .collect(),
             Err(e) => {
                 // Without it the task starts from the next record's time: windows it
