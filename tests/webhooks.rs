@@ -15,6 +15,7 @@ use endpoint::{Receiver, Reply};
 use harness::{DELAYS_MS, Harness};
 use sluice_engine::policy::headers as dlq;
 use sluice_topologies::webhooks::headers;
+use sluice_topologies::webhooks::replay::{self, ReplayFilter, ReplaySummary};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -256,4 +257,50 @@ fn bad_input_is_dead_lettered_with_its_reason() {
         assert_eq!(record.value.as_deref(), Some(value), "the input as read");
     }
     assert!(harness.attempts().is_empty(), "no attempt for bad input");
+}
+
+#[test]
+fn replay_brings_one_endpoints_dead_letters_back_with_fresh_retry_counts() {
+    let rt = runtime();
+    // Rejects the first request, then takes everything: fixed by its owner.
+    let receiver = Receiver::start(&rt, "127.0.0.1", vec![Reply::Status(400)]);
+    let harness = Harness::start(&[]);
+    harness.send("evt-fixed", &receiver.url("/hook"));
+    harness.send("evt-elsewhere", "http://10.0.0.1/hook");
+    harness.wait_until("two dead letters", || harness.dead_letters().len() == 2);
+
+    let filter = ReplayFilter {
+        endpoint_host: Some("127.0.0.1".into()),
+        ..ReplayFilter::default()
+    };
+    let summary = replay::replay(&harness.broker.brokers, &harness.config, &filter).unwrap();
+    assert_eq!(
+        summary,
+        ReplaySummary {
+            read: 2,
+            replayed: 1
+        }
+    );
+
+    harness.wait_until("the replayed delivery", || {
+        receiver.received().iter().any(|r| r.answered == 200)
+    });
+    harness.wait_until("its attempt event", || {
+        attempts_of(&harness, "evt-fixed").len() == 2
+    });
+    let events = attempts_of(&harness, "evt-fixed");
+    assert_eq!(events[1]["outcome"], "delivered");
+    assert_eq!(events[1]["attempt"], 1, "the retry count starts over");
+    assert_eq!(events[1]["tier"], 0, "replayed onto the input topic");
+    let received = receiver.received();
+    assert_eq!(
+        received[1].header("webhook-id"),
+        "evt-fixed",
+        "the same webhook id"
+    );
+    assert_eq!(
+        harness.dead_letters().len(),
+        2,
+        "nothing new was dead-lettered"
+    );
 }

@@ -19,6 +19,7 @@ pub const DELAYS_MS: [u64; 4] = [300, 600, 900, 1200];
 
 pub struct Harness {
     pub broker: TestBroker,
+    pub config: WebhooksConfig,
     worker: Option<Worker>,
     producer: rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
 }
@@ -46,10 +47,11 @@ impl Harness {
         broker.create_topics(&topics, 2);
         let dir = std::env::temp_dir().join(format!("sluice-webhooks-{}", uuid::Uuid::new_v4()));
         let worker_config = broker.worker_config("webhooks", &dir, &[]);
-        let worker = Worker::start(webhooks::topology(config), worker_config).unwrap();
+        let worker = Worker::start(webhooks::topology(config.clone()), worker_config).unwrap();
         let producer = support::producer(&broker.brokers);
         Harness {
             broker,
+            config,
             worker: Some(worker),
             producer,
         }

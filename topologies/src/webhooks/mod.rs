@@ -21,12 +21,14 @@
 //! (`webhooks.retry.delays.ms`; Svix's seven by default, so eight attempts).
 //!
 //! One concern a file: [`input`] (parsing and validation), [`deliver`] (the attempt),
-//! [`route`] (where its outcome goes), [`headers`] (the Kafka headers), [`config`].
+//! [`route`] (where its outcome goes), [`headers`] (the Kafka headers), [`config`],
+//! [`replay`] (dead letters back to the input).
 
 pub mod config;
 pub mod deliver;
 pub mod headers;
 pub mod input;
+pub mod replay;
 pub mod route;
 
 use std::time::Duration;
