@@ -1,6 +1,9 @@
 //! A webhook receiver for the tests: a real HTTP server on a loopback address that
 //! records every request (and every connection) and answers as its script says.
 
+// Shared by test binaries that each use part of it.
+#![allow(dead_code)]
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

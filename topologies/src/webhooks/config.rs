@@ -4,7 +4,37 @@
 //! ([`HttpConfig::from_map`]: timeouts, `allow.cidrs`, limits, breaker, and the tiers'
 //! delays `retry.delays.ms`), all under `webhooks.`.
 
+use std::fmt;
+use std::sync::Arc;
+
 use sluice_connectors::http::{ConfigError, HttpConfig, Secret};
+
+/// Where the topology reads the time of an attempt (epoch milliseconds), from which a
+/// retry's due time is counted: the system clock, or a test's (a TestDriver's wall clock).
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> i64 + Send + Sync>);
+
+impl Clock {
+    pub fn new(now_ms: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
+        Clock(Arc::new(now_ms))
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        (self.0)()
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new(|| chrono::Utc::now().timestamp_millis())
+    }
+}
+
+impl fmt::Debug for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Clock")
+    }
+}
 
 /// The topology's own keys, after `webhooks.`.
 pub const KEYS: &[&str] = &[
@@ -30,6 +60,8 @@ pub struct WebhooksConfig {
     pub secrets: Vec<Secret>,
     /// The deliverer's settings, `webhooks.*` keys of [`HttpConfig`].
     pub http: HttpConfig,
+    /// The time of attempts (the system clock but in tests).
+    pub clock: Clock,
 }
 
 impl Default for WebhooksConfig {
@@ -40,6 +72,7 @@ impl Default for WebhooksConfig {
             max_in_flight: 100,
             secrets: Vec::new(),
             http: HttpConfig::default(),
+            clock: Clock::default(),
         }
     }
 }

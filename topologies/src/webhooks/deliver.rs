@@ -16,6 +16,7 @@ use sluice_connectors::http::{
 use sluice_engine::Record;
 use sluice_engine::operators::Call;
 
+use super::config::Clock;
 use super::headers;
 use super::input::Webhook;
 
@@ -40,6 +41,7 @@ pub struct Attempted {
 pub async fn attempt(
     deliverer: Deliverer,
     schedule: RetrySchedule,
+    clock: Clock,
     tier: u32,
     record: Record<super::Key, Webhook>,
     call: Call,
@@ -52,7 +54,7 @@ pub async fn attempt(
         .get_str(headers::WEBHOOK_ID)
         .unwrap_or_else(|| call.idempotency_key())
         .to_string();
-    let attempted_at = chrono::Utc::now().timestamp_millis();
+    let attempted_at = clock.now_ms();
     let first_attempt_at = record
         .headers
         .get_str(headers::FIRST_ATTEMPT_AT)

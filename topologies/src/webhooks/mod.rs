@@ -38,7 +38,7 @@ use sluice_engine::operators::AsyncOptions;
 use sluice_engine::serde::JsonEventSerde;
 use sluice_engine::{ErrorPolicy, JsonEvent, Record, Serdes, Topology, TopologyBuilder};
 
-pub use config::WebhooksConfig;
+pub use config::{Clock, WebhooksConfig};
 use input::Webhook;
 use route::{Router, chain_name, tier_node};
 
@@ -78,6 +78,7 @@ pub fn topology(config: WebhooksConfig) -> Topology {
         let deliverer = deliverer.clone();
         let schedule = http.retry.clone();
         let secrets = config.secrets.clone();
+        let clock = config.clock.clone();
         let routed = builder
             .source(
                 &format!("{name}-in"),
@@ -106,11 +107,13 @@ pub fn topology(config: WebhooksConfig) -> Topology {
                 &format!("{name}-deliver"),
                 options.clone(),
                 move |record: Record<Key, Webhook>, call| {
-                    let (deliverer, schedule) = (deliverer.clone(), schedule.clone());
+                    let (deliverer, schedule, clock) =
+                        (deliverer.clone(), schedule.clone(), clock.clone());
                     async move {
                         let (key, headers, timestamp) =
                             (record.key.clone(), record.headers.clone(), record.timestamp);
-                        let value = deliver::attempt(deliverer, schedule, tier, record, call).await;
+                        let value =
+                            deliver::attempt(deliverer, schedule, clock, tier, record, call).await;
                         Ok(Record {
                             key,
                             value,
