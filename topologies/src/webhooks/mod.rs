@@ -66,9 +66,13 @@ pub fn topology(config: WebhooksConfig) -> Topology {
     // so a slow endpoint is an outcome (a retry tier), not a stalled partition.
     let http = &config.http;
     let timeout = http.connect_timeout + http.timeout + http.rate_max_wait + Duration::from_secs(5);
+    // Webhooks promise no order. Results leave in order within a key only: a stalled
+    // endpoint holds back its own key's outcomes, not the partition's (keyless records
+    // still share one order).
     let options = AsyncOptions::new()
         .capacity(config.max_in_flight)
-        .timeout(timeout);
+        .timeout(timeout)
+        .key_ordered();
     for tier in 0..=tiers {
         let name = chain_name(tier);
         let topic = match tier {
