@@ -17,6 +17,12 @@
 //! [`TestDriver::DEFAULT_START_MS`] and moves only when the test calls
 //! [`TestDriver::advance_wall_clock`], which also runs every operator's `on_tick`.
 //!
+//! Records held until due ([`TopologyBuilder::hold_until_due`](crate::TopologyBuilder::hold_until_due)):
+//! a record of a held topic whose due time is after the wall clock is kept, with every
+//! record after it on its topic (its partition), and runs when
+//! [`TestDriver::advance_wall_clock`] reaches its due time; piping it answers
+//! [`Outcome::Held`].
+//!
 //! Async operators: the driver owns a tokio runtime on which their calls run. Piping a
 //! record waits until every call it caused has completed and its results have gone on,
 //! so a test reads the outputs right after. [`TestDriver::pipe_all`] pipes many records
@@ -52,6 +58,8 @@ pub struct TestDriver {
     runtime: tokio::runtime::Runtime,
     /// Whether the runtime's clock is paused (moved only by `advance_wall_clock`).
     paused_time: bool,
+    /// Per held topic, its records not due yet (with their offsets), oldest first.
+    held: HashMap<String, VecDeque<RawRecord>>,
 }
 
 impl TestDriver {
@@ -114,6 +122,7 @@ impl TestDriver {
             wall_clock_ms: Self::DEFAULT_START_MS,
             runtime,
             paused_time: paused,
+            held: HashMap::new(),
         }
     }
 
@@ -256,6 +265,16 @@ impl TestDriver {
                     offset,
                 },
             };
+            if let Some(header) = self.topology.due_time_header(&topic) {
+                let waiting = self.held.get(&topic).is_some_and(|h| !h.is_empty());
+                let due = crate::topology::due_at(&raw.headers, header);
+                if waiting || due.is_some_and(|due| due > self.wall_clock_ms) {
+                    // The head of its partition is not due (this one, or one before it).
+                    self.held.entry(topic).or_default().push_back(raw);
+                    first_outcome.get_or_insert(Outcome::Held);
+                    continue;
+                }
+            }
             let mut produced = Vec::new();
             let outcome = self.tasks[task].process(&raw, &mut produced)?;
             first_outcome.get_or_insert(outcome);
@@ -306,6 +325,41 @@ impl TestDriver {
         for record in produced {
             self.pipe_record(record)?;
         }
+        self.run_due()
+    }
+
+    /// Runs the held records that are due now, each topic's in order.
+    fn run_due(&mut self) -> Result<(), TaskError> {
+        let mut topics: Vec<String> = self.held.keys().cloned().collect();
+        topics.sort();
+        for topic in topics {
+            let header = self
+                .topology
+                .due_time_header(&topic)
+                .expect("only held topics hold records")
+                .to_string();
+            while let Some(queue) = self.held.get_mut(&topic) {
+                let due = queue
+                    .front()
+                    .map(|raw| crate::topology::due_at(&raw.headers, &header));
+                let Some(due) = due else { break };
+                if due.is_some_and(|due| due > self.wall_clock_ms) {
+                    break;
+                }
+                let raw = queue.pop_front().expect("looked at above");
+                let task = self.readers[&topic];
+                let mut produced = Vec::new();
+                self.tasks[task].process(&raw, &mut produced)?;
+                self.tasks[task].punctuate_stream_time(&mut produced)?;
+                while self.tasks[task].in_flight() > 0 {
+                    produced.extend(self.complete_some(task)?);
+                }
+                for record in produced {
+                    self.run_record(record, true)?;
+                }
+            }
+        }
+        self.commit_state();
         Ok(())
     }
 

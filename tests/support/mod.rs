@@ -220,6 +220,34 @@ pub fn read_committed(brokers: &str, topic: &str) -> Vec<ReadBack> {
     read_all(brokers, topic, "read_committed")
 }
 
+/// Writes one record with `headers` to `partition` (the topic's partitioner's choice when
+/// `None`) and waits until the broker has it.
+pub fn send_with_headers(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    partition: Option<i32>,
+    key: &str,
+    value: &[u8],
+    headers: &[(&str, &str)],
+) {
+    let mut owned = rdkafka::message::OwnedHeaders::new();
+    for (name, value) in headers {
+        owned = owned.insert(rdkafka::message::Header {
+            key: name,
+            value: Some(*value),
+        });
+    }
+    let mut record = rdkafka::producer::BaseRecord::to(topic)
+        .key(key)
+        .payload(value)
+        .headers(owned);
+    if let Some(partition) = partition {
+        record = record.partition(partition);
+    }
+    producer.send(record).map_err(|(e, _)| e).unwrap();
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
 /// Every record of `topic` read with `isolation` (read_committed or read_uncommitted).
 pub fn read_all(brokers: &str, topic: &str, isolation: &str) -> Vec<ReadBack> {
     let consumer: BaseConsumer = ClientConfig::new()

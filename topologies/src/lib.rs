@@ -13,6 +13,7 @@ pub mod generator;
 pub mod normalization;
 pub mod normalize;
 pub mod order_activity;
+pub mod webhooks;
 
 use sluice_engine::Topology;
 use sluice_runtime::{BuildContext, BuildError};

@@ -77,6 +77,20 @@ impl RetrySchedule {
         wait
     }
 
+    /// Holds `key` until `due`, then resumes it at `offset`: its record there is not due
+    /// before (a retry tier's record, held until its due time). Not a failure: the
+    /// partition's backoff is left as it is. The caller pauses the partition.
+    pub(crate) fn hold_until(&mut self, key: PartitionKey, offset: i64, due: Instant) {
+        let backoff = self.backoff;
+        let retry = self.waiting.entry(key).or_insert_with(|| Retry {
+            offset,
+            due: None,
+            delays: backoff.build(),
+        });
+        retry.offset = offset;
+        retry.due = Some(due);
+    }
+
     /// Makes `key` resume at `offset` at once, as a retry that is due (a task that has
     /// finished restoring lets its paused partitions go on from where they stopped).
     pub(crate) fn resume_now(&mut self, key: PartitionKey, offset: i64) {
@@ -200,6 +214,33 @@ mod tests {
         retries.succeeded(&key(0).0, 0);
         assert!(retries.schedule(key(0), 2) < MIN_BACKOFF * 2);
         assert!(retries.schedule(key(1), 2) >= MIN_BACKOFF * 16);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_partition_resumes_at_its_record_when_it_is_due_and_not_before() {
+        let mut retries = RetrySchedule::default();
+        let due = Instant::now() + Duration::from_millis(400);
+        retries.hold_until(key(2), 17, due);
+        assert!(retries.is_paused(&key(2).0, 2));
+        assert!(!retries.is_paused(&key(1).0, 1), "other partitions go on");
+        tokio::time::advance(Duration::from_millis(399)).await;
+        assert!(retries.take_due().is_empty(), "resumed before its due time");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(retries.take_due(), vec![(key(2), 17)]);
+        assert!(!retries.is_paused(&key(2).0, 2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hold_leaves_the_partitions_backoff_as_it_was() {
+        let mut retries = RetrySchedule::default();
+        for _ in 0..5 {
+            retries.schedule(key(0), 1);
+        }
+        retries.hold_until(key(0), 1, Instant::now() + Duration::from_secs(1));
+        assert!(
+            retries.schedule(key(0), 1) >= MIN_BACKOFF * 32,
+            "backoff was reset"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -16,6 +16,7 @@
 
 mod aggregate;
 mod branch;
+mod dead_letter_sink;
 mod enrich;
 mod filter;
 mod flat_map;

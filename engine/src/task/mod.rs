@@ -58,6 +58,10 @@ pub enum Outcome {
     /// completed and its result has run through the operators after it
     /// ([`Task::complete_calls`]).
     InFlight,
+    /// Not due yet (its topic is held until due): kept, with what follows it on its
+    /// partition, until it is. Only the TestDriver answers it: a worker holds a record
+    /// before it reaches its task.
+    Held,
 }
 
 #[derive(Debug, thiserror::Error)]

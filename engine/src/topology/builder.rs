@@ -22,6 +22,8 @@ pub(super) struct Graph {
     pub(super) globals: Vec<GlobalTableDef>,
     /// Names of the internal topics (before the application id is known).
     pub(super) internal_topics: BTreeSet<String>,
+    /// Topic -> the header of its records' due time (`hold_until_due`).
+    pub(super) due_headers: std::collections::BTreeMap<String, String>,
 }
 
 impl Graph {
@@ -36,6 +38,7 @@ impl Graph {
             reads,
             globals,
             asynchronous,
+            dead_letters,
         } = spec;
         match &kind {
             // An internal topic is checked where it is written (its sink).
@@ -78,6 +81,7 @@ impl Graph {
             reads,
             globals,
             asynchronous,
+            dead_letters,
         });
         index
     }
@@ -97,7 +101,7 @@ impl Graph {
 /// assert_eq!(topology.subtopologies().len(), 1);
 /// ```
 pub struct TopologyBuilder {
-    graph: Rc<RefCell<Graph>>,
+    pub(super) graph: Rc<RefCell<Graph>>,
 }
 
 impl TopologyBuilder {
@@ -111,6 +115,7 @@ impl TopologyBuilder {
                 policy: ErrorPolicy::dead_letter(format!("{name}.dlq")),
                 globals: Vec::new(),
                 internal_topics: BTreeSet::new(),
+                due_headers: Default::default(),
             })),
         }
     }
@@ -142,6 +147,7 @@ impl TopologyBuilder {
         check_loops(&graph.nodes, &subtopologies, &mut errors);
         let stores = collect_stores(&graph.nodes, &subtopologies, &mut errors);
         validate_globals(&graph, &stores, &mut errors);
+        super::due::validate(&graph, &mut errors);
         match errors.len() {
             0 => Ok(Topology {
                 def: Arc::new(TopologyDef {
@@ -153,6 +159,7 @@ impl TopologyBuilder {
                     globals: graph.globals.clone(),
                     internal_topics: graph.internal_topics.clone(),
                     application_id: None,
+                    due_headers: graph.due_headers.clone(),
                 }),
             }),
             1 => Err(errors.remove(0)),
@@ -241,7 +248,13 @@ fn validate(graph: &Graph, errors: &mut Vec<TopologyError>) {
                         topic: topic.clone(),
                     });
                 }
-                if dlq == Some(topic.as_str()) {
+                if node.dead_letters && dlq != Some(topic.as_str()) {
+                    errors.push(TopologyError::NotTheDeadLetterTopic {
+                        node: node.name.clone(),
+                        topic: topic.clone(),
+                        expected: dlq.map(str::to_string),
+                    });
+                } else if !node.dead_letters && dlq == Some(topic.as_str()) {
                     errors.push(TopologyError::DeadLetterTopicInUse {
                         node: node.name.clone(),
                         topic: topic.clone(),

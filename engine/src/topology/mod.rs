@@ -18,9 +18,11 @@
 
 mod builder;
 mod describe;
+mod due;
 mod stream;
 
 pub use builder::TopologyBuilder;
+pub use due::due_at;
 pub use stream::Stream;
 
 use std::collections::BTreeSet;
@@ -84,6 +86,9 @@ pub(crate) struct NodeDef {
     pub(crate) globals: Vec<String>,
     /// Whether the node is an async operator (its calls run beside the stream thread).
     pub(crate) asynchronous: bool,
+    /// Whether the node is a sink of dead letters (the one kind of sink that may write to
+    /// the dead-letter topic).
+    pub(crate) dead_letters: bool,
 }
 
 /// A node an operator adds to the graph: everything about it but its place, which the
@@ -97,6 +102,7 @@ pub(crate) struct NodeSpec {
     reads: Vec<String>,
     globals: Vec<String>,
     asynchronous: bool,
+    dead_letters: bool,
 }
 
 impl NodeSpec {
@@ -109,7 +115,15 @@ impl NodeSpec {
             reads: Vec::new(),
             globals: Vec::new(),
             asynchronous: false,
+            dead_letters: false,
         }
+    }
+
+    /// Marks a sink as writing dead letters: it may (and must) write to the dead-letter
+    /// topic.
+    pub(crate) fn dead_letters(mut self) -> Self {
+        self.dead_letters = true;
+        self
     }
 
     /// Marks the node as an async operator, which validation checks the state around.
@@ -207,6 +221,9 @@ pub(crate) struct TopologyDef {
     pub(crate) internal_topics: BTreeSet<String>,
     /// The application id the internal topics are named for, once they are.
     pub(crate) application_id: Option<String>,
+    /// Topics whose records are held until due, with the header giving the due time
+    /// (see [`TopologyBuilder::hold_until_due`]).
+    pub(crate) due_headers: std::collections::BTreeMap<String, String>,
 }
 
 /// A global table: every partition of `topic`, kept whole by every worker in the store
@@ -376,6 +393,12 @@ impl Topology {
                 globals: self.def.globals.clone(),
                 internal_topics: self.def.internal_topics.iter().map(rename).collect(),
                 application_id: Some(application_id.to_string()),
+                due_headers: self
+                    .def
+                    .due_headers
+                    .iter()
+                    .map(|(topic, header)| (rename(topic), header.clone()))
+                    .collect(),
             }),
         }
     }
@@ -464,6 +487,18 @@ pub enum TopologyError {
         "`{store_owner}` writes state before async operator `{node}` in the same sub-topology: a commit while a call is in flight would keep the state written for an input that is then read again; put a repartition between them, or make the call before the stateful operator"
     )]
     StateBeforeAsync { node: String, store_owner: String },
+    #[error(
+        "topic `{topic}` is held until due but no source of the topology reads it: add it to a source, or hold another topic"
+    )]
+    HeldTopicNotRead { topic: String },
+    #[error(
+        "`{node}` writes dead letters to `{topic}`, which is not the topology's dead-letter topic ({expected:?}): write to the error policy's topic"
+    )]
+    NotTheDeadLetterTopic {
+        node: String,
+        topic: String,
+        expected: Option<String>,
+    },
     #[error("{} problems in topology:\n  - {}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  - "))]
     Many(Vec<TopologyError>),
 }

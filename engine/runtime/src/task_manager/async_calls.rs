@@ -60,7 +60,7 @@ impl TaskManager {
                     offset,
                     ..
                 }) => {
-                    let key = (self.sources[topic.as_str()].0.clone(), partition);
+                    let key = (self.sources[topic.as_str()].topic.clone(), partition);
                     let wait = self.retries.schedule(key, offset);
                     log::warn!(
                         "stream thread {}: {topic}/{partition}@{offset} waits {wait:?} for an unavailable service",
@@ -156,10 +156,18 @@ impl TaskManager {
 
     /// Resumes a task paused at its capacity. Records fetched before the pause took
     /// effect were processed (a pause stops fetching; it drops nothing already handed out).
+    /// A partition waiting on the retry schedule (a retry, or a record held until due)
+    /// stays paused: fetched now, its records would only be dropped until it resumes.
     fn resume_task<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, id: TaskId) {
         if self.paused_tasks.remove(&id) {
             for topic in &self.topology.subtopologies()[id.subtopology].source_topics {
-                kafka::resume(consumer, topic, id.partition);
+                let waiting = self
+                    .sources
+                    .get(topic)
+                    .is_some_and(|s| self.retries.is_paused(&s.topic, id.partition));
+                if !waiting {
+                    kafka::resume(consumer, topic, id.partition);
+                }
             }
         }
     }

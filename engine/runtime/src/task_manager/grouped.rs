@@ -37,7 +37,7 @@ impl TaskManager {
                 .watermarks(&topic, id.partition)
                 .map_or(0, |(_, high)| high);
             inputs.push(InputPartition {
-                key: (self.sources[topic.as_str()].0.clone(), id.partition),
+                key: (self.sources[topic.as_str()].topic.clone(), id.partition),
                 next,
                 high,
             });

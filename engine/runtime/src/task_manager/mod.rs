@@ -35,6 +35,7 @@ use crate::state_updater::StateUpdater;
 use crate::{WorkerStats, metrics};
 
 mod async_calls;
+mod due;
 mod grouped;
 
 /// The longest a poll blocks, so that commits, ticks and shutdown are never late by more.
@@ -47,6 +48,16 @@ const TICK_INTERVAL: Duration = Duration::from_millis(100);
 /// How often store sizes are published as metrics.
 const STORE_SIZE_INTERVAL: Duration = Duration::from_secs(5);
 
+/// A source topic as the per-record path needs it.
+#[derive(Clone)]
+struct Source {
+    /// The topic, shared as the `Arc` records and offsets carry.
+    topic: Arc<str>,
+    subtopology: usize,
+    /// For a topic held until due, the header of its records' due time.
+    due_header: Option<Arc<str>>,
+}
+
 /// A stream thread's tasks.
 pub(crate) struct TaskManager {
     thread: usize,
@@ -55,8 +66,9 @@ pub(crate) struct TaskManager {
     stats: Arc<WorkerStats>,
     globals: GlobalStores,
     /// Each source topic, shared as the `Arc` that records and offsets carry, with the
-    /// sub-topology reading it: the per-record path allocates no topic strings.
-    sources: HashMap<String, (Arc<str>, usize)>,
+    /// sub-topology reading it and, for a topic held until due, the header of its
+    /// records' due time: the per-record path allocates no topic strings.
+    sources: HashMap<String, Source>,
     /// Tasks that run.
     tasks: HashMap<TaskId, Task>,
     /// Open stores of tasks dropped by an abort, up to date with the last commit, for the
@@ -101,9 +113,16 @@ impl TaskManager {
             .subtopologies()
             .iter()
             .flat_map(|s| {
-                s.source_topics
-                    .iter()
-                    .map(move |t| (t.clone(), (Arc::from(t.as_str()), s.id)))
+                let topology = &topology;
+                s.source_topics.iter().map(move |t| {
+                    let due_header = topology.due_time_header(t).map(Arc::from);
+                    let source = Source {
+                        topic: Arc::from(t.as_str()),
+                        subtopology: s.id,
+                        due_header,
+                    };
+                    (t.clone(), source)
+                })
             })
             .collect();
         Self {
@@ -164,13 +183,22 @@ impl TaskManager {
         collector: &mut RecordCollector,
     ) -> Result<(), StreamThreadError> {
         let (partition, offset) = (message.partition(), message.offset());
-        let (topic, subtopology) = self
+        let Source {
+            topic,
+            subtopology,
+            due_header,
+        } = self
             .sources
             .get(message.topic())
             .cloned()
             .expect("the consumer subscribes to source topics only");
         if self.retries.is_paused(&topic, partition) || self.updater.holds(&topic, partition) {
             // Fetched before its pause took effect; it is read again after the resume.
+            return Ok(());
+        }
+        if let Some(header) = due_header
+            && self.hold_until_due(consumer, message, &topic, &header)
+        {
             return Ok(());
         }
         let id = TaskId {
@@ -225,7 +253,7 @@ impl TaskManager {
             Ok(Outcome::DeadLettered) => {
                 self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
             }
-            Ok(Outcome::Processed | Outcome::Skipped) => {}
+            Ok(Outcome::Processed | Outcome::Skipped | Outcome::Held) => {}
             // Done once its calls complete (`complete_calls`).
             Ok(Outcome::InFlight) => {}
             Err(TaskError::Unavailable { .. }) => {
@@ -352,7 +380,12 @@ impl TaskManager {
             Ok(committed) => committed
                 .elements()
                 .iter()
-                .map(|e| (self.sources[e.topic()].0.clone(), e.metadata().to_string()))
+                .map(|e| {
+                    (
+                        self.sources[e.topic()].topic.clone(),
+                        e.metadata().to_string(),
+                    )
+                })
                 .collect(),
             Err(e) => {
                 // Without it the task starts from the next record's time: windows it
