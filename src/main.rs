@@ -60,6 +60,31 @@ enum Command {
     /// Reference data for enrichment: generate it, or load it into MongoDB.
     #[command(subcommand)]
     Reference(reference::ReferenceCommand),
+    /// The webhooks topology's tools.
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
+}
+
+#[derive(Subcommand)]
+enum WebhooksCommand {
+    /// Moves dead-lettered webhooks back to the input topic with fresh retry counts: all
+    /// of them, or those of one endpoint host or time range.
+    Replay {
+        #[arg(long, env = "SLUICE_BROKERS")]
+        brokers: String,
+        /// Only the dead letters of this endpoint host.
+        #[arg(long)]
+        endpoint_host: Option<String>,
+        /// Only those whose last attempt was at or after this time (epoch ms).
+        #[arg(long)]
+        since_ms: Option<i64>,
+        /// Only those whose last attempt was before this time (epoch ms).
+        #[arg(long)]
+        until_ms: Option<i64>,
+        /// The topology's keys, as for `run` (e.g. webhooks.input.topic=...).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        settings: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -77,6 +102,13 @@ fn main() -> ExitCode {
         }
         Command::Describe { topology, mermaid } => describe(&topology, mermaid),
         Command::Run(args) => run(args),
+        Command::Webhooks(WebhooksCommand::Replay {
+            brokers,
+            endpoint_host,
+            since_ms,
+            until_ms,
+            settings,
+        }) => replay_webhooks(&brokers, endpoint_host, since_ms, until_ms, &settings),
         Command::Reference(command) => reference::run(command),
         Command::Demo {
             orders,
@@ -100,6 +132,38 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn replay_webhooks(
+    brokers: &str,
+    endpoint_host: Option<String>,
+    since_ms: Option<i64>,
+    until_ms: Option<i64>,
+    settings: &[String],
+) -> Result<(), String> {
+    use sluice_topologies::webhooks::{WebhooksConfig, replay};
+    let mut pairs = Vec::new();
+    for setting in settings {
+        let (key, value) = setting
+            .split_once('=')
+            .ok_or_else(|| format!("--set {setting:?} is not KEY=VALUE"))?;
+        pairs.push((key.to_string(), value.to_string()));
+    }
+    let config = WebhooksConfig::from_map(pairs).map_err(|e| e.to_string())?;
+    let filter = replay::ReplayFilter {
+        endpoint_host,
+        since_ms,
+        until_ms,
+    };
+    let summary = replay::replay(brokers, &config, &filter).map_err(|e| e.to_string())?;
+    println!(
+        "replayed {} of {} dead letters from {} to {}",
+        summary.replayed,
+        summary.read,
+        config.dead_letter_topic(),
+        config.input_topic
+    );
+    Ok(())
 }
 
 fn find_topology(name: &str) -> Result<sluice_topologies::CatalogEntry, String> {

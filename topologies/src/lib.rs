@@ -54,5 +54,11 @@ pub fn catalog() -> Vec<CatalogEntry> {
             keys: enrichment::topology::config_keys,
             build: enrichment::topology::build,
         },
+        CatalogEntry {
+            name: webhooks::NAME,
+            description: "api.webhooks.outbound -> signed HTTP delivery, retry tiers, api.webhooks.outbound.dlq, api.webhooks.delivery-attempts",
+            keys: webhooks::config_keys,
+            build: webhooks::build,
+        },
     ]
 }

@@ -117,6 +117,7 @@ pub fn prepare(
             });
         }
     }
+    prepare_fed_back_topics(&admin, topology, config, &mut counts)?;
     for sub in topology.subtopologies() {
         let mut sizes = Vec::new();
         for topic in &sub.source_topics {
@@ -181,6 +182,56 @@ pub fn prepare(
     )?;
     prepare_changelogs(&admin, topology, config, &counts)?;
     Ok(counts)
+}
+
+/// Creates missing topics the topology both writes and reads (a webhook retry tier,
+/// fed by the topology and read back by it), like its sinks: `topic.partitions`
+/// partitions, else as many as its other source topics have. They are the topology's
+/// own, so their absence is not a misspelt input.
+fn prepare_fed_back_topics(
+    admin: &AdminClient<DefaultClientContext>,
+    topology: &Topology,
+    config: &WorkerConfig,
+    counts: &mut BTreeMap<String, i32>,
+) -> Result<(), AdminError> {
+    let sinks = topology.sink_topics();
+    let sources = topology.source_topics();
+    let missing: Vec<String> = sources
+        .iter()
+        .filter(|t| sinks.contains(*t) && !counts.contains_key(*t))
+        .cloned()
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    // The topics the topology only reads come first: sized after them, never alone.
+    if let Some(topic) = sources
+        .iter()
+        .find(|t| !sinks.contains(*t) && !counts.contains_key(*t))
+    {
+        return Err(AdminError::MissingSourceTopic {
+            topic: topic.clone(),
+        });
+    }
+    let partitions = config.topic_partitions.unwrap_or_else(|| {
+        sources
+            .iter()
+            .filter_map(|t| counts.get(t))
+            .copied()
+            .max()
+            .unwrap_or(1)
+    });
+    create_topics(
+        admin,
+        &missing,
+        partitions,
+        config.topic_replication_factor,
+        config.startup_timeout,
+    )?;
+    for topic in missing {
+        counts.insert(topic, partitions);
+    }
+    Ok(())
 }
 
 /// Creates the internal (repartition) topics, with `topic.partitions` partitions or, by

@@ -49,6 +49,27 @@ pub const INPUT_TOPIC: &str = "api.webhooks.outbound";
 /// The default topic of delivery-attempt events.
 pub const ATTEMPTS_TOPIC: &str = "api.webhooks.delivery-attempts";
 
+/// Every configuration key the topology reads, with its `webhooks.` prefix: its own and
+/// the deliverer's.
+pub fn config_keys() -> Vec<&'static str> {
+    static KEYS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+        config::KEYS
+            .iter()
+            .chain(sluice_connectors::http::config::KEYS)
+            .map(|key| &*Box::leak(format!("webhooks.{key}").into_boxed_str()))
+            .collect()
+    });
+    KEYS.clone()
+}
+
+/// Builds the topology in a worker from its `webhooks.*` keys.
+pub fn build(
+    context: &sluice_runtime::BuildContext<'_>,
+) -> Result<Topology, sluice_runtime::BuildError> {
+    let config = WebhooksConfig::from_map(context.settings.iter())?;
+    Ok(topology(config))
+}
+
 /// Record keys: as the producer wrote them, or none.
 pub type Key = Option<Vec<u8>>;
 
