@@ -120,6 +120,12 @@ impl Worker {
         build: impl FnOnce(&BuildContext<'_>) -> Result<Topology, BuildError>,
     ) -> Result<Self, WorkerError> {
         let calls = calls_runtime()?;
+        // The metrics recorder before the build: operators that take their metric handles
+        // when they are built (the lookup caches of `enrich`) record to the recorder
+        // installed at that moment, and to nothing when there is none yet.
+        if config.metrics_address.is_some() {
+            observability::prometheus(&config.application_id);
+        }
         let schemas = crate::schemas::for_worker(&config, calls.handle().clone())?;
         let topology = build(&BuildContext {
             schemas: &schemas,
@@ -131,6 +137,11 @@ impl Worker {
     }
 
     /// Checks the cluster and topics, then starts the stream threads.
+    ///
+    /// The metrics recorder is installed here, after `topology` was built: the lookup
+    /// caches of its `enrich` operators, which take their metric handles when built, then
+    /// export nothing (unless a recorder was installed before). Use
+    /// [`start_with`](Worker::start_with), which builds the topology after installing it.
     pub fn start(topology: Topology, config: WorkerConfig) -> Result<Self, WorkerError> {
         Self::start_on(topology, config, calls_runtime()?)
     }
