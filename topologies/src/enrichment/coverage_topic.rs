@@ -50,9 +50,13 @@ pub fn publish_coverage(
         timeout,
     )?;
     // Idempotent: a retried send cannot write one coverage twice or out of order.
+    // Java's partitioner, as every worker's producer has: the enrichment joins coverage
+    // as a partitioned table, so a patient's coverage must be in the partition its
+    // orders are repartitioned to (librdkafka's default, CRC32, puts most elsewhere).
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
+        .set("partitioner", "murmur2_random")
         .create()?;
     for record in coverage {
         let value = serde_json::to_vec(record).expect("PatientCoverage always encodes");
