@@ -12,7 +12,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use sluice_topologies::enrichment::COVERAGE_TOPIC;
-use sluice_topologies::normalization::{EHR_TOPIC, PHARMACY_TOPIC};
+use sluice_topologies::normalization::{
+    EHR_TOPIC, OUTPUT_TOPIC as CANONICAL_TOPIC, PHARMACY_TOPIC,
+};
 use support::TestBroker;
 
 fn project_dir() -> &'static Path {
@@ -207,6 +209,46 @@ fn every_metric_the_dashboard_queries_is_exported_by_a_running_worker() {
         ready.0 == 200
     });
     assert_eq!(ready.1, "stream-thread-0 running\n");
+}
+
+/// The value of the series of `name` whose labels include `label` (`key="value"`).
+fn series_value(exposition: &str, name: &str, label: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (metric, labels) = series.split_once('{')?;
+        (metric == name && labels.contains(label)).then(|| value.parse().ok())?
+    })
+}
+
+/// The lookup caches of `enrich` take their metric handles when the topology is built, so
+/// a worker installs its metrics recorder before it builds the topology: an enrichment
+/// worker's /metrics shows its caches' hits and misses as records flow.
+#[test]
+fn an_enrichment_worker_exports_its_lookup_caches_metrics() {
+    let broker = TestBroker::start();
+    broker.create_topics(
+        &[EHR_TOPIC, PHARMACY_TOPIC, CANONICAL_TOPIC, COVERAGE_TOPIC],
+        4,
+    );
+    support::produce_orders(&broker.brokers, 200, 0.0, 7);
+    let _normalization = RunningWorker::start(&broker, "normalization", "observability-canonical");
+    // No mongodb.uri: the built-in sample reference data, behind the same caches.
+    let enrichment = RunningWorker::start(&broker, "enrichment", "observability-enrichment");
+    let label = r#"cache="drug-reference""#;
+    let mut counts = (None, None);
+    support::wait_until(
+        "drug-reference cache hits and misses on /metrics",
+        Duration::from_secs(120),
+        || {
+            let (status, body) = enrichment.get("/metrics");
+            assert_eq!(status, 200);
+            counts = (
+                series_value(&body, "sluice_cache_hits_total", label),
+                series_value(&body, "sluice_cache_misses_total", label),
+            );
+            matches!(counts, (Some(hits), Some(misses)) if hits > 0.0 && misses > 0.0)
+        },
+    );
 }
 
 /// Prometheus' own configuration check passes on the file docker-compose.yml mounts.

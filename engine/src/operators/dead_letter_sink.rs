@@ -21,7 +21,7 @@ use super::{Context, Processor};
 use crate::error::{ErrorKind, ProcessError};
 use crate::policy::headers;
 use crate::processor;
-use crate::record::{ProducerRecord, Record};
+use crate::record::Record;
 use crate::serde::Serde;
 use crate::topology::{NodeSpec, Stream};
 
@@ -78,7 +78,8 @@ where
         ctx: &mut Context<'_, (), ()>,
     ) -> Result<(), ProcessError> {
         let sink = &*self.0;
-        let mut h = record.headers;
+        let mut record = record;
+        let h = &mut record.headers;
         if h.get(headers::ERROR_KIND).is_none() {
             h.insert(headers::ERROR_KIND, ErrorKind::Processing.as_str());
         }
@@ -96,25 +97,11 @@ where
         h.insert(headers::SOURCE_PARTITION, origin.partition.to_string());
         h.insert(headers::SOURCE_OFFSET, origin.offset.to_string());
         h.insert(headers::TOPOLOGY, sink.topology.to_string());
-        let encode_error = |what: &str, e: crate::SerdeError| {
-            ProcessError::from_serde(ErrorKind::Serialization, what, e)
-        };
-        let key = sink
-            .key_serde
-            .serialize(&sink.topic, &record.key)
-            .map_err(|e| encode_error("key", e))?;
-        let value = sink
-            .value_serde
-            .serialize(&sink.topic, &record.value)
-            .map_err(|e| encode_error("value", e))?;
-        ctx.produce(ProducerRecord {
-            topic: sink.topic.clone(),
-            partition: None,
-            key,
-            value,
-            headers: h,
-            timestamp: record.timestamp,
-        });
-        Ok(())
+        super::sink::produce_encoded(
+            ctx,
+            &sink.topic,
+            (&sink.key_serde, &sink.value_serde),
+            record,
+        )
     }
 }

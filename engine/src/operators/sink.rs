@@ -26,9 +26,11 @@
 //!
 //! let written = driver.read_raw("out");
 //! assert_eq!(written[0].value.as_deref(), Some(&b"v"[..]));
-//! // The input had no lineage, so the output starts a flow of its own.
-//! let event_id = written[0].headers.get_str("event-id").unwrap();
-//! assert_eq!(written[0].headers.get_str("correlation-id"), Some(event_id));
+//! // The input had no lineage: an id made of its source position names it, as the
+//! // output's cause and as the start of the flow.
+//! let cause = written[0].headers.get_str("causation-id").unwrap();
+//! assert_eq!(written[0].headers.get_str("correlation-id"), Some(cause));
+//! assert_ne!(written[0].headers.get_str("event-id"), Some(cause));
 //! ```
 
 use std::marker::PhantomData;
@@ -159,25 +161,39 @@ where
                 stamp_headers(&mut record.headers, &cause, event_id);
             }
         }
-        let encode_error = |what: &str, e: crate::SerdeError| {
-            ProcessError::from_serde(ErrorKind::Serialization, what, e)
-        };
-        let key = sink
-            .key_serde
-            .serialize(&sink.topic, &record.key)
-            .map_err(|e| encode_error("key", e))?;
-        let value = sink
-            .value_serde
-            .serialize(&sink.topic, &record.value)
-            .map_err(|e| encode_error("value", e))?;
-        ctx.produce(ProducerRecord {
-            topic: sink.topic.clone(),
-            partition: None,
-            key,
-            value,
-            headers: record.headers,
-            timestamp: record.timestamp,
-        });
-        Ok(())
+        produce_encoded(
+            ctx,
+            &sink.topic,
+            (&sink.key_serde, &sink.value_serde),
+            record,
+        )
     }
+}
+
+/// Encodes `record` for `topic` and produces it with its headers and timestamp. A part
+/// that does not encode fails the input as a serialization error naming the part.
+pub(super) fn produce_encoded<K, V>(
+    ctx: &mut Context<'_, (), ()>,
+    topic: &Arc<str>,
+    (key_serde, value_serde): (&impl Serde<K>, &impl Serde<V>),
+    record: Record<K, V>,
+) -> Result<(), ProcessError> {
+    let encode_error = |what: &str, e: crate::SerdeError| {
+        ProcessError::from_serde(ErrorKind::Serialization, what, e)
+    };
+    let key = key_serde
+        .serialize(topic, &record.key)
+        .map_err(|e| encode_error("key", e))?;
+    let value = value_serde
+        .serialize(topic, &record.value)
+        .map_err(|e| encode_error("value", e))?;
+    ctx.produce(ProducerRecord {
+        topic: topic.clone(),
+        partition: None,
+        key,
+        value,
+        headers: record.headers,
+        timestamp: record.timestamp,
+    });
+    Ok(())
 }
