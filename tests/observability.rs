@@ -15,6 +15,7 @@ use sluice_topologies::enrichment::COVERAGE_TOPIC;
 use sluice_topologies::normalization::{
     EHR_TOPIC, OUTPUT_TOPIC as CANONICAL_TOPIC, PHARMACY_TOPIC,
 };
+use sluice_topologies::webhooks;
 use support::TestBroker;
 
 fn project_dir() -> &'static Path {
@@ -31,6 +32,16 @@ impl RunningWorker {
     /// Starts a worker of `topology` with its metrics on a free port, and waits until it
     /// says where.
     fn start(broker: &TestBroker, topology: &str, application_id: &str) -> Self {
+        Self::start_with(broker, topology, application_id, &[])
+    }
+
+    /// As [`start`](Self::start), with the topology's own `settings` too.
+    fn start_with(
+        broker: &TestBroker,
+        topology: &str,
+        application_id: &str,
+        settings: &[(&str, &str)],
+    ) -> Self {
         let state_dir = std::env::temp_dir().join(format!(
             "sluice-test-observability-{}",
             uuid::Uuid::new_v4()
@@ -40,7 +51,7 @@ impl RunningWorker {
             .args(["run", topology, "--brokers", &broker.brokers])
             .args(["--application-id", application_id])
             .args(["--set", &format!("state.dir={}", state_dir.display())]);
-        for (key, value) in support::base_settings() {
+        for (key, value) in support::base_settings().iter().chain(settings) {
             command.args(["--set", &format!("{key}={value}")]);
         }
         let mut child = command
@@ -144,14 +155,38 @@ fn exported_names(exposition: &str) -> Vec<&str> {
 #[test]
 fn every_metric_the_dashboard_queries_is_exported_by_a_running_worker() {
     let broker = TestBroker::start();
-    broker.create_topics(&[EHR_TOPIC, PHARMACY_TOPIC, COVERAGE_TOPIC], 8);
+    broker.create_topics(
+        &[
+            EHR_TOPIC,
+            PHARMACY_TOPIC,
+            COVERAGE_TOPIC,
+            webhooks::INPUT_TOPIC,
+        ],
+        8,
+    );
     let inputs = support::produce_orders(&broker.brokers, 2_000, 0.02, 7);
     // The normalization worker feeds a stateful one (order-activity counts its output)
-    // and an enriching one (cached lookups, async calls): together they export every
-    // metric a deployment of all three would.
+    // and an enriching one (cached lookups, async calls); a webhooks worker delivers to an
+    // endpoint of the test's: together they export every metric a deployment of all four
+    // would.
     let worker = RunningWorker::start(&broker, "normalization", "observability-dashboard");
     let stateful = RunningWorker::start(&broker, "order-activity", "observability-dashboard");
     let enriching = RunningWorker::start(&broker, "enrichment", "observability-dashboard");
+    let endpoint = WebhookEndpoint::start();
+    let delivering = RunningWorker::start_with(
+        &broker,
+        "webhooks",
+        "observability-dashboard",
+        &[("webhooks.allow.cidrs", "127.0.0.0/8")],
+    );
+    let webhook = serde_json::json!({"url": endpoint.url(), "payload": {"kind": "test"}});
+    let producer = support::producer(&broker.brokers);
+    support::send(
+        &producer,
+        webhooks::INPUT_TOPIC,
+        "hook-1",
+        &serde_json::to_vec(&webhook).unwrap(),
+    );
 
     let wanted = dashboard_metric_names();
     assert!(
@@ -168,7 +203,9 @@ fn every_metric_the_dashboard_queries_is_exported_by_a_running_worker() {
         assert_eq!(status, 200);
         let (status, enriching_body) = enriching.get("/metrics");
         assert_eq!(status, 200);
-        let body = body + &stateful_body + &enriching_body;
+        let (status, delivering_body) = delivering.get("/metrics");
+        assert_eq!(status, 200);
+        let body = body + &stateful_body + &enriching_body + &delivering_body;
         let exported = exported_names(&body);
         let missing: Vec<&String> = wanted
             .iter()
@@ -192,6 +229,12 @@ fn every_metric_the_dashboard_queries_is_exported_by_a_running_worker() {
             "every series names its application: {line}"
         );
     }
+    // An endpoint is labelled by its host, never the URL's path.
+    assert!(exposition.contains("sluice_http_deliveries_total"));
+    assert!(
+        !exposition.contains("/hook"),
+        "a webhook URL's path in /metrics"
+    );
     // Labels name topics, partitions and operators, never a record's content.
     for key in inputs.valid_keys.iter().chain(inputs.malformed.keys()) {
         assert!(
@@ -249,6 +292,36 @@ fn an_enrichment_worker_exports_its_lookup_caches_metrics() {
             matches!(counts, (Some(hits), Some(misses)) if hits > 0.0 && misses > 0.0)
         },
     );
+}
+
+/// An HTTP endpoint on loopback that answers every webhook 200 and counts them.
+struct WebhookEndpoint {
+    address: std::net::SocketAddr,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl WebhookEndpoint {
+    fn start() -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let address = listener.local_addr().unwrap();
+        let app = axum::Router::new().route("/hook", axum::routing::post(|| async { "ok" }));
+        runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self {
+            address,
+            _runtime: runtime,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hook", self.address)
+    }
 }
 
 /// Prometheus' own configuration check passes on the file docker-compose.yml mounts.
