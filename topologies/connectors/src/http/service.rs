@@ -14,9 +14,9 @@
 //! 4. **Limits.** A permit of the endpoint's concurrency limit (waited for), then its turn
 //!    under the rate limit: `Retryable(rate-limited)` when that is too far off.
 //! 5. **Request.** The checked addresses are pinned for the client's resolver, and the
-//!    POST goes out with the endpoint's and the event's headers, `Idempotency-Key`, and,
-//!    for an endpoint with secrets, the Standard Webhooks headers signed at this
-//!    attempt's time. The response body is read up to `response.max.bytes` and handed
+//!    POST goes out with the endpoint's and the event's headers, `Idempotency-Key` and
+//!    `webhook-id`, and, for an endpoint with secrets, `webhook-timestamp` and
+//!    `webhook-signature` signed at this attempt's time. The response body is read up to `response.max.bytes` and handed
 //!    back, never logged.
 //! 6. **Classification** ([`super::classify`]); the breaker and the endpoint's health learn
 //!    the result; a 410 disables the endpoint; the metrics count it.
@@ -368,7 +368,8 @@ impl Deliverer {
 }
 
 /// The request's headers: the endpoint's, the event's (which win), the content type,
-/// `Idempotency-Key`, and the signature headers for an endpoint with secrets.
+/// `Idempotency-Key` and `webhook-id`, and the timestamp and signature headers for an
+/// endpoint with secrets.
 fn signed_headers(endpoint: &Endpoint, request: &DeliveryRequest) -> Result<HeaderMap, Outcome> {
     let invalid = || Outcome::Permanent {
         class: ErrorClass::InvalidRequest,
@@ -386,6 +387,8 @@ fn signed_headers(endpoint: &Endpoint, request: &DeliveryRequest) -> Result<Head
     // The event id was checked to be visible ASCII when the request was made.
     let id = HeaderValue::from_str(request.event_id()).map_err(|_| invalid())?;
     headers.insert(IDEMPOTENCY_KEY, id.clone());
+    // Sent signed or not: it is what receivers de-duplicate retries on.
+    headers.insert(WEBHOOK_ID, id);
     if !endpoint.secrets().is_empty() {
         let timestamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -397,7 +400,6 @@ fn signed_headers(endpoint: &Endpoint, request: &DeliveryRequest) -> Result<Head
             timestamp,
             request.body(),
         );
-        headers.insert(WEBHOOK_ID, id);
         headers.insert(WEBHOOK_TIMESTAMP, HeaderValue::from(timestamp));
         headers.insert(
             WEBHOOK_SIGNATURE,

@@ -123,7 +123,7 @@ async fn during_rotation_a_receiver_with_either_secret_verifies() {
 }
 
 #[tokio::test]
-async fn an_endpoint_without_secrets_gets_an_unsigned_request_with_its_idempotency_key() {
+async fn an_endpoint_without_secrets_gets_an_unsigned_request_with_its_event_id() {
     let server = TestServer::start().await;
     let deliverer = Deliverer::new(config()).unwrap();
     let endpoint = Endpoint::new(&server.url("/")).unwrap();
@@ -131,7 +131,9 @@ async fn an_endpoint_without_secrets_gets_an_unsigned_request_with_its_idempoten
 
     let got = &server.requests()[0];
     assert_eq!(header(got, "idempotency-key"), "evt-plain");
+    assert_eq!(header(got, "webhook-id"), "evt-plain");
     assert!(!got.headers.contains_key("webhook-signature"));
+    assert!(!got.headers.contains_key("webhook-timestamp"));
 }
 
 /// The "must show": 500 four times, then 200. Each failure's disposition is the
