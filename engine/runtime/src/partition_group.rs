@@ -22,8 +22,11 @@ use crate::retry::{PartitionKey, RetrySchedule};
 /// Records a task buffers per input partition before the partition pauses.
 const MAX_BUFFERED: usize = 1_000;
 /// The longest a task waits for records the broker holds for an empty input partition,
-/// so that a partition whose fetches stall cannot stop its task for good.
-const MAX_LAG_WAIT: Duration = Duration::from_secs(5);
+/// so that a partition whose fetches stall cannot stop its task for good. Generous: a
+/// task's first fetch on a loaded broker can take seconds, and giving up early joins a
+/// stream against a table not loaded yet (the enrichment kill test saw orders without
+/// the coverage the topic held, with 5 s here).
+const MAX_LAG_WAIT: Duration = Duration::from_secs(30);
 
 /// One task's input queues, one per partition it reads.
 pub(crate) struct PartitionGroup {
