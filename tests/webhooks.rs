@@ -304,3 +304,88 @@ fn replay_brings_one_endpoints_dead_letters_back_with_fresh_retry_counts() {
         "nothing new was dead-lettered"
     );
 }
+
+/// Standard Webhooks' signature of `id.timestamp.body` under `secret`, computed here rather
+/// than by the deliverer: `v1,<base64 of HMAC-SHA256>`.
+fn standard_signature(secret: &str, id: &str, timestamp: &str, body: &[u8]) -> String {
+    use base64::Engine;
+    use hmac::{Hmac, KeyInit, Mac};
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.trim_start_matches("whsec_"))
+        .unwrap();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    let tag = mac.finalize().into_bytes();
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(tag)
+    )
+}
+
+#[test]
+fn a_webhook_naming_a_configured_endpoint_goes_there_signed_with_its_referenced_secrets() {
+    const ROTATED: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+    let rt = runtime();
+    let receiver = Receiver::start(&rt, "127.0.0.1", Vec::new());
+    let dir = std::env::temp_dir().join(format!("sluice-endpoints-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (endpoints, secrets) = (dir.join("endpoints.json"), dir.join("secrets.json"));
+    std::fs::write(
+        &endpoints,
+        serde_json::json!({"endpoints": [{"id": "partner-rx", "url": receiver.url("/partner?token=T"),
+            "secretRef": "partner", "headers": {"x-partner": "sluice"}}]})
+        .to_string(),
+    )
+    .unwrap();
+    // Two secrets while the partner rotates: the new one first.
+    std::fs::write(
+        &secrets,
+        serde_json::json!({"partner": [ROTATED, harness::SECRET]}).to_string(),
+    )
+    .unwrap();
+    let harness = Harness::start(&[
+        ("webhooks.endpoints.file", endpoints.to_str().unwrap()),
+        ("webhooks.secrets.file", secrets.to_str().unwrap()),
+    ]);
+    harness.send_raw(
+        "named",
+        br#"{"endpointId": "partner-rx", "payload": {"n": 1}}"#,
+    );
+    harness.send_raw(
+        "unknown",
+        br#"{"endpointId": "nobody", "payload": {"n": 2}}"#,
+    );
+    harness.wait_until("the delivery and the dead letter", || {
+        !receiver.received().is_empty() && harness.dead_letters().len() == 1
+    });
+
+    let request = &receiver.received()[0];
+    assert_eq!(request.path, "/partner");
+    assert_eq!(
+        request.header("x-partner"),
+        "sluice",
+        "the endpoint's own header"
+    );
+    let (id, timestamp) = (
+        request.header("webhook-id"),
+        request.header("webhook-timestamp"),
+    );
+    let expected: Vec<String> = [ROTATED, harness::SECRET]
+        .iter()
+        .map(|secret| standard_signature(secret, id, timestamp, &request.body))
+        .collect();
+    assert_eq!(request.header("webhook-signature"), expected.join(" "));
+
+    let attempt = &harness.attempts()[0];
+    assert_eq!(
+        attempt["endpoint"], "partner-rx",
+        "known by its id, not its host"
+    );
+    let dead = &harness.dead_letters()[0];
+    assert!(
+        dead[dlq::ERROR_MESSAGE].contains("field endpointId \"nobody\" names no endpoint"),
+        "{:?}",
+        dead[dlq::ERROR_MESSAGE]
+    );
+}

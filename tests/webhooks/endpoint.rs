@@ -4,7 +4,7 @@
 // Shared by test binaries that each use part of it.
 #![allow(dead_code)]
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -50,6 +50,8 @@ impl Received {
 #[derive(Default)]
 struct Shared {
     script: Mutex<VecDeque<Reply>>,
+    /// Path -> how many more of its requests are answered 500, before the script.
+    failing: Mutex<HashMap<String, usize>>,
     received: Mutex<Vec<Received>>,
     connections: AtomicUsize,
 }
@@ -81,6 +83,15 @@ impl Receiver {
         format!("http://{}{path}", self.addr)
     }
 
+    /// Answers the next `times` requests to `path` with 500, whatever the script says.
+    pub fn fail(&self, path: &str, times: usize) {
+        self.shared
+            .failing
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), times);
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.shared.received.lock().unwrap().clone()
     }
@@ -104,7 +115,17 @@ async fn answer(
     body: Bytes,
 ) -> Response {
     let at_ms = now_ms();
-    let reply = shared.script.lock().unwrap().pop_front();
+    let failing = match shared.failing.lock().unwrap().get_mut(uri.path()) {
+        Some(left) if *left > 0 => {
+            *left -= 1;
+            true
+        }
+        _ => false,
+    };
+    let reply = match failing {
+        true => Some(Reply::Status(500)),
+        false => shared.script.lock().unwrap().pop_front(),
+    };
     let response = match reply.unwrap_or(Reply::Status(200)) {
         Reply::Status(code) => StatusCode::from_u16(code).unwrap().into_response(),
         Reply::TooManyRequests(seconds) => (

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use sluice_connectors::http::{ConfigError, HttpConfig, Secret};
+use sluice_connectors::http::{ConfigError, EndpointDirectory, HttpConfig, Secret};
 
 /// Where the topology reads the time of an attempt (epoch milliseconds), from which a
 /// retry's due time is counted: the system clock, or a test's (a TestDriver's wall clock).
@@ -42,7 +42,22 @@ pub const KEYS: &[&str] = &[
     "attempts.topic",
     "max.in.flight",
     "signing.secrets",
+    "endpoints.file",
+    "secrets.file",
+    "ordering",
 ];
+
+/// In what order a key's webhooks are delivered (`webhooks.ordering`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Ordering {
+    /// `none`, the default: no order. A failed webhook moves to the retry tiers and the
+    /// webhooks after it go on.
+    #[default]
+    None,
+    /// `key`: webhooks of one record key are delivered one at a time, in the order of
+    /// their partition, through retries too; other keys go on. See [`super::fifo`].
+    Key,
+}
 
 /// The webhooks topology's settings.
 #[derive(Clone, Debug)]
@@ -58,6 +73,11 @@ pub struct WebhooksConfig {
     /// (Standard Webhooks), comma-separated; more than one while a secret is rotated.
     /// None: requests go unsigned (and without `webhook-id`; `Idempotency-Key` stays).
     pub secrets: Vec<Secret>,
+    /// `webhooks.endpoints.file` and `webhooks.secrets.file`: the endpoints webhooks may
+    /// name by `endpointId`, and the secrets they may name by `secretRef`.
+    pub directory: Arc<EndpointDirectory>,
+    /// `webhooks.ordering`: `none` or `key`.
+    pub ordering: Ordering,
     /// The deliverer's settings, `webhooks.*` keys of [`HttpConfig`].
     pub http: HttpConfig,
     /// The time of attempts (the system clock but in tests).
@@ -71,6 +91,8 @@ impl Default for WebhooksConfig {
             attempts_topic: super::ATTEMPTS_TOPIC.to_string(),
             max_in_flight: 100,
             secrets: Vec::new(),
+            directory: Arc::default(),
+            ordering: Ordering::None,
             http: HttpConfig::default(),
             clock: Clock::default(),
         }
@@ -88,6 +110,7 @@ impl WebhooksConfig {
         let mut config = WebhooksConfig::default();
         let mut errors = Vec::new();
         let mut http_entries = Vec::new();
+        let (mut endpoints_file, mut secrets_file) = (None, None);
         for (key, value) in entries {
             let (key, value) = (key.as_ref(), value.as_ref());
             let Some(name) = key.strip_prefix("webhooks.") else {
@@ -126,11 +149,37 @@ impl WebhooksConfig {
                         }),
                     }
                 }
+                "endpoints.file" => endpoints_file = Some(value.to_string()),
+                "secrets.file" => secrets_file = Some(value.to_string()),
+                "ordering" => match value.trim() {
+                    "none" => config.ordering = Ordering::None,
+                    "key" => config.ordering = Ordering::Key,
+                    _ => errors.push(invalid("none (no order) or key (one at a time per key)")),
+                },
                 "max.in.flight" => match value.trim().parse::<usize>() {
                     Ok(n) if (1..=10_000).contains(&n) => config.max_in_flight = n,
                     _ => errors.push(invalid("a whole number from 1 to 10000")),
                 },
                 _ => http_entries.push((key.to_string(), value.to_string())),
+            }
+        }
+        let paths = (
+            endpoints_file.as_deref().map(std::path::Path::new),
+            secrets_file.as_deref().map(std::path::Path::new),
+        );
+        match EndpointDirectory::from_files(paths.0, paths.1) {
+            Ok(directory) => config.directory = Arc::new(directory),
+            Err(e) => {
+                // The key of the file the problem is in (its path is no secret).
+                let key = match paths.1 == Some(e.file()) {
+                    true => "webhooks.secrets.file",
+                    false => "webhooks.endpoints.file",
+                };
+                errors.push(ConfigError::Invalid {
+                    key: key.to_string(),
+                    value: e.file().display().to_string(),
+                    fix: format!("{e}; fix the file (the format is in the webhooks docs)"),
+                });
             }
         }
         match HttpConfig::from_map("webhooks", http_entries) {

@@ -20,11 +20,22 @@ use super::config::Clock;
 use super::headers;
 use super::input::Webhook;
 
-/// What one attempt came to, for the router.
+/// What the attempts for one record came to, for the router.
 #[derive(Clone, Debug)]
 pub struct Attempted {
     pub webhook: Webhook,
     pub webhook_id: String,
+    /// Epoch milliseconds.
+    pub first_attempt_at: i64,
+    /// The attempts made in place before the last (ordering by key), oldest first.
+    pub earlier: Vec<Attempt>,
+    /// The last attempt: its disposition is where the record goes.
+    pub last: Attempt,
+}
+
+/// One attempt.
+#[derive(Clone, Debug)]
+pub struct Attempt {
     /// 1 for the first attempt.
     pub attempt: u32,
     pub status: Option<u16>,
@@ -33,20 +44,19 @@ pub struct Attempted {
     pub latency: Duration,
     pub disposition: Disposition,
     /// Epoch milliseconds.
-    pub first_attempt_at: i64,
     pub attempted_at: i64,
 }
 
 /// Makes the attempt for `record`, read in retry tier `tier` (0: the main topic).
 pub async fn attempt(
-    deliverer: Deliverer,
-    schedule: RetrySchedule,
-    clock: Clock,
+    deliverer: &Deliverer,
+    schedule: &RetrySchedule,
+    clock: &Clock,
     tier: u32,
-    record: Record<super::Key, Webhook>,
-    call: Call,
+    record: &Record<super::Key, Webhook>,
+    call: &Call,
 ) -> Attempted {
-    let webhook = record.value;
+    let webhook = &record.value;
     // The id the first attempt used, carried by the tiers; on a first attempt, the
     // input's event id (the envelope's, or its lineage header), or its position.
     let webhook_id = record
@@ -98,15 +108,50 @@ pub async fn attempt(
     };
     let disposition = schedule.dispose(&outcome, retries_done, max_retries, &mut rand::rng());
     Attempted {
-        attempt: retries_done + 1,
-        status,
-        class: outcome.class(),
-        outcome: outcome.kind(),
-        latency,
-        disposition,
+        last: Attempt {
+            attempt: retries_done + 1,
+            status,
+            class: outcome.class(),
+            outcome: outcome.kind(),
+            latency,
+            disposition,
+            attempted_at,
+        },
+        earlier: Vec::new(),
         first_attempt_at,
-        attempted_at,
         webhook_id,
-        webhook,
+        webhook: webhook.clone(),
+    }
+}
+
+/// Attempts `record` until it is delivered or dead-lettered, waiting out each retry's
+/// delay in place instead of moving to a retry tier: for ordering by key, where the
+/// webhooks after it wait for it. The delays are the tiers' (jitter and `Retry-After`
+/// included); `retryConfig.maxRetries` still bounds the attempts.
+pub async fn attempt_in_place(
+    deliverer: &Deliverer,
+    schedule: &RetrySchedule,
+    clock: &Clock,
+    mut record: Record<super::Key, Webhook>,
+    call: &Call,
+) -> Attempted {
+    let mut earlier = Vec::new();
+    loop {
+        let mut attempted = attempt(deliverer, schedule, clock, 0, &record, call).await;
+        let Disposition::Retry { delay, .. } = attempted.last.disposition else {
+            attempted.earlier = earlier;
+            return attempted;
+        };
+        // What a tier would carry: the id and first attempt's time stay, the count goes up.
+        record
+            .headers
+            .insert(headers::WEBHOOK_ID, attempted.webhook_id.as_str());
+        record.headers.insert(
+            headers::FIRST_ATTEMPT_AT,
+            attempted.first_attempt_at.to_string(),
+        );
+        record.value.retry_count = attempted.last.attempt;
+        earlier.push(attempted.last);
+        tokio::time::sleep(delay).await;
     }
 }

@@ -6,11 +6,17 @@
 //!  "retryConfig": {"maxRetries": 5}, "retryCount": 0}
 //! ```
 //!
+//! In place of `url`, a webhook may name a configured endpoint, `"endpointId":
+//! "acme-rx"`: its URL, headers and secrets come from the worker's
+//! [`EndpointDirectory`]. `"secretRef": "acme"` signs with the secrets the secrets file
+//! holds under that name; without it, an endpoint's own `secretRef` applies, else the
+//! worker's `webhooks.signing.secrets`.
+//!
 //! [`Webhook::parse`] checks it and names what is wrong (a field and the rule it breaks,
 //! never a value: URLs carry tokens in their paths and queries, payloads carry patient
 //! data). The source has already refused what is not JSON.
 
-use sluice_connectors::http::{DeliveryRequest, Endpoint, RequestError, Secret};
+use sluice_connectors::http::{DeliveryRequest, Endpoint, EndpointDirectory, RequestError, Secret};
 use sluice_engine::{JsonEvent, ProcessError};
 
 /// A webhook that can be delivered.
@@ -31,19 +37,51 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    /// Checks one input; the error names the field and the rule.
-    pub fn parse(event: JsonEvent) -> Result<Webhook, ProcessError> {
+    /// Checks one input, finding a named endpoint or secret in `directory`; a webhook
+    /// with a URL and no `secretRef` is signed with `secrets`. The error names the field
+    /// and the rule.
+    pub fn parse(
+        event: JsonEvent,
+        directory: &EndpointDirectory,
+        secrets: &[Secret],
+    ) -> Result<Webhook, ProcessError> {
         let object = event
             .payload
             .as_object()
             .ok_or_else(|| ProcessError::validation("the webhook is not a JSON object"))?;
-        let url = match object.get("url") {
-            None | Some(serde_json::Value::Null) => return Err(ProcessError::missing_field("url")),
-            Some(url) => url
+        let text = |field: &str| match object.get(field) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(value) => value
                 .as_str()
-                .ok_or_else(|| ProcessError::validation("field url is not a string"))?,
+                .map(Some)
+                .ok_or_else(|| ProcessError::validation(format!("field {field} is not a string"))),
         };
-        let endpoint = Endpoint::new(url).map_err(|e| url_error(&e))?;
+        let mut endpoint = match (text("url")?, text("endpointId")?) {
+            (Some(_), Some(_)) => {
+                return Err(ProcessError::validation(
+                    "fields url and endpointId are both given: give one",
+                ));
+            }
+            (None, None) => return Err(ProcessError::missing_field("url (or endpointId)")),
+            (Some(url), None) => Endpoint::new(url)
+                .map_err(|e| url_error(&e))?
+                .with_secrets(secrets.to_vec()),
+            // Ids are names from the worker's configuration, not event data: an unknown
+            // one may be named.
+            (None, Some(id)) => directory.endpoint(id).cloned().ok_or_else(|| {
+                ProcessError::validation(format!(
+                    "field endpointId {id:?} names no endpoint of webhooks.endpoints.file"
+                ))
+            })?,
+        };
+        if let Some(reference) = text("secretRef")? {
+            let referenced = directory.secrets(reference).ok_or_else(|| {
+                ProcessError::validation(format!(
+                    "field secretRef {reference:?} names no secret of webhooks.secrets.file"
+                ))
+            })?;
+            endpoint = endpoint.with_secrets(referenced.to_vec());
+        }
         let mut headers = Vec::new();
         match object.get("headers") {
             None | Some(serde_json::Value::Null) => {}
@@ -94,14 +132,6 @@ impl Webhook {
         })
     }
 
-    /// Signs the requests with `secrets` (none: unsigned).
-    pub fn signed_with(mut self, secrets: &[Secret]) -> Self {
-        if !secrets.is_empty() {
-            self.endpoint = self.endpoint.with_secrets(secrets.to_vec());
-        }
-        self
-    }
-
     /// The event as it goes to retry tier: `retryCount` set to `retries`.
     pub fn with_retry_count(&self, retries: u32) -> JsonEvent {
         let mut event = self.event.clone();
@@ -134,7 +164,9 @@ mod tests {
     use serde_json::json;
 
     fn parse(value: serde_json::Value) -> Result<Webhook, String> {
-        Webhook::parse(JsonEvent::from_value(value).unwrap()).map_err(|e| e.message)
+        let directory = EndpointDirectory::default();
+        Webhook::parse(JsonEvent::from_value(value).unwrap(), &directory, &[])
+            .map_err(|e| e.message)
     }
 
     #[test]
@@ -153,10 +185,61 @@ mod tests {
     }
 
     #[test]
+    fn a_webhook_may_name_a_configured_endpoint_and_a_secret_reference() {
+        let key = |k: &str| Secret::parse(k).unwrap();
+        let (one, two) = (
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD",
+        );
+        let directory = EndpointDirectory::default()
+            .with_endpoint(
+                Endpoint::new("https://rx.acme.example/hooks?token=T")
+                    .unwrap()
+                    .with_id("acme-rx")
+                    .with_secrets(vec![key(one)]),
+            )
+            .with_secrets("rotating", vec![key(two), key(one)]);
+        let parse = |value: serde_json::Value| {
+            Webhook::parse(
+                JsonEvent::from_value(value).unwrap(),
+                &directory,
+                &[key(two)],
+            )
+            .unwrap()
+        };
+        let named = parse(json!({"endpointId": "acme-rx", "payload": {}}));
+        assert_eq!(named.endpoint.id().as_str(), "acme-rx");
+        assert_eq!(named.endpoint.url().host_str(), Some("rx.acme.example"));
+        assert_eq!(named.endpoint.secrets(), [key(one)]);
+        let referenced =
+            parse(json!({"endpointId": "acme-rx", "secretRef": "rotating", "payload": {}}));
+        assert_eq!(referenced.endpoint.secrets(), [key(two), key(one)]);
+        // A URL is signed with the worker's secrets unless a reference says otherwise.
+        let by_url = parse(json!({"url": "https://other.example/", "payload": {}}));
+        assert_eq!(by_url.endpoint.id().as_str(), "other.example");
+        assert_eq!(by_url.endpoint.secrets(), [key(two)]);
+    }
+
+    #[test]
     fn bad_input_is_named_by_field_and_rule_never_by_value() {
         let secret = "https://SECRET-HOST.example/PATH";
         let cases = [
-            (json!({"payload": {}}), "missing required field url"),
+            (
+                json!({"payload": {}}),
+                "missing required field url (or endpointId)",
+            ),
+            (
+                json!({"url": secret, "endpointId": "a", "payload": {}}),
+                "fields url and endpointId are both given: give one",
+            ),
+            (
+                json!({"endpointId": "nobody", "payload": {}}),
+                "field endpointId \"nobody\" names no endpoint of webhooks.endpoints.file",
+            ),
+            (
+                json!({"url": secret, "secretRef": "gone", "payload": {}}),
+                "field secretRef \"gone\" names no secret of webhooks.secrets.file",
+            ),
             (
                 json!({"url": 7, "payload": {}}),
                 "field url is not a string",

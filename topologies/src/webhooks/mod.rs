@@ -20,12 +20,16 @@
 //! The number of retries is `retryConfig.maxRetries`, bounded by the number of tiers
 //! (`webhooks.retry.delays.ms`; Svix's seven by default, so eight attempts).
 //!
+//! There is no order by default. With `webhooks.ordering=key`, a key's webhooks are
+//! delivered one at a time through retries too ([`fifo`]).
+//!
 //! One concern a file: [`input`] (parsing and validation), [`deliver`] (the attempt),
 //! [`route`] (where its outcome goes), [`headers`] (the Kafka headers), [`config`],
-//! [`replay`] (dead letters back to the input).
+//! [`fifo`] (ordering by key), [`replay`] (dead letters back to the input).
 
 pub mod config;
 pub mod deliver;
+pub mod fifo;
 pub mod headers;
 pub mod input;
 pub mod replay;
@@ -38,7 +42,7 @@ use sluice_engine::operators::AsyncOptions;
 use sluice_engine::serde::JsonEventSerde;
 use sluice_engine::{ErrorPolicy, JsonEvent, Record, Serdes, Topology, TopologyBuilder};
 
-pub use config::{Clock, WebhooksConfig};
+pub use config::{Clock, Ordering, WebhooksConfig};
 use input::Webhook;
 use route::{Router, chain_name, tier_node};
 
@@ -94,6 +98,14 @@ pub fn topology(config: WebhooksConfig) -> Topology {
         .capacity(config.max_in_flight)
         .timeout(timeout)
         .key_ordered();
+    // Ordered by key, a webhook of the main topic may wait for its key's earlier ones and
+    // then for its own retries in place: no bound would be right, so a year stands for
+    // none (a timeout would pause and rewind the partition, not help).
+    let in_place = config.ordering == Ordering::Key;
+    let in_place_options = options
+        .clone()
+        .timeout(Duration::from_secs(365 * 24 * 3600));
+    let queue = fifo::KeyQueue::default();
     for tier in 0..=tiers {
         let name = chain_name(tier);
         let topic = match tier {
@@ -102,8 +114,9 @@ pub fn topology(config: WebhooksConfig) -> Topology {
         };
         let deliverer = deliverer.clone();
         let schedule = http.retry.clone();
-        let secrets = config.secrets.clone();
+        let (directory, secrets) = (config.directory.clone(), config.secrets.clone());
         let clock = config.clock.clone();
+        let queue = (in_place && tier == 0).then(|| queue.clone());
         let routed = builder
             .source(
                 &format!("{name}-in"),
@@ -122,7 +135,7 @@ pub fn topology(config: WebhooksConfig) -> Topology {
                     } = r;
                     Ok(Record {
                         key,
-                        value: Webhook::parse(value)?.signed_with(&secrets),
+                        value: Webhook::parse(value, &directory, &secrets)?,
                         headers,
                         timestamp,
                     })
@@ -130,15 +143,35 @@ pub fn topology(config: WebhooksConfig) -> Topology {
             )
             .map_async(
                 &format!("{name}-deliver"),
-                options.clone(),
+                match queue.is_some() {
+                    true => in_place_options.clone(),
+                    false => options.clone(),
+                },
                 move |record: Record<Key, Webhook>, call| {
-                    let (deliverer, schedule, clock) =
-                        (deliverer.clone(), schedule.clone(), clock.clone());
+                    let (deliverer, schedule, clock, queue) = (
+                        deliverer.clone(),
+                        schedule.clone(),
+                        clock.clone(),
+                        queue.clone(),
+                    );
                     async move {
                         let (key, headers, timestamp) =
                             (record.key.clone(), record.headers.clone(), record.timestamp);
-                        let value =
-                            deliver::attempt(deliverer, schedule, clock, tier, record, call).await;
+                        let value = match (&queue, &key) {
+                            (Some(queue), Some(k)) => {
+                                let _turn = queue.turn(k).await;
+                                deliver::attempt_in_place(
+                                    &deliverer, &schedule, &clock, record, &call,
+                                )
+                                .await
+                            }
+                            _ => {
+                                deliver::attempt(
+                                    &deliverer, &schedule, &clock, tier, &record, &call,
+                                )
+                                .await
+                            }
+                        };
                         Ok(Record {
                             key,
                             value,

@@ -17,7 +17,7 @@ use sluice_engine::policy::headers as dlq;
 use sluice_engine::serde::JsonEventSerde;
 use sluice_engine::{ErrorKind, ProcessError, Record, Serde};
 
-use super::deliver::Attempted;
+use super::deliver::{Attempt, Attempted};
 use super::{Key, headers};
 
 /// The child that writes delivery-attempt events.
@@ -56,39 +56,20 @@ impl Processor<Key, Attempted> for Router {
     ) -> Result<(), ProcessError> {
         let a = &record.value;
         let host = a.webhook.endpoint.id().as_str().to_string();
-        let event = serde_json::json!({
-            "webhookId": a.webhook_id,
-            "endpoint": host,
-            "attempt": a.attempt,
-            "status": a.status,
-            "latencyMs": a.latency.as_millis() as u64,
-            "outcome": a.outcome,
-            "errorClass": a.class.map(|c| c.as_str()),
-            "disposition": a.disposition.as_str(),
-            "tier": self.tier,
-            "attemptedAt": a.attempted_at,
-        });
-        let mut attempt_headers = sluice_engine::Headers::new();
-        attempt_headers.insert(headers::WEBHOOK_ID, a.webhook_id.as_str());
-        ctx.forward_to(
-            &self.attempts_node,
-            Record {
-                key: Some(a.webhook_id.as_bytes().to_vec()),
-                value: serde_json::to_vec(&event).expect("JSON serializes"),
-                headers: attempt_headers,
-                timestamp: a.attempted_at,
-            },
-        );
+        for attempt in a.earlier.iter().chain([&a.last]) {
+            ctx.forward_to(&self.attempts_node, self.attempt_event(a, attempt, &host));
+        }
 
         let mut out_headers = record.headers.clone();
         out_headers.insert(headers::WEBHOOK_ID, a.webhook_id.as_str());
         out_headers.insert(headers::FIRST_ATTEMPT_AT, a.first_attempt_at.to_string());
-        let reason = match a.disposition {
+        let last = &a.last;
+        let reason = match last.disposition {
             Disposition::Delivered => return Ok(()),
             Disposition::Retry { tier, delay } => {
-                let retried = a.webhook.with_retry_count(a.attempt);
+                let retried = a.webhook.with_retry_count(last.attempt);
                 let value = encode(&retried)?;
-                let due = a.attempted_at + delay.as_millis() as i64;
+                let due = last.attempted_at + delay.as_millis() as i64;
                 out_headers.insert(headers::DUE_AT, due.to_string());
                 ctx.forward_to(
                     &tier_node(self.tier, tier),
@@ -108,23 +89,23 @@ impl Processor<Key, Attempted> for Router {
             },
             Disposition::EndpointDisabled { .. } => "endpoint-disabled",
         };
-        let class = a.class.map_or("none", |c| c.as_str());
+        let class = last.class.map_or("none", |c| c.as_str());
         out_headers.remove(headers::DUE_AT);
         out_headers.insert(headers::REASON, reason);
-        out_headers.insert(headers::ATTEMPTS, a.attempt.to_string());
+        out_headers.insert(headers::ATTEMPTS, last.attempt.to_string());
         out_headers.insert(
             headers::LAST_STATUS,
-            a.status.map_or("none".to_string(), |s| s.to_string()),
+            last.status.map_or("none".to_string(), |s| s.to_string()),
         );
         out_headers.insert(headers::LAST_ERROR_CLASS, class);
         out_headers.insert(headers::ENDPOINT_HOST, host);
-        out_headers.insert(headers::LAST_ATTEMPT_AT, a.attempted_at.to_string());
+        out_headers.insert(headers::LAST_ATTEMPT_AT, last.attempted_at.to_string());
         out_headers.insert(dlq::ERROR_KIND, ErrorKind::Processing.as_str());
         out_headers.insert(
             dlq::ERROR_MESSAGE,
             format!(
                 "webhook not delivered: {reason} after {} attempts (last: {class})",
-                a.attempt
+                last.attempt
             ),
         );
         out_headers.insert(dlq::OPERATOR, format!("{}-deliver", chain_name(self.tier)));
@@ -138,6 +119,32 @@ impl Processor<Key, Attempted> for Router {
             },
         );
         Ok(())
+    }
+}
+
+impl Router {
+    /// The delivery-attempt event of `attempt`: no payload, URL path or header value.
+    fn attempt_event(&self, a: &Attempted, attempt: &Attempt, host: &str) -> Record<Key, Vec<u8>> {
+        let event = serde_json::json!({
+            "webhookId": a.webhook_id,
+            "endpoint": host,
+            "attempt": attempt.attempt,
+            "status": attempt.status,
+            "latencyMs": attempt.latency.as_millis() as u64,
+            "outcome": attempt.outcome,
+            "errorClass": attempt.class.map(|c| c.as_str()),
+            "disposition": attempt.disposition.as_str(),
+            "tier": self.tier,
+            "attemptedAt": attempt.attempted_at,
+        });
+        let mut attempt_headers = sluice_engine::Headers::new();
+        attempt_headers.insert(headers::WEBHOOK_ID, a.webhook_id.as_str());
+        Record {
+            key: Some(a.webhook_id.as_bytes().to_vec()),
+            value: serde_json::to_vec(&event).expect("JSON serializes"),
+            headers: attempt_headers,
+            timestamp: attempt.attempted_at,
+        }
     }
 }
 

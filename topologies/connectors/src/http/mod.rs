@@ -21,6 +21,7 @@
 //!
 //! * [`config`]: [`HttpConfig`], read from `<prefix>.*` string keys and checked at once.
 //! * [`endpoint`]: [`Endpoint`], [`EndpointId`], [`DeliveryRequest`].
+//! * [`directory`]: [`EndpointDirectory`], endpoints and secrets configured by id.
 //! * [`guard`]: the SSRF guard and the resolver that pins checked addresses.
 //! * [`classify`]: [`Outcome`] and [`ErrorClass`] from a status or an error.
 //! * [`signing`]: Standard Webhooks signatures and the redacted [`Secret`].
@@ -35,6 +36,7 @@
 pub mod breaker;
 pub mod classify;
 pub mod config;
+pub mod directory;
 pub mod endpoint;
 pub mod guard;
 pub mod health;
@@ -47,6 +49,7 @@ pub mod signing;
 pub use breaker::{BreakerConfig, CircuitState};
 pub use classify::{ErrorClass, Outcome};
 pub use config::{ConfigError, HttpConfig, RateLimit};
+pub use directory::{DirectoryError, EndpointDirectory};
 pub use endpoint::{DeliveryRequest, Endpoint, EndpointId, RequestError};
 pub use guard::{Guard, GuardError};
 pub use retry::{Disposition, NextAttempt, RetrySchedule};
