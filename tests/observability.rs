@@ -177,7 +177,12 @@ fn every_metric_the_dashboard_queries_is_exported_by_a_running_worker() {
         &broker,
         "webhooks",
         "observability-dashboard",
-        &[("webhooks.allow.cidrs", "127.0.0.0/8")],
+        // One short tier: the endpoint's first answer is a 500, so a retry is held until
+        // due and then runs late (the tiers' metrics).
+        &[
+            ("webhooks.allow.cidrs", "127.0.0.0/8"),
+            ("webhooks.retry.delays.ms", "500"),
+        ],
     );
     let webhook = serde_json::json!({"url": endpoint.url(), "payload": {"kind": "test"}});
     let producer = support::producer(&broker.brokers);
@@ -294,7 +299,7 @@ fn an_enrichment_worker_exports_its_lookup_caches_metrics() {
     );
 }
 
-/// An HTTP endpoint on loopback that answers every webhook 200 and counts them.
+/// An HTTP endpoint on loopback that answers its first webhook 500 and every other 200.
 struct WebhookEndpoint {
     address: std::net::SocketAddr,
     _runtime: tokio::runtime::Runtime,
@@ -311,7 +316,16 @@ impl WebhookEndpoint {
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();
         let address = listener.local_addr().unwrap();
-        let app = axum::Router::new().route("/hook", axum::routing::post(|| async { "ok" }));
+        let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move || async move {
+                match answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                    0 => axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    _ => axum::http::StatusCode::OK,
+                }
+            }),
+        );
         runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
         Self {
             address,

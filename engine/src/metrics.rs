@@ -46,6 +46,9 @@ pub const ASYNC_IN_FLIGHT: &str = "sluice_async_calls_in_flight";
 pub const ASYNC_CALL_DURATION: &str = "sluice_async_call_duration_seconds";
 pub const ASYNC_CALL_TIMEOUTS: &str = "sluice_async_call_timeouts_total";
 pub const ASYNC_CALL_RETRIES: &str = "sluice_async_call_retries_total";
+// Records held until due (retry tiers).
+pub const DUE_HOLDS: &str = "sluice_due_holds_total";
+pub const DUE_LATENESS: &str = "sluice_due_lateness_seconds";
 
 /// Registers the help text of every metric with the installed recorder.
 pub fn describe() {
@@ -134,6 +137,14 @@ pub fn describe() {
         "Time from an async operator's call to its result, retries included, in seconds."
     );
     describe_counter!(
+        DUE_HOLDS,
+        "Times a partition of a held topic (a retry tier) paused until its next record fell due, by topic."
+    );
+    describe_histogram!(
+        DUE_LATENESS,
+        "How long after its due time a held topic's record was processed, by topic, in seconds: a retry tier's lag."
+    );
+    describe_counter!(
         ASYNC_CALL_TIMEOUTS,
         "Async calls that did not complete within their timeout."
     );
@@ -205,6 +216,16 @@ pub fn rebalance() {
 pub fn consumer_lag(topic: &str, partition: i32, lag: i64) {
     gauge!(CONSUMER_LAG, "topic" => topic.to_string(), "partition" => partition.to_string())
         .set(lag as f64);
+}
+
+/// A held topic's partition paused until its next record is due.
+pub fn due_hold(topic: &str) {
+    counter!(DUE_HOLDS, "topic" => topic.to_string()).increment(1);
+}
+
+/// A held topic's record processed `late` after its due time.
+pub fn due_lateness(topic: &str, late: Duration) {
+    histogram!(DUE_LATENESS, "topic" => topic.to_string()).record(late.as_secs_f64());
 }
 
 pub fn threads_running(running: usize) {

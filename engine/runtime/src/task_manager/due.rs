@@ -38,8 +38,10 @@ impl TaskManager {
         };
         let now = chrono::Utc::now().timestamp_millis();
         if due <= now {
+            sluice_engine::metrics::due_lateness(topic, Duration::from_millis((now - due) as u64));
             return false;
         }
+        sluice_engine::metrics::due_hold(topic);
         let wait = Duration::from_millis((due - now) as u64);
         let (partition, offset) = (message.partition(), message.offset());
         self.retries.hold_until(
