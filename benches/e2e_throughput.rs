@@ -22,6 +22,9 @@
 //!   in process behind its caches (over 95% hits), against (e); (hc)
 //!   `sluice-enrichment-cold`: the same against MongoDB with caches that keep nothing,
 //!   with the lookups' p99. See [`enrichment`].
+//! * (w) `sluice-webhooks`: the webhooks topology delivering to a fast local endpoint,
+//!   against (wb) `bare-reqwest`, a bare reqwest loop at the same concurrency, with the
+//!   p99 latency Sluice adds. See [`webhooks`].
 //!
 //! Every variant runs as a child process of this one, one stream thread each, so its peak
 //! RSS is its own. Throughput is counted from the first record consumed to the commit of
@@ -47,6 +50,9 @@ mod async_calls;
 
 #[path = "e2e_throughput/enrichment.rs"]
 mod enrichment;
+
+#[path = "e2e_throughput/webhooks.rs"]
+mod webhooks;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -175,6 +181,7 @@ fn main() {
         .map(|v| v.to_string())
         .chain(async_calls::variants())
         .chain(enrichment::variants())
+        .chain(webhooks::variants())
         .filter(|v| only.as_ref().is_none_or(|o| o.split(',').any(|x| x == v)))
         .collect();
     // The cold enrichment variant's MongoDB, loaded once; kept running until the end.
@@ -193,6 +200,7 @@ fn main() {
             let records = match async_calls::capacity_of(variant) {
                 Some(_) => call_records,
                 None if enrichment::is_cold(variant) => call_records,
+                None if webhooks::is_webhooks(variant) => call_records,
                 None => records,
             };
             let mut builds = vec![(variant.to_string(), &this_build, run)];
@@ -264,6 +272,8 @@ fn print_table(results: &HashMap<String, Vec<Measured>>, runs: u64, with_baselin
     rows.push(("gk".to_string(), "sluice-enrich-keyed".to_string()));
     rows.push(("h".to_string(), enrichment::WARM.to_string()));
     rows.push(("hc".to_string(), enrichment::COLD.to_string()));
+    rows.push(("wb".to_string(), "bare-reqwest".to_string()));
+    rows.push(("w".to_string(), "sluice-webhooks".to_string()));
     if with_baseline {
         for (letter, variant) in ["c", "d", "e"].iter().zip(&VARIANTS[2..]) {
             rows.push((format!("{letter}0"), baseline_name(variant)));
@@ -324,6 +334,18 @@ fn print_table(results: &HashMap<String, Vec<Measured>>, runs: u64, with_baselin
             println!("{letter}: p99 of the lookups that reached the reference data = {p99:.2} ms");
         }
     }
+    if let Some(r) = ratio("w", "wb") {
+        println!("w/wb (webhook deliveries / bare reqwest loop)        = {r:.2}   (goal >= 0.80)");
+    }
+    if let (Some(w), Some(wb)) = (results.get("sluice-webhooks"), results.get("bare-reqwest")) {
+        let p99 = |m: &Vec<Measured>| median(m.iter().map(|m| m.p99_ms).collect());
+        println!(
+            "w: p99 latency added to a delivery = {:.1} ms ({:.1} ms from the Kafka produce, against {:.1} ms for the bare POST)",
+            p99(w) - p99(wb),
+            p99(w),
+            p99(wb)
+        );
+    }
     if with_baseline {
         let ratios = ["c0/a", "d0/b", "c/c0", "d/d0", "e/e0"].map(|name| {
             let (x, y) = name.split_once('/').unwrap();
@@ -345,11 +367,13 @@ fn write_backlog(broker: &support::TestBroker, records: u64, call_records: u64) 
         ]
         .into_iter()
         .chain(enrichment::input_topics())
+        .chain([webhooks::INPUT_TOPIC])
         .collect::<Vec<_>>(),
         PARTITIONS,
     );
     let producer = backlog_producer(&broker.brokers);
     enrichment::write_backlog(&producer, records, call_records);
+    webhooks::write_backlog(&producer, call_records);
     for i in 0..records {
         send_waiting(&producer, INPUT_TOPIC, &format!("k{i}"), &value_of(i));
     }
@@ -441,6 +465,9 @@ fn run_child(variant: &str) -> Measured {
     let brokers = std::env::var("SLUICE_E2E_BROKERS").unwrap();
     let run: u64 = std::env::var("SLUICE_E2E_RUN").unwrap().parse().unwrap();
     let records: u64 = std::env::var("SLUICE_E2E_N").unwrap().parse().unwrap();
+    if webhooks::is_webhooks(variant) {
+        return webhooks::run_child(variant, &brokers, run, records);
+    }
     let output = match variant {
         "sluice-normalization" => OUTPUT_TOPIC.to_string(),
         _ if enrichment::is_enrichment(variant) => enrichment::output_topic(variant, run),
