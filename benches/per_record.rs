@@ -1,0 +1,101 @@
+//! Instructions per record, for callgrind: the operator chain (`operator_chain`'s, through
+//! a `Task`) and the normalization topology (generated EHR and pharmacy orders, Avro out,
+//! through its `Task`s), with no Kafka client and no clock in the count.
+//!
+//! `benches/callgrind.sh` runs this binary under `valgrind --tool=callgrind` twice per
+//! path, over N and 2N records, and prints (Ir(2N) − Ir(N)) ÷ N: the setup, the warm-up
+//! and the generation of the inputs cancel out, and what is left is what one more record
+//! costs. Instruction counts are stable on a noisy machine where seconds are not, so the
+//! figures in BENCHMARKS.md show a regression of a few percent.
+//!
+//!     per_record <chain|normalization> <records>
+//!
+//! Run as a test (`cargo test --bench per_record`), it runs both paths over 1,000 records
+//! and checks every record came out.
+
+#[path = "support/order_chain.rs"]
+mod order_chain;
+
+use std::sync::Arc;
+
+use sluice_engine::task::Task;
+use sluice_engine::{Headers, Origin, ProducerRecord, RawRecord};
+use sluice_topologies::generator::OrderGenerator;
+use sluice_topologies::normalization::{self, EHR_TOPIC, PHARMACY_TOPIC};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let positional: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    match positional.as_slice() {
+        [path, records] => {
+            let records: usize = records.parse().expect("a record count");
+            let out = run(path, records);
+            println!("{path}: {records} records in, {out} out");
+        }
+        // `cargo test --bench per_record` (and `cargo bench` without arguments).
+        _ => {
+            assert_eq!(run("chain", 1_000), 900, "the chain drops one order in ten");
+            assert_eq!(run("normalization", 1_000), 1_000, "no malformed orders");
+            println!("per_record: both paths ran; see benches/callgrind.sh");
+        }
+    }
+}
+
+/// Runs `records` records through `path`'s tasks; answers how many records came out.
+fn run(path: &str, records: usize) -> usize {
+    let mut out = Vec::with_capacity(records);
+    match path {
+        "chain" => {
+            let inputs = order_chain::inputs(records);
+            let mut task = Task::new(&order_chain::topology(0), 0, 0);
+            order_chain::engine(&mut task, &inputs, &mut out)
+        }
+        "normalization" => {
+            let topology = normalization::topology(normalization::local_output_serde());
+            let mut tasks: Vec<(Task, &std::collections::BTreeSet<String>)> = topology
+                .subtopologies()
+                .iter()
+                .enumerate()
+                .map(|(sub, spec)| (Task::new(&topology, sub, 0), &spec.source_topics))
+                .collect();
+            for raw in orders(records) {
+                let (task, _) = tasks
+                    .iter_mut()
+                    .find(|(_, topics)| topics.contains(&*raw.origin.topic))
+                    .expect("a task reads every feed");
+                task.process(&raw, &mut out).unwrap();
+            }
+            out.iter().filter(|r| is_output(r)).count()
+        }
+        other => panic!("unknown path {other}: chain or normalization"),
+    }
+}
+
+fn is_output(record: &ProducerRecord) -> bool {
+    &*record.topic == normalization::OUTPUT_TOPIC
+}
+
+/// `records` well-formed generated orders, alternately EHR and pharmacy.
+fn orders(records: usize) -> Vec<RawRecord> {
+    let mut generator = OrderGenerator::new(5);
+    let (ehr, pharmacy): (Arc<str>, Arc<str>) = (EHR_TOPIC.into(), PHARMACY_TOPIC.into());
+    (0..records)
+        .map(|i| {
+            let (topic, order) = match i % 2 {
+                0 => (ehr.clone(), generator.next_ehr()),
+                _ => (pharmacy.clone(), generator.next_pharmacy()),
+            };
+            RawRecord {
+                key: Some(order.key.into_bytes()),
+                value: Some(order.value),
+                headers: Headers::new(),
+                timestamp: 1_767_225_600_000 + i as i64,
+                origin: Origin {
+                    topic,
+                    partition: 0,
+                    offset: (i / 2) as i64,
+                },
+            }
+        })
+        .collect()
+}
