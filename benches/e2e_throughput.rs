@@ -12,7 +12,8 @@
 //!   (commit.interval.ms 100);
 //! * (d) `sluice-alos`: the same under at_least_once (commit.interval.ms 5000);
 //! * (e) `sluice-normalization`: the normalization topology under exactly_once_v2, over a
-//!   backlog of N generated EHR and pharmacy orders (their own sizes);
+//!   backlog of N generated EHR and pharmacy orders (their own sizes); (ea)
+//!   `sluice-normalization-alos`: the same under at_least_once (commit.interval.ms 5000);
 //! * (f) `sluice-calls-<capacity>`: `map_async` calling a local HTTP service that answers
 //!   in 5 ms, at capacity 1, 10, 100 and 1000, against 8 × capacity ÷ 5 ms;
 //! * (g) `sluice-enrich` and `sluice-enrich-keyed`: `enrich` at about 95% cache hits, in
@@ -25,6 +26,10 @@
 //! * (w) `sluice-webhooks`: the webhooks topology delivering to a fast local endpoint,
 //!   against (wb) `bare-reqwest`, a bare reqwest loop at the same concurrency, with the
 //!   p99 latency Sluice adds. See [`webhooks`].
+//! * (qe) `quix-normalization-eos` and (qa) `quix-normalization-alos`: the same
+//!   normalization written for Quix Streams (`benches/quix/normalize.py`, Python, installed
+//!   pinned by `benches/quix/install.sh`, which the harness runs once), against (e) and (ea):
+//!   the table ends with Sluice normalization ÷ Quix per guarantee. See [`quix`].
 //!
 //! Every variant runs as a child process of this one, one stream thread each, so its peak
 //! RSS is its own. Throughput is counted from the first record consumed to the commit of
@@ -35,7 +40,8 @@
 //! the reader's clock minus the input record's timestamp, which every variant keeps.
 //!
 //! `cargo bench --bench e2e_throughput` runs N = `SLUICE_E2E_RECORDS` (default 1,000,000)
-//! `SLUICE_E2E_RUNS` times (default 3) and prints the medians and the ratios c/a and d/b.
+//! `SLUICE_E2E_RUNS` times (default 3) and prints the medians and the ratios c/a and d/b
+//! (and e/qe, ea/qa: Sluice normalization ÷ Quix).
 //! With `SLUICE_E2E_BASELINE=<path>`, the e2e_throughput bench binary of another build
 //! (an earlier commit, say) runs the Sluice variants too, right after this build's, on the
 //! same broker and backlog: the table then shows both builds' c/a and d/b side by side.
@@ -51,6 +57,8 @@ mod async_calls;
 #[path = "e2e_throughput/enrichment.rs"]
 mod enrichment;
 
+#[path = "e2e_throughput/quix.rs"]
+mod quix;
 #[path = "e2e_throughput/webhooks.rs"]
 mod webhooks;
 
@@ -79,13 +87,22 @@ const VALUE_BYTES: usize = 200;
 const LATENCY_RECORDS: u64 = 2_000;
 const LATENCY_RATE: f64 = 1_000.0;
 
-const VARIANTS: [&str; 5] = [
+const VARIANTS: [&str; 6] = [
     "bare-eos",
     "bare-alos",
     "sluice-eos",
     "sluice-alos",
     "sluice-normalization",
+    "sluice-normalization-alos",
 ];
+
+/// The table letters of [`VARIANTS`], in order.
+const VARIANT_LETTERS: [&str; 6] = ["a", "b", "c", "d", "e", "ea"];
+
+/// Whether a variant runs the normalization topology (Sluice's, under either guarantee).
+fn is_sluice_normalization(variant: &str) -> bool {
+    variant == "sluice-normalization" || variant == "sluice-normalization-alos"
+}
 
 /// The variants a baseline build runs too: those every build has.
 const BASELINE_VARIANTS: [&str; 3] = ["sluice-eos", "sluice-alos", "sluice-normalization"];
@@ -182,6 +199,7 @@ fn main() {
         .chain(async_calls::variants())
         .chain(enrichment::variants())
         .chain(webhooks::variants())
+        .chain(quix::variants())
         .filter(|v| only.as_ref().is_none_or(|o| o.split(',').any(|x| x == v)))
         .collect();
     // The cold enrichment variant's MongoDB, loaded once; kept running until the end.
@@ -190,6 +208,17 @@ fn main() {
         .any(|v| enrichment::is_cold(v))
         .then(enrichment::start_mongo);
     let mongo_uri = mongo.as_ref().map_or(String::new(), |(_, uri)| uri.clone());
+    // Quix Streams, installed (pinned) once for all runs when a quix variant is selected.
+    let quix_python = if variants.iter().any(|v| quix::is_quix(v)) {
+        let installed = quix::install();
+        println!(
+            "Quix Streams {} (pinned by benches/quix/install.sh), {}",
+            installed.version, installed.python
+        );
+        installed.python
+    } else {
+        String::new()
+    };
     let mut results: HashMap<String, Vec<Measured>> = HashMap::new();
     for run in 0..runs {
         // A fresh broker per run: every run starts from the same empty log.
@@ -217,6 +246,7 @@ fn main() {
                     &[
                         ("SLUICE_E2E_SERVICE", &service),
                         ("SLUICE_E2E_MONGODB", &mongo_uri),
+                        (quix::PYTHON_ENV, &quix_python),
                     ],
                     variant,
                     child_run,
@@ -260,7 +290,7 @@ fn print_table(results: &HashMap<String, Vec<Measured>>, runs: u64, with_baselin
         "| variant | records/s | MB/s | p50 latency (ms) | p99 latency (ms) | peak RSS (MB) |"
     );
     println!("|---|---:|---:|---:|---:|---:|");
-    let mut rows: Vec<(String, String)> = ["a", "b", "c", "d", "e"]
+    let mut rows: Vec<(String, String)> = VARIANT_LETTERS
         .iter()
         .zip(VARIANTS)
         .map(|(letter, variant)| (letter.to_string(), variant.to_string()))
@@ -274,6 +304,8 @@ fn print_table(results: &HashMap<String, Vec<Measured>>, runs: u64, with_baselin
     rows.push(("hc".to_string(), enrichment::COLD.to_string()));
     rows.push(("wb".to_string(), "bare-reqwest".to_string()));
     rows.push(("w".to_string(), "sluice-webhooks".to_string()));
+    rows.push(("qe".to_string(), quix::EOS.to_string()));
+    rows.push(("qa".to_string(), quix::ALOS.to_string()));
     if with_baseline {
         for (letter, variant) in ["c", "d", "e"].iter().zip(&VARIANTS[2..]) {
             rows.push((format!("{letter}0"), baseline_name(variant)));
@@ -327,6 +359,12 @@ fn print_table(results: &HashMap<String, Vec<Measured>>, runs: u64, with_baselin
     }
     if let Some(r) = ratio("h", "e") {
         println!("h/e (enrichment at >95% hits / normalization alone)  = {r:.2}   (goal >= 0.80)");
+    }
+    if let Some(r) = ratio("e", "qe") {
+        println!("e/qe (Sluice normalization ÷ Quix, exactly-once)    = {r:.2}");
+    }
+    if let Some(r) = ratio("ea", "qa") {
+        println!("ea/qa (Sluice normalization ÷ Quix, at-least-once)  = {r:.2}");
     }
     for (letter, variant) in [("h", enrichment::WARM), ("hc", enrichment::COLD)] {
         if let Some(m) = results.get(variant) {
@@ -468,6 +506,9 @@ fn run_child(variant: &str) -> Measured {
     if webhooks::is_webhooks(variant) {
         return webhooks::run_child(variant, &brokers, run, records);
     }
+    if quix::is_quix(variant) {
+        return quix::run_child(variant, &brokers, run, records);
+    }
     let output = match variant {
         "sluice-normalization" => OUTPUT_TOPIC.to_string(),
         _ if enrichment::is_enrichment(variant) => enrichment::output_topic(variant, run),
@@ -544,6 +585,13 @@ fn run_child(variant: &str) -> Measured {
                     let topology = async_calls::calls_topology(&output, &service, capacity);
                     (built(topology), "exactly_once_v2")
                 }
+                "sluice-normalization-alos" => (
+                    built(normalization::topology_to(
+                        &output,
+                        normalization::local_output_serde(),
+                    )),
+                    "at_least_once",
+                ),
                 _ => (
                     built(normalization::topology(normalization::local_output_serde())),
                     "exactly_once_v2",
@@ -592,7 +640,9 @@ fn run_child(variant: &str) -> Measured {
     // otherwise decide the figure.
     let seconds = progress.seconds(!variant.ends_with("alos"));
     let bytes = match variant {
-        "sluice-normalization" => input_bytes(&brokers, &[EHR_TOPIC, PHARMACY_TOPIC]),
+        _ if is_sluice_normalization(variant) => {
+            input_bytes(&brokers, &[EHR_TOPIC, PHARMACY_TOPIC])
+        }
         _ => records * VALUE_BYTES as u64,
     };
 
@@ -787,7 +837,7 @@ fn measure_latency(brokers: &str, variant: &str, output: &str) -> Vec<i64> {
         .set("linger.ms", "0")
         .create()
         .unwrap();
-    let normalization = variant == "sluice-normalization";
+    let normalization = is_sluice_normalization(variant) || quix::is_quix(variant);
     let input = async_calls::input_topic(variant);
     let enriching = enrichment::is_enrichment(variant);
     let canonical_input = enrichment::input_topic(variant);

@@ -53,6 +53,12 @@ fn canonical_schema() -> Schema {
 
 /// The topology, writing canonical orders with `output` (registered or local).
 pub fn topology(output: AvroSerde<MedicationOrder>) -> Topology {
+    topology_to(OUTPUT_TOPIC, output)
+}
+
+/// The same topology writing its canonical events to `output_topic` instead of
+/// [`OUTPUT_TOPIC`]: for a second deployment beside the first (a bench, a migration).
+pub fn topology_to(output_topic: &str, output: AvroSerde<MedicationOrder>) -> Topology {
     let builder = TopologyBuilder::new(NAME);
     // Input keys are ignored: the output is re-keyed by orderId.
     let ehr = builder
@@ -72,7 +78,7 @@ pub fn topology(output: AvroSerde<MedicationOrder>) -> Topology {
         });
     ehr.merge("canonical-orders", &pharmacy).to(
         "canonical-sink",
-        OUTPUT_TOPIC,
+        output_topic,
         Serdes::string(),
         output,
     );
