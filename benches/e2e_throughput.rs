@@ -302,8 +302,9 @@ fn print_table(results: &HashMap<String, Vec<Measured>>, runs: u64, with_baselin
     rows.push(("gk".to_string(), "sluice-enrich-keyed".to_string()));
     rows.push(("h".to_string(), enrichment::WARM.to_string()));
     rows.push(("hc".to_string(), enrichment::COLD.to_string()));
-    rows.push(("wb".to_string(), "bare-reqwest".to_string()));
-    rows.push(("w".to_string(), "sluice-webhooks".to_string()));
+    for (letter, variant) in webhooks::VARIANTS {
+        rows.push((letter.to_string(), variant.to_string()));
+    }
     rows.push(("qe".to_string(), quix::EOS.to_string()));
     rows.push(("qa".to_string(), quix::ALOS.to_string()));
     if with_baseline {
@@ -374,6 +375,9 @@ fn print_table(results: &HashMap<String, Vec<Measured>>, runs: u64, with_baselin
     }
     if let Some(r) = ratio("w", "wb") {
         println!("w/wb (webhook deliveries / bare reqwest loop)        = {r:.2}   (goal >= 0.80)");
+    }
+    if let Some(r) = ratio("wa", "wk") {
+        println!("wa/wk (the same at-least-once / bare Kafka+reqwest)   = {r:.2}");
     }
     if let (Some(w), Some(wb)) = (results.get("sluice-webhooks"), results.get("bare-reqwest")) {
         let p99 = |m: &Vec<Measured>| median(m.iter().map(|m| m.p99_ms).collect());

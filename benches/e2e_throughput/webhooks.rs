@@ -14,6 +14,12 @@
 //! * (wb): 64 tasks on a tokio runtime share one reqwest client and POST the backlog's
 //!   bodies, each waiting for its answer before the next: no Kafka at all. It is the
 //!   ceiling of HTTP delivery on this machine.
+//! * (wa) `sluice-webhooks-alos`: (w) under at-least-once, against (wk)
+//!   `bare-kafka-reqwest`: an rdkafka consumer reading the same backlog, each webhook's
+//!   payload POSTed (64 in flight, one reqwest client) and an attempt event produced per
+//!   answer, offsets committed every 5 s once the deliveries before them are answered. No
+//!   engine: wa/wk is what Sluice costs over the same Kafka and HTTP work, where w/wb also
+//!   counts the broker, the consumer and the producer, which share these two cores.
 //!
 //! Latency: with the backlog delivered, 2,000 more webhooks are sent at 1,000 a second,
 //! each body carrying its send time; the endpoint takes its arrival time minus that. For
@@ -22,12 +28,16 @@
 //!
 //! These variants read a backlog of `SLUICE_E2E_CALL_RECORDS` webhooks (default 20,000).
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::serve::ListenerExt;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
 use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use sluice_runtime::{ConfigBuilder, Worker};
 use sluice_topologies::demo::send_waiting;
 use sluice_topologies::webhooks::{self, WebhooksConfig};
@@ -41,13 +51,20 @@ pub const CONCURRENCY: usize = 64;
 /// The endpoint id the backlog names.
 const ENDPOINT_ID: &str = "bench";
 
-/// The variants of this module, in table order.
+/// The variants of this module, in table order, with their table letters.
+pub const VARIANTS: [(&str, &str); 4] = [
+    ("wb", "bare-reqwest"),
+    ("w", "sluice-webhooks"),
+    ("wk", "bare-kafka-reqwest"),
+    ("wa", "sluice-webhooks-alos"),
+];
+
 pub fn variants() -> Vec<String> {
-    vec!["bare-reqwest".to_string(), "sluice-webhooks".to_string()]
+    VARIANTS.iter().map(|(_, v)| v.to_string()).collect()
 }
 
 pub fn is_webhooks(variant: &str) -> bool {
-    variant == "bare-reqwest" || variant == "sluice-webhooks"
+    VARIANTS.iter().any(|(_, v)| *v == variant)
 }
 
 /// The payload of webhook `n`: a 200-byte body like the map variants' records, with the
@@ -83,10 +100,15 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-/// What the endpoint has seen: deliveries, and the latencies of those sent with a time.
+/// What the endpoint has seen: deliveries, and the latencies of those sent with a time
+/// since the latency phase began.
 #[derive(Default)]
 struct Seen {
     delivered: AtomicU64,
+    /// Epoch ms: the start of this variant's latency phase (0 until then). The input topic
+    /// also holds the latency webhooks of the variants before this one, which it delivers
+    /// too: they do not count.
+    latency_from: std::sync::atomic::AtomicI64,
     latencies_ms: std::sync::Mutex<Vec<i64>>,
 }
 
@@ -109,7 +131,8 @@ fn start_endpoint() -> (String, Arc<Seen>, tokio::runtime::Runtime) {
                     .ok()
                     .and_then(|b| b["sentAt"].as_i64())
                     .unwrap_or(0);
-                if sent_at > 0 {
+                let from = seen.latency_from.load(Ordering::Relaxed);
+                if from > 0 && sent_at >= from {
                     seen.latencies_ms.lock().unwrap().push(now_ms() - sent_at);
                 }
                 axum::http::StatusCode::OK
@@ -127,22 +150,31 @@ fn start_endpoint() -> (String, Arc<Seen>, tokio::runtime::Runtime) {
 /// Runs (w) or (wb) in this child process over a backlog of `records`.
 pub fn run_child(variant: &str, brokers: &str, run: u64, records: u64) -> Measured {
     let (url, seen, _endpoint) = start_endpoint();
-    let (seconds, worker) = match variant {
+    let (seconds, running) = match variant {
         "bare-reqwest" => {
             let started = Instant::now();
             post_all(&url, records);
-            (started.elapsed().as_secs_f64(), None)
+            (started.elapsed().as_secs_f64(), Running::Nothing)
+        }
+        "bare-kafka-reqwest" => {
+            let (seconds, bare) = bare_kafka_loop(brokers, run, records, &url);
+            (seconds, Running::BareLoop(bare))
         }
         _ => {
-            let (seconds, worker) = deliver_backlog(brokers, run, records, &url);
-            (seconds, Some(worker))
+            let guarantee = match variant {
+                "sluice-webhooks-alos" => "at_least_once",
+                _ => "exactly_once_v2",
+            };
+            let (seconds, worker) = deliver_backlog(brokers, run, records, &url, guarantee);
+            (seconds, Running::Worker(worker))
         }
     };
     let delivered_backlog = seen.delivered.load(Ordering::Relaxed);
     eprintln!("{variant}: {records} webhooks in {seconds:.1} s; measuring latency");
-    match worker {
-        None => post_paced(&url),
-        Some(_) => produce_paced(brokers, records),
+    seen.latency_from.store(now_ms(), Ordering::Relaxed);
+    match running {
+        Running::Nothing => post_paced(&url),
+        _ => produce_paced(brokers, records),
     }
     let deadline = Instant::now() + Duration::from_secs(120);
     while (seen.latencies_ms.lock().unwrap().len() as u64) < LATENCY_RECORDS {
@@ -152,9 +184,16 @@ pub fn run_child(variant: &str, brokers: &str, run: u64, records: u64) -> Measur
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    if let Some(worker) = worker {
-        worker.stop();
-        worker.join().unwrap();
+    match running {
+        Running::Worker(worker) => {
+            worker.stop();
+            worker.join().unwrap();
+        }
+        Running::BareLoop((stop, handle)) => {
+            stop.store(true, Ordering::Relaxed);
+            handle.join().unwrap();
+        }
+        Running::Nothing => {}
     }
     let mut latencies = seen.latencies_ms.lock().unwrap().clone();
     latencies.sort_unstable();
@@ -168,6 +207,111 @@ pub fn run_child(variant: &str, brokers: &str, run: u64, records: u64) -> Measur
         peak_rss_mb: peak_rss_mb(),
         outputs: delivered_backlog,
         lookup_p99_ms: 0.0,
+    }
+}
+
+/// What keeps delivering through the latency phase.
+enum Running {
+    Nothing,
+    Worker(Worker),
+    BareLoop((Arc<AtomicBool>, std::thread::JoinHandle<()>)),
+}
+
+/// (wk): the bare Kafka loop on a thread of its own until stopped; returns the seconds from
+/// its first record consumed to its `records`th answer, and how to stop it.
+fn bare_kafka_loop(
+    brokers: &str,
+    run: u64,
+    records: u64,
+    url: &str,
+) -> (f64, (Arc<AtomicBool>, std::thread::JoinHandle<()>)) {
+    let progress = Arc::new(Progress::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let handle = {
+        let (brokers, url) = (brokers.to_string(), url.to_string());
+        let (progress, stop) = (progress.clone(), stop.clone());
+        std::thread::spawn(move || deliver_bare(&brokers, run, &url, &progress, &stop))
+    };
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    while progress.consumed.load(Ordering::Relaxed) < records {
+        assert!(
+            Instant::now() < deadline,
+            "bare-kafka-reqwest took over an hour"
+        );
+        assert!(!handle.is_finished(), "bare-kafka-reqwest stopped early");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    (progress.seconds(false), (stop, handle))
+}
+
+/// The loop of (wk). `progress` counts answers as consumed, and commits.
+fn deliver_bare(brokers: &str, run: u64, url: &str, progress: &Progress, stop: &AtomicBool) {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("e2e-bare-kafka-reqwest-{run}"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[INPUT_TOPIC]).unwrap();
+    let producer: Arc<ThreadedProducer<DefaultProducerContext>> = Arc::new(
+        rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("linger.ms", "5")
+            .set("enable.idempotence", "true")
+            .create()
+            .unwrap(),
+    );
+    let attempts = format!("e2e.bare-kafka-reqwest.attempts.{run}");
+    let runtime = one_thread_runtime();
+    let client = client();
+    let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
+    let answered = Arc::new(AtomicU64::new(0));
+    let mut offsets: HashMap<i32, i64> = HashMap::new();
+    let mut last_commit = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        if let Some(message) = consumer.poll(Duration::from_millis(20)) {
+            let message = message.unwrap();
+            let webhook: serde_json::Value =
+                serde_json::from_slice(message.payload().unwrap_or_default()).unwrap();
+            let body = serde_json::to_vec(&webhook["payload"]).unwrap();
+            let key = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
+            let permit = runtime.block_on(permits.clone().acquire_owned()).unwrap();
+            let (client, url, producer) = (client.clone(), url.to_string(), producer.clone());
+            let (attempts, answered) = (attempts.clone(), answered.clone());
+            runtime.spawn(async move {
+                let started = Instant::now();
+                let answer = client.post(&url).body(body).send().await.unwrap();
+                let event = serde_json::json!({"webhookId": key, "status": answer.status().as_u16(),
+                    "latencyMs": started.elapsed().as_millis() as u64});
+                send_waiting(
+                    &producer,
+                    &attempts,
+                    &key,
+                    &serde_json::to_vec(&event).unwrap(),
+                );
+                answered.fetch_add(1, Ordering::Relaxed);
+                drop(permit);
+            });
+            offsets.insert(message.partition(), message.offset() + 1);
+        }
+        progress.observe(answered.load(Ordering::Relaxed), 0);
+        if last_commit.elapsed() >= Duration::from_secs(5) && !offsets.is_empty() {
+            // At-least-once: an offset is committed once every delivery before it answered.
+            let all = runtime
+                .block_on(permits.acquire_many(CONCURRENCY as u32))
+                .unwrap();
+            producer.flush(Duration::from_secs(30)).unwrap();
+            drop(all);
+            let mut committed = TopicPartitionList::new();
+            for (partition, offset) in offsets.drain() {
+                committed
+                    .add_partition_offset(INPUT_TOPIC, partition, Offset::Offset(offset))
+                    .unwrap();
+            }
+            consumer.commit(&committed, CommitMode::Sync).unwrap();
+            last_commit = Instant::now();
+        }
     }
 }
 
@@ -256,8 +400,14 @@ fn produce_paced(brokers: &str, records: u64) {
 
 /// (w): runs the webhooks worker until the backlog's offsets are committed; returns the
 /// seconds from the first record consumed to the last commit, and the running worker.
-fn deliver_backlog(brokers: &str, run: u64, records: u64, url: &str) -> (f64, Worker) {
-    let application_id = format!("e2e-sluice-webhooks-{run}");
+fn deliver_backlog(
+    brokers: &str,
+    run: u64,
+    records: u64,
+    url: &str,
+    guarantee: &str,
+) -> (f64, Worker) {
+    let application_id = format!("e2e-sluice-webhooks-{guarantee}-{run}");
     let dir = std::env::temp_dir().join(format!("sluice-e2e-{application_id}"));
     std::fs::create_dir_all(&dir).unwrap();
     let endpoints = dir.join("endpoints.json");
@@ -267,10 +417,11 @@ fn deliver_backlog(brokers: &str, run: u64, records: u64, url: &str) -> (f64, Wo
     )
     .unwrap();
     let per_task = (CONCURRENCY / PARTITIONS as usize).to_string();
+    let attempts = format!("e2e.webhooks.attempts.{guarantee}.{run}");
     let concurrency = CONCURRENCY.to_string();
     let config = WebhooksConfig::from_map([
         ("webhooks.input.topic", INPUT_TOPIC),
-        ("webhooks.attempts.topic", "e2e.webhooks.attempts"),
+        ("webhooks.attempts.topic", attempts.as_str()),
         ("webhooks.endpoints.file", endpoints.to_str().unwrap()),
         ("webhooks.allow.cidrs", "127.0.0.1/32"),
         ("webhooks.max.in.flight", per_task.as_str()),
@@ -281,7 +432,7 @@ fn deliver_backlog(brokers: &str, run: u64, records: u64, url: &str) -> (f64, Wo
     let worker_config = ConfigBuilder::new()
         .set("application.id", application_id.clone(), "e2e")
         .set("bootstrap.servers", brokers, "e2e")
-        .set("processing.guarantee", "exactly_once_v2", "e2e")
+        .set("processing.guarantee", guarantee, "e2e")
         .set("state.dir", dir.join("state").display().to_string(), "e2e")
         .set("topic.replication.factor", "1", "e2e")
         .set("metrics.address", "off", "e2e")
@@ -303,5 +454,7 @@ fn deliver_backlog(brokers: &str, run: u64, records: u64, url: &str) -> (f64, Wo
         );
         std::thread::sleep(Duration::from_millis(2));
     }
-    (progress.seconds(true), worker)
+    // Exactly-once to the last commit; at-least-once to the last record processed, as the
+    // other variants are timed.
+    (progress.seconds(guarantee != "at_least_once"), worker)
 }
