@@ -389,3 +389,59 @@ fn a_webhook_naming_a_configured_endpoint_goes_there_signed_with_its_referenced_
         dead[dlq::ERROR_MESSAGE]
     );
 }
+
+#[test]
+fn a_disabled_endpoints_events_are_kept_and_replay_brings_them_back() {
+    let rt = runtime();
+    let receiver = Receiver::start(&rt, "127.0.0.1", Vec::new());
+    receiver.fail("/down", 1_000);
+    // Disabled after failing for 1 s: the first event's third attempt (0.9 s after its
+    // first) or fourth finds it so.
+    let mut harness = Harness::start(&[("webhooks.disable.after.ms", "1000")]);
+    harness.send("evt-first", &receiver.url("/down"));
+    harness.wait_until("the first event dead-lettered", || {
+        harness.dead_letters().len() == 1
+    });
+    let requests_before = receiver.received().len();
+    harness.send("evt-second", &receiver.url("/down"));
+    harness.wait_until("the second event dead-lettered", || {
+        harness.dead_letters().len() == 2
+    });
+    for dead in harness.dead_letters() {
+        assert_eq!(dead[headers::REASON], "endpoint-disabled", "{dead:?}");
+        assert_eq!(dead[headers::ENDPOINT_HOST], "127.0.0.1");
+    }
+    assert_eq!(
+        receiver.received().len(),
+        requests_before,
+        "a disabled endpoint gets no call"
+    );
+
+    // Its owner fixes it; a new worker starts with the endpoint enabled; replay.
+    receiver.fail("/down", 0);
+    harness.restart_worker();
+    let summary = replay::replay(
+        &harness.broker.brokers,
+        &harness.config,
+        &ReplayFilter::default(),
+    )
+    .unwrap();
+    assert_eq!(summary.replayed, 2);
+    harness.wait_until("both delivered", || {
+        receiver
+            .received()
+            .iter()
+            .filter(|r| r.answered == 200)
+            .count()
+            == 2
+    });
+    let delivered: Vec<String> = receiver
+        .received()
+        .iter()
+        .filter(|r| r.answered == 200)
+        .map(|r| r.header("webhook-id").to_string())
+        .collect();
+    assert!(delivered.contains(&"evt-first".to_string()), "{delivered:?}");
+    assert!(delivered.contains(&"evt-second".to_string()), "{delivered:?}");
+    assert_eq!(harness.dead_letters().len(), 2, "nothing new dead-lettered");
+}

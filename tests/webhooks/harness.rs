@@ -45,9 +45,7 @@ impl Harness {
         topics.extend((1..=config.http.retry.tiers()).map(|n| config.tier_topic(n)));
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
         broker.create_topics(&topics, 2);
-        let dir = std::env::temp_dir().join(format!("sluice-webhooks-{}", uuid::Uuid::new_v4()));
-        let worker_config = broker.worker_config("webhooks", &dir, &[]);
-        let worker = Worker::start(webhooks::topology(config.clone()), worker_config).unwrap();
+        let worker = start_worker(&broker, &config);
         let producer = support::producer(&broker.brokers);
         Harness {
             broker,
@@ -55,6 +53,16 @@ impl Harness {
             worker: Some(worker),
             producer,
         }
+    }
+
+    /// Stops the worker and starts another in its place (what was disabled in the first is
+    /// enabled in the second: endpoint health is per process).
+    pub fn restart_worker(&mut self) {
+        if let Some(worker) = self.worker.take() {
+            worker.stop();
+            worker.join().unwrap();
+        }
+        self.worker = Some(start_worker(&self.broker, &self.config));
     }
 
     /// Sends one webhook input as is.
@@ -94,6 +102,12 @@ impl Harness {
     pub fn wait_until(&self, what: &str, condition: impl FnMut() -> bool) {
         support::wait_until(what, Duration::from_secs(60), condition);
     }
+}
+
+fn start_worker(broker: &TestBroker, config: &WebhooksConfig) -> Worker {
+    let dir = std::env::temp_dir().join(format!("sluice-webhooks-{}", uuid::Uuid::new_v4()));
+    let worker_config = broker.worker_config("webhooks", &dir, &[]);
+    Worker::start(webhooks::topology(config.clone()), worker_config).unwrap()
 }
 
 impl Drop for Harness {
