@@ -62,17 +62,28 @@ mod quix;
 #[path = "e2e_throughput/webhooks.rs"]
 mod webhooks;
 
+#[path = "e2e_throughput/bare.rs"]
+mod bare;
+#[path = "e2e_throughput/latency.rs"]
+mod latency;
+#[path = "e2e_throughput/progress.rs"]
+mod progress;
+
+use bare::bare_loop;
+use latency::measure_latency;
+use progress::Progress;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use sluice_engine::{Serdes, Topology, TopologyBuilder};
 use sluice_runtime::config::ENV_PREFIX;
@@ -669,44 +680,6 @@ fn run_child(variant: &str) -> Measured {
     }
 }
 
-/// Records consumed and committed, and when the first was consumed, the last consumed
-/// and the last committed.
-#[derive(Default)]
-struct Progress {
-    consumed: AtomicU64,
-    committed: AtomicU64,
-    first_consumed: std::sync::OnceLock<Instant>,
-    last_consumed: std::sync::Mutex<Option<Instant>>,
-    last_committed: std::sync::Mutex<Option<Instant>>,
-}
-
-impl Progress {
-    fn observe(&self, consumed: u64, committed: u64) {
-        if consumed > 0 {
-            self.first_consumed.get_or_init(Instant::now);
-        }
-        if consumed > self.consumed.load(Ordering::Relaxed) {
-            *self.last_consumed.lock().unwrap() = Some(Instant::now());
-            self.consumed.store(consumed, Ordering::Relaxed);
-        }
-        if committed > self.committed.load(Ordering::Relaxed) {
-            *self.last_committed.lock().unwrap() = Some(Instant::now());
-            self.committed.store(committed, Ordering::Relaxed);
-        }
-    }
-
-    /// From the first record consumed to the last committed (`to_commit`) or consumed.
-    fn seconds(&self, to_commit: bool) -> f64 {
-        let first = *self.first_consumed.get().unwrap();
-        let last = if to_commit {
-            &self.last_committed
-        } else {
-            &self.last_consumed
-        };
-        (last.lock().unwrap().unwrap() - first).as_secs_f64()
-    }
-}
-
 fn map_topology(output: &str) -> Topology {
     let builder = TopologyBuilder::new("e2e-map");
     builder
@@ -714,186 +687,6 @@ fn map_topology(output: &str) -> Topology {
         .map_values("upper", |v: Vec<u8>| transform(&v))
         .to("output", output, Serdes::bytes(), Serdes::bytes());
     builder.build().unwrap()
-}
-
-/// The floor: one consumer, one producer, the same map, no engine.
-fn bare_loop(
-    brokers: &str,
-    group: &str,
-    output: &str,
-    transactional: bool,
-    progress: &Progress,
-    stop: &AtomicBool,
-) {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("partition.assignment.strategy", "range")
-        .set(
-            "isolation.level",
-            if transactional {
-                "read_committed"
-            } else {
-                "read_uncommitted"
-            },
-        )
-        .create()
-        .unwrap();
-    consumer.subscribe(&[INPUT_TOPIC]).unwrap();
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", brokers)
-        .set("partitioner", "murmur2_random")
-        .set("linger.ms", "5");
-    if transactional {
-        config.set("transactional.id", format!("{group}-bare"));
-    } else {
-        config.set("enable.idempotence", "true");
-    }
-    let producer: ThreadedProducer<DefaultProducerContext> = config.create().unwrap();
-    let timeout = Duration::from_secs(30);
-    let interval = Duration::from_millis(if transactional { 100 } else { 5000 });
-    if transactional {
-        producer.init_transactions(timeout).unwrap();
-    }
-    let mut offsets: HashMap<i32, i64> = HashMap::new();
-    let (mut consumed, mut committed) = (0u64, 0u64);
-    let mut transaction_open = false;
-    let mut last_commit = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        if let Some(message) = consumer.poll(Duration::from_millis(20)) {
-            let message = message.unwrap();
-            if transactional && !transaction_open {
-                producer.begin_transaction().unwrap();
-                transaction_open = true;
-            }
-            let value = transform(message.payload().unwrap_or_default());
-            let mut record = BaseRecord::<[u8], [u8]>::to(output)
-                .payload(&value)
-                .timestamp(message.timestamp().to_millis().unwrap_or(0));
-            if let Some(key) = message.key() {
-                record = record.key(key);
-            }
-            let mut record = Some(record);
-            while let Some(r) = record.take() {
-                if let Err((_, back)) = producer.send(r) {
-                    record = Some(back);
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-            offsets.insert(message.partition(), message.offset() + 1);
-            consumed += 1;
-            progress.observe(consumed, committed);
-        }
-        if last_commit.elapsed() >= interval && !offsets.is_empty() {
-            let mut tpl = TopicPartitionList::new();
-            for (partition, offset) in offsets.drain() {
-                tpl.add_partition_offset(INPUT_TOPIC, partition, Offset::Offset(offset))
-                    .unwrap();
-            }
-            if transactional {
-                let metadata = consumer.group_metadata().unwrap();
-                producer
-                    .send_offsets_to_transaction(&tpl, &metadata, timeout)
-                    .unwrap();
-                producer.commit_transaction(timeout).unwrap();
-                transaction_open = false;
-            } else {
-                producer.flush(timeout).unwrap();
-                consumer.commit(&tpl, CommitMode::Sync).unwrap();
-            }
-            committed = consumed;
-            progress.observe(consumed, committed);
-            last_commit = Instant::now();
-        }
-    }
-}
-
-/// Writes 2,000 records at 1,000/s to the variant's input and reads them back from its
-/// output; returns the end-to-end latencies in milliseconds, sorted.
-fn measure_latency(brokers: &str, variant: &str, output: &str) -> Vec<i64> {
-    let reader: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("e2e-latency-reader-{variant}"))
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "10")
-        .create()
-        .unwrap();
-    // Start at each partition's end as it is now, before the first latency record is
-    // written: an exact offset, where `Offset::End` would resolve whenever the reader
-    // first fetches and could skip records written before that on a busy machine.
-    let mut assignment = TopicPartitionList::new();
-    for partition in 0..PARTITIONS {
-        let (_, high) = reader
-            .fetch_watermarks(output, partition, Duration::from_secs(30))
-            .unwrap();
-        assignment
-            .add_partition_offset(output, partition, Offset::Offset(high))
-            .unwrap();
-    }
-    reader.assign(&assignment).unwrap();
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "0")
-        .create()
-        .unwrap();
-    let normalization = is_sluice_normalization(variant) || quix::is_quix(variant);
-    let input = async_calls::input_topic(variant);
-    let enriching = enrichment::is_enrichment(variant);
-    let canonical_input = enrichment::input_topic(variant);
-    let written_from = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    let writer = std::thread::spawn(move || {
-        let started = Instant::now();
-        let mut generator = OrderGenerator::new(99);
-        for i in 0..LATENCY_RECORDS {
-            if normalization {
-                let order = generator.next_ehr();
-                send_waiting(&producer, EHR_TOPIC, &order.key, &order.value);
-            } else if enriching {
-                let (key, value) = enrichment::latency_record(&mut generator);
-                send_waiting(&producer, canonical_input, &key, &value);
-            } else {
-                send_waiting(&producer, input, &format!("lat{i}"), &value_of(i));
-            }
-            let due = started + Duration::from_secs_f64((i + 1) as f64 / LATENCY_RATE);
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
-        }
-        producer.flush(Duration::from_secs(30)).unwrap();
-    });
-    let mut latencies = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    // Only the records written now count. The input topics are shared, so a variant's
-    // input also holds the latency records of the variants before it, and their outputs,
-    // minutes old, can come out now.
-    let written_from = written_from.as_millis() as i64;
-    while (latencies.len() as u64) < LATENCY_RECORDS {
-        assert!(
-            Instant::now() < deadline,
-            "{variant}: only {} of {LATENCY_RECORDS} latency records came out",
-            latencies.len()
-        );
-        if let Some(Ok(message)) = reader.poll(Duration::from_millis(50)) {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis() as i64;
-            match message.timestamp().to_millis() {
-                Some(written) if written >= written_from => latencies.push(now - written),
-                _ => {}
-            }
-        }
-    }
-    writer.join().unwrap();
-    latencies.sort_unstable();
-    latencies
 }
 
 /// Records in the committed part of `topic`, by its watermarks.

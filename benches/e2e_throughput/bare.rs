@@ -1,0 +1,110 @@
+//! The floor of the map variants: (a) and (b), a consume→produce loop on rdkafka with no
+//! engine, transactional or not.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use super::{INPUT_TOPIC, Progress, transform};
+
+/// The floor: one consumer, one producer, the same map, no engine.
+pub fn bare_loop(
+    brokers: &str,
+    group: &str,
+    output: &str,
+    transactional: bool,
+    progress: &Progress,
+    stop: &AtomicBool,
+) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "range")
+        .set(
+            "isolation.level",
+            if transactional {
+                "read_committed"
+            } else {
+                "read_uncommitted"
+            },
+        )
+        .create()
+        .unwrap();
+    consumer.subscribe(&[INPUT_TOPIC]).unwrap();
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5");
+    if transactional {
+        config.set("transactional.id", format!("{group}-bare"));
+    } else {
+        config.set("enable.idempotence", "true");
+    }
+    let producer: ThreadedProducer<DefaultProducerContext> = config.create().unwrap();
+    let timeout = Duration::from_secs(30);
+    let interval = Duration::from_millis(if transactional { 100 } else { 5000 });
+    if transactional {
+        producer.init_transactions(timeout).unwrap();
+    }
+    let mut offsets: HashMap<i32, i64> = HashMap::new();
+    let (mut consumed, mut committed) = (0u64, 0u64);
+    let mut transaction_open = false;
+    let mut last_commit = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        if let Some(message) = consumer.poll(Duration::from_millis(20)) {
+            let message = message.unwrap();
+            if transactional && !transaction_open {
+                producer.begin_transaction().unwrap();
+                transaction_open = true;
+            }
+            let value = transform(message.payload().unwrap_or_default());
+            let mut record = BaseRecord::<[u8], [u8]>::to(output)
+                .payload(&value)
+                .timestamp(message.timestamp().to_millis().unwrap_or(0));
+            if let Some(key) = message.key() {
+                record = record.key(key);
+            }
+            let mut record = Some(record);
+            while let Some(r) = record.take() {
+                if let Err((_, back)) = producer.send(r) {
+                    record = Some(back);
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            offsets.insert(message.partition(), message.offset() + 1);
+            consumed += 1;
+            progress.observe(consumed, committed);
+        }
+        if last_commit.elapsed() >= interval && !offsets.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for (partition, offset) in offsets.drain() {
+                tpl.add_partition_offset(INPUT_TOPIC, partition, Offset::Offset(offset))
+                    .unwrap();
+            }
+            if transactional {
+                let metadata = consumer.group_metadata().unwrap();
+                producer
+                    .send_offsets_to_transaction(&tpl, &metadata, timeout)
+                    .unwrap();
+                producer.commit_transaction(timeout).unwrap();
+                transaction_open = false;
+            } else {
+                producer.flush(timeout).unwrap();
+                consumer.commit(&tpl, CommitMode::Sync).unwrap();
+            }
+            committed = consumed;
+            progress.observe(consumed, committed);
+            last_commit = Instant::now();
+        }
+    }
+}
