@@ -654,18 +654,21 @@ fn run_child(variant: &str) -> Measured {
     // last record processed: its commit comes on a 5 s schedule whose phase would
     // otherwise decide the figure.
     let seconds = progress.seconds(!variant.ends_with("alos"));
-    let bytes = match variant {
-        _ if is_sluice_normalization(variant) => {
-            input_bytes(&brokers, &[EHR_TOPIC, PHARMACY_TOPIC])
-        }
-        _ => records * VALUE_BYTES as u64,
-    };
 
     eprintln!("{variant}: {records} records in {seconds:.1} s; measuring latency");
     let latencies = measure_latency(&brokers, variant, &output);
     eprintln!("{variant}: latency measured; stopping");
     stop.store(true, Ordering::Relaxed);
     processing.join().unwrap();
+    // The variant's peak, read before the checks below: they read whole topics into this
+    // process (every output record with its headers), which would otherwise count.
+    let peak_rss_mb = peak_rss_mb();
+    let bytes = match variant {
+        _ if is_sluice_normalization(variant) => {
+            input_bytes(&brokers, &[EHR_TOPIC, PHARMACY_TOPIC])
+        }
+        _ => records * VALUE_BYTES as u64,
+    };
     let outputs = committed_count(&brokers, &output);
     let quantile = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize] as f64;
     Measured {
@@ -674,7 +677,7 @@ fn run_child(variant: &str) -> Measured {
         bytes,
         p50_ms: quantile(0.50),
         p99_ms: quantile(0.99),
-        peak_rss_mb: peak_rss_mb(),
+        peak_rss_mb,
         outputs,
         lookup_p99_ms: enrichment::p99(&lookup_durations),
     }
