@@ -441,7 +441,13 @@ fn a_disabled_endpoints_events_are_kept_and_replay_brings_them_back() {
         .filter(|r| r.answered == 200)
         .map(|r| r.header("webhook-id").to_string())
         .collect();
-    assert!(delivered.contains(&"evt-first".to_string()), "{delivered:?}");
-    assert!(delivered.contains(&"evt-second".to_string()), "{delivered:?}");
+    assert!(
+        delivered.contains(&"evt-first".to_string()),
+        "{delivered:?}"
+    );
+    assert!(
+        delivered.contains(&"evt-second".to_string()),
+        "{delivered:?}"
+    );
     assert_eq!(harness.dead_letters().len(), 2, "nothing new dead-lettered");
 }
