@@ -17,17 +17,23 @@ use super::{
     quix, value_of,
 };
 
-/// Writes 2,000 records at 1,000/s to the variant's input and reads them back from its
-/// output; returns the end-to-end latencies in milliseconds, sorted.
-pub fn measure_latency(brokers: &str, variant: &str, output: &str) -> Vec<i64> {
-    let reader: BaseConsumer = ClientConfig::new()
+/// A consumer reading only committed records, fetching without waiting long: what sees a
+/// variant's output as its users would, as soon as they could.
+pub fn committed_reader(brokers: &str, group: &str) -> BaseConsumer {
+    ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .set("group.id", format!("e2e-latency-reader-{variant}"))
+        .set("group.id", group)
         .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "10")
         .create()
-        .unwrap();
+        .unwrap()
+}
+
+/// Writes 2,000 records at 1,000/s to the variant's input and reads them back from its
+/// output; returns the end-to-end latencies in milliseconds, sorted.
+pub fn measure_latency(brokers: &str, variant: &str, output: &str) -> Vec<i64> {
+    let reader = committed_reader(brokers, &format!("e2e-latency-reader-{variant}"));
     // Start at each partition's end as it is now, before the first latency record is
     // written: an exact offset, where `Offset::End` would resolve whenever the reader
     // first fetches and could skip records written before that on a busy machine.

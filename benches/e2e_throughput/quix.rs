@@ -37,8 +37,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use sluice_runtime::{ConfigBuilder, admin};
 use sluice_topologies::normalization::{EHR_TOPIC, PHARMACY_TOPIC};
@@ -230,14 +229,8 @@ impl Quix {
     /// Counts the output's records with a read_committed reader until there are
     /// `target`; returns the seconds since spawn. Panics if Python exits first.
     fn wait_for_outputs(&mut self, brokers: &str, output: &str, target: u64) -> f64 {
-        let reader: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("group.id", format!("e2e-quix-counter-{}", self.variant))
-            .set("isolation.level", "read_committed")
-            .set("enable.auto.commit", "false")
-            .set("fetch.wait.max.ms", "10")
-            .create()
-            .unwrap();
+        let group = format!("e2e-quix-counter-{}", self.variant);
+        let reader = super::latency::committed_reader(brokers, &group);
         let mut assignment = TopicPartitionList::new();
         for partition in 0..PARTITIONS {
             assignment
