@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Instructions per record of the operator chain and of normalization, counted by
-# callgrind (benches/per_record.rs): (Ir(2N) - Ir(N)) / N, so setup and input generation
-# cancel out. Stable to a fraction of a percent between runs on a noisy machine.
+# callgrind (benches/per_record.rs) inside Task::process only (--toggle-collect), so the
+# generation of the inputs is not counted, as (Ir(2N) - Ir(N)) / N, so the first records'
+# warm-up cancels out. Stable to within 1% between runs on a noisy machine.
 #
 #   bash benches/callgrind.sh [N]      (default N = 20000)
 #
@@ -20,7 +21,8 @@ for line in sys.stdin:
 [ -x "$binary" ] || { echo "callgrind.sh: the per_record bench did not build" >&2; exit 1; }
 
 instructions() { # <path> <records>: the Ir callgrind collected
-  valgrind --tool=callgrind --callgrind-out-file=/dev/null "$binary" "$1" "$2" 2>&1 >/dev/null \
+  valgrind --tool=callgrind --toggle-collect='*Task::process*' --callgrind-out-file=/dev/null \
+    "$binary" "$1" "$2" 2>&1 >/dev/null \
     | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
 }
 

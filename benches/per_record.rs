@@ -3,9 +3,9 @@
 //! through its `Task`s), with no Kafka client and no clock in the count.
 //!
 //! `benches/callgrind.sh` runs this binary under `valgrind --tool=callgrind` twice per
-//! path, over N and 2N records, and prints (Ir(2N) − Ir(N)) ÷ N: the setup, the warm-up
-//! and the generation of the inputs cancel out, and what is left is what one more record
-//! costs. Instruction counts are stable on a noisy machine where seconds are not, so the
+//! path, over N and 2N records, counting inside `Task::process` only (so neither the setup
+//! nor the generation of the inputs counts), and prints (Ir(2N) − Ir(N)) ÷ N: the first
+//! records' warm-up cancels out, and what is left is what one more record costs. Instruction counts are stable on a noisy machine where seconds are not, so the
 //! figures in BENCHMARKS.md show a regression of a few percent.
 //!
 //!     per_record <chain|normalization> <records>
