@@ -290,6 +290,11 @@ fn baseline_name(variant: &str) -> String {
     format!("baseline {variant}")
 }
 
+/// The `q` quantile of `sorted` latencies (ms).
+fn quantile(sorted: &[i64], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q) as usize] as f64
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -670,13 +675,12 @@ fn run_child(variant: &str) -> Measured {
         _ => records * VALUE_BYTES as u64,
     };
     let outputs = committed_count(&brokers, &output);
-    let quantile = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize] as f64;
     Measured {
         records,
         seconds,
         bytes,
-        p50_ms: quantile(0.50),
-        p99_ms: quantile(0.99),
+        p50_ms: quantile(&latencies, 0.50),
+        p99_ms: quantile(&latencies, 0.99),
         peak_rss_mb,
         outputs,
         lookup_p99_ms: enrichment::p99(&lookup_durations),

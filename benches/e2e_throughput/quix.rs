@@ -42,7 +42,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use sluice_runtime::{ConfigBuilder, admin};
 use sluice_topologies::normalization::{EHR_TOPIC, PHARMACY_TOPIC};
 
-use super::{Measured, PARTITIONS};
+use super::{Measured, PARTITIONS, quantile};
 
 /// Quix Streams' exactly-once variant.
 pub const EOS: &str = "quix-normalization-eos";
@@ -141,13 +141,12 @@ pub fn run_child(variant: &str, brokers: &str, run: u64, records: u64) -> Measur
     eprintln!("{variant}: latency measured; stopping");
     let peak_rss_mb = quix.stop();
     let outputs = super::committed_count(brokers, &output);
-    let quantile = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize] as f64;
     Measured {
         records,
         seconds,
         bytes,
-        p50_ms: quantile(0.50),
-        p99_ms: quantile(0.99),
+        p50_ms: quantile(&latencies, 0.50),
+        p99_ms: quantile(&latencies, 0.99),
         peak_rss_mb,
         outputs,
         lookup_p99_ms: 0.0,

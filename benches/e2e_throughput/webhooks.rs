@@ -42,7 +42,7 @@ use sluice_runtime::{ConfigBuilder, Worker};
 use sluice_topologies::demo::send_waiting;
 use sluice_topologies::webhooks::{self, WebhooksConfig};
 
-use super::{LATENCY_RATE, LATENCY_RECORDS, Measured, PARTITIONS, Progress, peak_rss_mb};
+use super::{LATENCY_RATE, LATENCY_RECORDS, Measured, PARTITIONS, Progress, peak_rss_mb, quantile};
 
 /// The input of the (w) variant: its own, so the tiers and attempts are its own too.
 pub const INPUT_TOPIC: &str = "e2e.webhooks";
@@ -197,13 +197,12 @@ pub fn run_child(variant: &str, brokers: &str, run: u64, records: u64) -> Measur
     }
     let mut latencies = seen.latencies_ms.lock().unwrap().clone();
     latencies.sort_unstable();
-    let quantile = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize] as f64;
     Measured {
         records,
         seconds,
         bytes: records * 200,
-        p50_ms: quantile(0.50),
-        p99_ms: quantile(0.99),
+        p50_ms: quantile(&latencies, 0.50),
+        p99_ms: quantile(&latencies, 0.99),
         peak_rss_mb: peak_rss_mb(),
         outputs: delivered_backlog,
         lookup_p99_ms: 0.0,
