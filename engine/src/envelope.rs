@@ -25,6 +25,36 @@ pub struct EventMetadata {
     pub version: String,
 }
 
+impl EventMetadata {
+    /// Reads metadata from its JSON text (an envelope's `metadata` member). The error names
+    /// the field that is missing or mistyped, never a value.
+    pub fn from_json(text: &str) -> Result<Self, String> {
+        serde_json::from_str(text).map_err(metadata_error)
+    }
+
+    /// The lineage these metadata give the event they describe.
+    pub fn lineage(&self) -> Lineage {
+        Lineage {
+            event_id: Some(self.event_id.clone()),
+            correlation_id: self.correlation_id.clone(),
+            causation_id: self.causation_id.clone(),
+        }
+    }
+}
+
+/// Why metadata did not decode, in schema words only.
+fn metadata_error(e: serde_json::Error) -> String {
+    let text = e.to_string();
+    if text.starts_with("missing field") {
+        let field = text.split(" at line").next().unwrap_or(&text);
+        format!("the event envelope's metadata has a {field}")
+    } else {
+        "the event envelope's metadata does not match the platform's shape \
+         (eventId, eventType, eventSource, timestamp and version are strings)"
+            .to_string()
+    }
+}
+
 /// An event of the platform: metadata and a typed payload.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope<P> {
@@ -56,11 +86,7 @@ impl<P> Envelope<P> {
     }
 
     pub fn lineage(&self) -> Lineage {
-        Lineage {
-            event_id: Some(self.metadata.event_id.clone()),
-            correlation_id: self.metadata.correlation_id.clone(),
-            causation_id: self.metadata.causation_id.clone(),
-        }
+        self.metadata.lineage()
     }
 
     /// Fills what the author left empty: the flow's correlation id, and the cause's event
@@ -109,16 +135,7 @@ impl JsonEvent {
         let object = value.as_object_mut().expect("checked above");
         let payload = object.remove("payload").expect("checked above");
         let metadata = object.remove("metadata").expect("checked above");
-        let metadata = EventMetadata::deserialize(metadata).map_err(|e| {
-            let text = e.to_string();
-            if text.starts_with("missing field") {
-                format!("the event envelope's metadata has a {text}")
-            } else {
-                "the event envelope's metadata does not match the platform's shape \
-                 (eventId, eventType, eventSource, timestamp and version are strings)"
-                    .to_string()
-            }
-        })?;
+        let metadata = EventMetadata::deserialize(metadata).map_err(metadata_error)?;
         Ok(Self {
             metadata: Some(metadata),
             payload,
@@ -127,11 +144,7 @@ impl JsonEvent {
 
     /// The lineage an enveloped event carries.
     pub fn lineage(&self) -> Option<Lineage> {
-        self.metadata.as_ref().map(|m| Lineage {
-            event_id: Some(m.event_id.clone()),
-            correlation_id: m.correlation_id.clone(),
-            causation_id: m.causation_id.clone(),
-        })
+        self.metadata.as_ref().map(EventMetadata::lineage)
     }
 }
 

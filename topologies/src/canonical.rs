@@ -13,6 +13,7 @@ use std::sync::LazyLock;
 
 use apache_avro::Schema;
 use serde::{Deserialize, Serialize};
+use sluice_engine::serde::DatumWriter;
 
 /// The canonical MedicationOrder Avro schema, as registered in the schema registry.
 pub const SCHEMA_JSON: &str = include_str!("schemas/medication_order.avsc");
@@ -180,12 +181,57 @@ impl OrderStatus {
     }
 }
 
+/// Writes `order` in the canonical schema's binary encoding, field by field in schema order:
+/// what [`AvroSerde::with_datum_writer`](sluice_engine::serde::AvroSerde::with_datum_writer)
+/// takes. Enums are written by variant index, which is the schema's symbol order.
+/// `datum_writer_matches_apache_avro` compares it with apache-avro's encoding.
+pub fn write_datum(order: &MedicationOrder, datum: &mut DatumWriter<'_>) {
+    datum.string(&order.order_id);
+    datum.symbol(order.source_system as usize);
+    datum.string(&order.patient_id);
+    let medication = &order.medication;
+    datum.string(&medication.ndc);
+    datum.string(&medication.name);
+    datum.optional_string(medication.strength.as_deref());
+    datum.optional_string(medication.form.as_deref());
+    datum.optional(order.quantity.as_ref(), |datum, quantity| {
+        datum.double(quantity.value);
+        datum.optional_string(quantity.unit.as_deref());
+    });
+    datum.optional_string(order.prescriber.id.as_deref());
+    datum.string(&order.prescriber.npi);
+    datum.optional(order.pharmacy.as_ref(), |datum, pharmacy| {
+        datum.optional_string(pharmacy.id.as_deref());
+        datum.optional_string(pharmacy.name.as_deref());
+        datum.optional_string(pharmacy.npi.as_deref());
+        datum.optional_string(pharmacy.ncpdp_id.as_deref());
+    });
+    datum.symbol(order.status as usize);
+    datum.long(order.created_at);
+    datum.long(order.updated_at);
+    datum.optional(order.change_type.as_ref(), |datum, change| {
+        datum.symbol(*change as usize);
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use apache_avro::reader::datum::GenericDatumReader;
     use apache_avro::types::Value;
     use apache_avro::writer::datum::GenericDatumWriter;
+
+    const ALL_STATUSES: [OrderStatus; 9] = [
+        OrderStatus::Pending,
+        OrderStatus::Active,
+        OrderStatus::OnHold,
+        OrderStatus::Ready,
+        OrderStatus::Completed,
+        OrderStatus::Stopped,
+        OrderStatus::Cancelled,
+        OrderStatus::EnteredInError,
+        OrderStatus::Unknown,
+    ];
 
     fn full_order() -> MedicationOrder {
         MedicationOrder {
@@ -262,6 +308,61 @@ mod tests {
     }
 
     #[test]
+    fn datum_writer_matches_apache_avro() {
+        use sluice_engine::ProcessError;
+        let apache = GenericDatumWriter::builder(schema()).build().unwrap();
+        let by_hand = |order: &MedicationOrder| {
+            let mut out = Vec::new();
+            write_datum(order, &mut DatumWriter::new(&mut out));
+            out
+        };
+        let mut orders = vec![full_order(), minimal_order()];
+        // Every symbol of every enum, and both branches of every union.
+        for (i, status) in ALL_STATUSES.into_iter().enumerate() {
+            let mut order = if i % 2 == 0 {
+                full_order()
+            } else {
+                minimal_order()
+            };
+            order.status = status;
+            order.source_system = [SourceSystem::Ehr, SourceSystem::Pharmacy][i % 2];
+            order.change_type = [
+                None,
+                Some(ChangeType::Created),
+                Some(ChangeType::Updated),
+                Some(ChangeType::Cancelled),
+            ][i % 4];
+            order.created_at = [0, -1, i64::MAX, 1_714_555_800_000][i % 4];
+            orders.push(order);
+        }
+        // And the generator's orders, every spelling of both feeds.
+        let mut generator = crate::generator::OrderGenerator::new(7);
+        for _ in 0..500 {
+            type Normalize = fn(&serde_json::Value) -> Result<MedicationOrder, ProcessError>;
+            for (sample, normalize) in [
+                (
+                    generator.next_ehr(),
+                    crate::normalize::from_ehr as Normalize,
+                ),
+                (generator.next_pharmacy(), crate::normalize::from_pharmacy),
+            ] {
+                let payload: serde_json::Value = serde_json::from_slice(&sample.value).unwrap();
+                if let Ok(order) = normalize(&payload) {
+                    orders.push(order);
+                }
+            }
+        }
+        assert!(orders.len() > 900, "{} orders", orders.len());
+        for order in &orders {
+            assert_eq!(
+                by_hand(order),
+                apache.write_ser_to_vec(order).unwrap(),
+                "{order:?}"
+            );
+        }
+    }
+
+    #[test]
     fn schema_parses_as_the_canonical_record() {
         let Schema::Record(record) = schema() else {
             panic!("top level of the schema is not a record");
@@ -306,20 +407,7 @@ mod tests {
         let Schema::Enum(status) = &field.schema else {
             panic!("status is not an enum");
         };
-        let rust: Vec<&str> = [
-            OrderStatus::Pending,
-            OrderStatus::Active,
-            OrderStatus::OnHold,
-            OrderStatus::Ready,
-            OrderStatus::Completed,
-            OrderStatus::Stopped,
-            OrderStatus::Cancelled,
-            OrderStatus::EnteredInError,
-            OrderStatus::Unknown,
-        ]
-        .iter()
-        .map(|s| s.as_str())
-        .collect();
+        let rust: Vec<&str> = ALL_STATUSES.iter().map(|s| s.as_str()).collect();
         assert_eq!(status.symbols, rust);
         assert_eq!(status.default.as_deref(), Some("UNKNOWN"));
     }

@@ -7,10 +7,11 @@
 //! external.pharmacy.prescriptions (JSON) --> normalize-pharmacy --/
 //! ```
 //!
-//! Each feed is decoded as schemaless JSON, bare or inside the platform's event envelope
-//! (`{metadata{eventId, correlationId, ...}, payload}`, the shape the EHR connector emits),
-//! and its payload mapped by [`normalize`](crate::normalize) with the platform's field
-//! fallbacks. An enveloped input's metadata is its lineage: the output keeps its
+//! Each feed is JSON, bare or inside the platform's event envelope
+//! (`{metadata{eventId, correlationId, ...}, payload}`, the shape the EHR connector emits).
+//! Its bytes are decoded straight into the fields normalization reads
+//! ([`OrderFeedSerde`]) and mapped by [`normalize`](crate::normalize) with the platform's
+//! field fallbacks. An enveloped input's metadata is its lineage: the output keeps its
 //! correlationId, and its causationId is the envelope's eventId (as headers, beside
 //! `event-id`). The output is keyed by `orderId` (so every change
 //! of one order lands in one partition, in order), carries the `source-system`,
@@ -19,13 +20,12 @@
 //! `normalization.dlq` with the missing field or broken rule named.
 
 use apache_avro::Schema;
-use serde_json::Value;
 use sluice_engine::serde::registry::RegistryError;
-use sluice_engine::serde::{AvroSerde, JsonEventSerde, Schemas, Serdes};
-use sluice_engine::{JsonEvent, ProcessError, Record, Topology, TopologyBuilder};
+use sluice_engine::serde::{AvroSerde, Schemas, Serdes};
+use sluice_engine::{ProcessError, Record, Topology, TopologyBuilder};
 
 use crate::canonical::{self, MedicationOrder};
-use crate::normalize;
+use crate::normalize::{self, FeedOrder, OrderFeedSerde};
 
 pub const NAME: &str = "normalization";
 pub const EHR_TOPIC: &str = "external.ehr.medication-orders";
@@ -39,12 +39,15 @@ pub const LOCAL_SCHEMA_ID: u32 = 1;
 /// [`LOCAL_SCHEMA_ID`].
 pub fn local_output_serde() -> AvroSerde<MedicationOrder> {
     AvroSerde::with_schema_id(canonical_schema(), LOCAL_SCHEMA_ID)
+        .with_datum_writer(canonical::write_datum)
 }
 
 /// The output serde of a worker: the canonical schema under subject
 /// `canonical.medication-orders-value` of its registry, or [`LOCAL_SCHEMA_ID`] without one.
 pub fn output_serde(schemas: &Schemas) -> Result<AvroSerde<MedicationOrder>, RegistryError> {
-    schemas.output_serde(OUTPUT_TOPIC, canonical::schema(), LOCAL_SCHEMA_ID)
+    Ok(schemas
+        .output_serde(OUTPUT_TOPIC, canonical::schema(), LOCAL_SCHEMA_ID)?
+        .with_datum_writer(canonical::write_datum))
 }
 
 fn canonical_schema() -> Schema {
@@ -62,20 +65,21 @@ pub fn topology_to(output_topic: &str, output: AvroSerde<MedicationOrder>) -> To
     let builder = TopologyBuilder::new(NAME);
     // Input keys are ignored: the output is re-keyed by orderId.
     let ehr = builder
-        .source("ehr-orders", &[EHR_TOPIC], Serdes::unit(), JsonEventSerde)
-        .try_map("normalize-ehr", |r| {
-            canonical_record(r, normalize::from_ehr)
-        });
+        .source(
+            "ehr-orders",
+            &[EHR_TOPIC],
+            Serdes::unit(),
+            OrderFeedSerde::ehr(),
+        )
+        .try_map("normalize-ehr", canonical_record);
     let pharmacy = builder
         .source(
             "pharmacy-prescriptions",
             &[PHARMACY_TOPIC],
             Serdes::unit(),
-            JsonEventSerde,
+            OrderFeedSerde::pharmacy(),
         )
-        .try_map("normalize-pharmacy", |r| {
-            canonical_record(r, normalize::from_pharmacy)
-        });
+        .try_map("normalize-pharmacy", canonical_record);
     ehr.merge("canonical-orders", &pharmacy).to(
         "canonical-sink",
         output_topic,
@@ -88,11 +92,21 @@ pub fn topology_to(output_topic: &str, output: AvroSerde<MedicationOrder>) -> To
 }
 
 fn canonical_record(
-    input: Record<(), JsonEvent>,
-    map: fn(&Value) -> Result<MedicationOrder, ProcessError>,
+    input: Record<(), FeedOrder>,
 ) -> Result<Record<String, MedicationOrder>, ProcessError> {
-    let order = map(&input.value.payload)?;
-    let mut record = input.with_key_value(order.order_id.clone(), order);
+    let Record {
+        value,
+        headers,
+        timestamp,
+        ..
+    } = input;
+    let order = value.order?;
+    let mut record = Record {
+        key: order.order_id.clone(),
+        value: order,
+        headers,
+        timestamp,
+    };
     normalize::set_headers(&record.value, &mut record.headers);
     Ok(record)
 }

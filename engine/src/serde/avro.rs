@@ -47,8 +47,8 @@ use apache_avro::writer::datum::GenericDatumWriter;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::Serde;
 use super::registry::{RegistryError, SchemaRegistryClient};
+use super::{DatumWriter, Serde};
 use crate::error::SerdeError;
 
 /// The first byte of every record in the Confluent wire format.
@@ -101,6 +101,8 @@ pub struct AvroSerde<T> {
     fetch_lock: Mutex<()>,
     /// The size of the largest record written so far (capped), to allocate once per record.
     encoded_size_hint: AtomicUsize,
+    /// Writes a `T` by hand instead of through apache-avro ([`AvroSerde::with_datum_writer`]).
+    datum_writer: Option<fn(&T, &mut DatumWriter<'_>)>,
     _marker: PhantomData<fn() -> T>,
 }
 
@@ -232,6 +234,15 @@ impl<T> AvroSerde<T> {
     }
 
     /// The schema this serde writes with and reads into.
+    /// Writes values with `write` instead of apache-avro's schema-aware serializer, which
+    /// looks every field up by name; reading is unchanged. `write` must produce the
+    /// serde's schema's binary encoding, and its tests must show it does (see
+    /// [`DatumWriter`]).
+    pub fn with_datum_writer(mut self, write: fn(&T, &mut DatumWriter<'_>)) -> Self {
+        self.datum_writer = Some(write);
+        self
+    }
+
     pub fn schema(&self) -> &Schema {
         self.schema
     }
@@ -259,6 +270,7 @@ impl<T> AvroSerde<T> {
             other_decoders: RwLock::default(),
             fetch_lock: Mutex::new(()),
             encoded_size_hint: AtomicUsize::new(64),
+            datum_writer: None,
             _marker: PhantomData,
         })
     }
@@ -461,9 +473,14 @@ impl<T: Serialize + DeserializeOwned + 'static> Serde<T> for AvroSerde<T> {
         let mut buf = Vec::with_capacity(self.encoded_size_hint.load(Ordering::Relaxed));
         buf.push(WIRE_MAGIC_BYTE);
         buf.extend_from_slice(&self.schema_id.to_be_bytes());
-        self.writer
-            .write_ser(&mut buf, value)
-            .map_err(|e| describe_encode_error(&e, self.schema_id))?;
+        match self.datum_writer {
+            Some(write) => write(value, &mut DatumWriter::new(&mut buf)),
+            None => self
+                .writer
+                .write_ser(&mut buf, value)
+                .map_err(|e| describe_encode_error(&e, self.schema_id))
+                .map(drop)?,
+        }
         // Only growth is stored, so threads do not keep writing the shared cache line.
         if buf.len() > self.encoded_size_hint.load(Ordering::Relaxed) {
             self.encoded_size_hint

@@ -37,14 +37,14 @@ impl<T> Clone for JsonSerde<T> {
 
 impl<T: Serialize + DeserializeOwned + 'static> Serde<T> for JsonSerde<T> {
     fn serialize(&self, _topic: &str, value: &T) -> Result<Option<Vec<u8>>, SerdeError> {
-        serde_json::to_vec(value)
-            .map(Some)
-            .map_err(|e| SerdeError::new(format!("JSON encoding failed: {}", describe(&e))))
+        serde_json::to_vec(value).map(Some).map_err(|e| {
+            SerdeError::new(format!("JSON encoding failed: {}", describe_json_error(&e)))
+        })
     }
 
     fn deserialize(&self, _topic: &str, bytes: Option<&[u8]>) -> Result<T, SerdeError> {
         let bytes = bytes.ok_or_else(|| SerdeError::new("null where JSON was expected"))?;
-        serde_json::from_slice(bytes).map_err(|e| SerdeError::new(describe(&e)))
+        serde_json::from_slice(bytes).map_err(|e| SerdeError::new(describe_json_error(&e)))
     }
 }
 
@@ -57,7 +57,7 @@ pub const MAX_NESTING: usize = 128;
 /// serde_json's own messages quote offending values (`invalid type: string "…"`), which
 /// would put patient data into dead-letter headers and logs. Only messages made of schema
 /// words (field names) are kept; the rest is reduced to its category and position.
-pub(crate) fn describe(e: &serde_json::Error) -> String {
+pub fn describe_json_error(e: &serde_json::Error) -> String {
     use serde_json::error::Category;
     let at = format!("at line {} column {}", e.line(), e.column());
     match e.classify() {
@@ -71,7 +71,7 @@ pub(crate) fn describe(e: &serde_json::Error) -> String {
         Category::Io => "I/O error while reading JSON".to_string(),
         Category::Data => {
             let text = e.to_string();
-            if text.starts_with("missing field") {
+            if text.starts_with("missing field") || text.starts_with("duplicate field") {
                 let field = text.split(" at line").next().unwrap_or(&text);
                 format!("{field} {at}")
             } else {
@@ -133,9 +133,9 @@ impl Serde<JsonEvent> for JsonEventSerde {
             }),
             None => serde_json::to_vec(&value.payload),
         };
-        written
-            .map(Some)
-            .map_err(|e| SerdeError::new(format!("JSON encoding failed: {}", describe(&e))))
+        written.map(Some).map_err(|e| {
+            SerdeError::new(format!("JSON encoding failed: {}", describe_json_error(&e)))
+        })
     }
 
     fn deserialize(&self, topic: &str, bytes: Option<&[u8]>) -> Result<JsonEvent, SerdeError> {

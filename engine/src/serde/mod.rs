@@ -9,13 +9,15 @@
 //! id, because the bytes are patient data.
 
 mod avro;
+mod avro_datum;
 mod json;
 mod primitives;
 pub mod registry;
 mod schemas;
 
 pub use avro::{AvroSerde, WIRE_MAGIC_BYTE};
-pub use json::{EnvelopeSerde, JsonEventSerde, JsonSerde, MAX_NESTING};
+pub use avro_datum::DatumWriter;
+pub use json::{EnvelopeSerde, JsonEventSerde, JsonSerde, MAX_NESTING, describe_json_error};
 pub use primitives::{BytesSerde, I64Serde, OptionalSerde, StringSerde, UnitSerde};
 pub use schemas::{Schemas, SubjectOptions, value_subject};
 
