@@ -3,7 +3,7 @@
 //!
 //! * (qe) `quix-normalization-eos`: `benches/quix/normalize.py`, a Quix Streams
 //!   `Application` mapping the EHR and pharmacy orders onto the canonical medication order
-//!   with normalize.rs's rules and writing it as Avro in the Confluent wire format (schema
+//!   with normalize/mod.rs's rules and writing it as Avro in the Confluent wire format (schema
 //!   id 1, as (e) writes it), under Quix's exactly-once (transactional checkpoints every
 //!   100 ms), against (e) `sluice-normalization`;
 //! * (qa) `quix-normalization-alos`: the same under Quix's at-least-once (commits every

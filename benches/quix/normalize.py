@@ -12,7 +12,7 @@ What it does, as `topologies/src/normalization.rs` does:
   (`{metadata{eventId, eventType, eventSource, timestamp, version, correlationId?,
   causationId?}, payload}`), and its payload mapped onto the canonical medication order
   with the field alternatives, rules, check order and error messages of
-  `topologies/src/normalize.rs` (ported function for function in `normalize_rules.py`: `normalize` is
+  `topologies/src/normalize/mod.rs` (ported function for function in `normalize_rules.py`: `normalize` is
   `normalize`, `_lookup` is `lookup`, `_ndc` is `ndc`, and so on).
 * The output is keyed by `orderId` (UTF-8), keeps the input's timestamp, carries the
   `source-system`, `event-type` and `change-type` headers and the lineage headers
@@ -87,7 +87,7 @@ SIGTERM (or SIGINT), then commits and exits 0. On start it logs (stderr) the qui
 version; on the first record, how long after start that was. Record values are never
 logged: they are patient data.
 
-    python normalize.py --self-test    checks the mapping on payloads of normalize.rs's tests
+    python normalize.py --self-test    checks the mapping on payloads of normalize/mod.rs's tests
 """
 
 import hashlib
@@ -116,7 +116,7 @@ TOPOLOGY = "normalization"
 SINK = "canonical-sink"
 EVENT_TYPE = "medication-order"
 
-from normalize_rules import (  # noqa: E402 (the mapping, ported from normalize.rs)
+from normalize_rules import (  # noqa: E402 (the mapping, ported from normalize/mod.rs)
     Refused,
     STATUS_RULE,
     TIMESTAMP_RULE,
@@ -258,7 +258,7 @@ def _env(name, default):
 
 
 def self_test():
-    """Checks the port against the payloads and expectations of normalize.rs's tests."""
+    """Checks the port against the payloads and expectations of normalize/mod.rs's tests."""
     ehr = {
         "resourceType": "MedicationRequest",
         "id": "mr-1001",

@@ -1,4 +1,4 @@
-"""The mapping of `normalize.py`: topologies/src/normalize.rs ported function for function
+"""The mapping of `normalize.py`: topologies/src/normalize/mod.rs ported function for function
 (`normalize` is `normalize`, `_lookup` is `lookup`, `_ndc` is `ndc`, and so on), with the
 same field alternatives, rules, check order and error messages. Kept apart from the Quix
 Streams application so each file is one concern.
@@ -7,7 +7,7 @@ Streams application so each file is one concern.
 import re
 
 # ---------------------------------------------------------------------------------------
-# The mapping: a port of topologies/src/normalize.rs
+# The mapping: a port of topologies/src/normalize/mod.rs
 
 
 class Refused(Exception):
@@ -22,7 +22,7 @@ class Refused(Exception):
 
 
 class _RuleBroken(Exception):
-    """A present value broke its rule (normalize.rs's `Rule`)."""
+    """A present value broke its rule (normalize/mod.rs's `Rule`)."""
 
 
 def _validation(message):
@@ -65,7 +65,7 @@ def _is_json_integer(v):
     return type(v) is int and _I64_MIN <= v <= _U64_MAX
 
 
-# One canonical field and its input paths, in order of preference (normalize.rs `Field`).
+# One canonical field and its input paths, in order of preference (normalize/mod.rs `Field`).
 ORDER_ID = ("orderId", ("orderId", "id"))
 PATIENT_ID = ("patientId", ("patientId", "patient.id"))
 SUBJECT_REFERENCE = "subject.reference"
@@ -297,7 +297,7 @@ def _quantity(value):
     if type(value) is dict:
         amount = value.get("value")
         unit = value.get("unit")
-        # The unit is checked first, as normalize.rs does.
+        # The unit is checked first, as normalize/mod.rs does.
         if unit is None:
             pass
         elif type(unit) is str:
@@ -428,7 +428,7 @@ def change_type(status, created_at, updated_at):
 
 def normalize(payload, source_system):
     """The canonical order (a dict in the Avro schema's shape) of a feed's payload, or
-    Refused. Fields are checked in schema order, as normalize.rs checks them."""
+    Refused. Fields are checked in schema order, as normalize/mod.rs checks them."""
     if type(payload) is not dict:
         raise _validation("the medication order payload must be a JSON object")
     order_id = _required(payload, ORDER_ID, _identifier)

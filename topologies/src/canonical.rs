@@ -165,6 +165,19 @@ pub enum OrderStatus {
 }
 
 impl OrderStatus {
+    /// Every status, in the schema's symbol order.
+    pub const ALL: [OrderStatus; 9] = [
+        OrderStatus::Pending,
+        OrderStatus::Active,
+        OrderStatus::OnHold,
+        OrderStatus::Ready,
+        OrderStatus::Completed,
+        OrderStatus::Stopped,
+        OrderStatus::Cancelled,
+        OrderStatus::EnteredInError,
+        OrderStatus::Unknown,
+    ];
+
     /// The Avro symbol.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -220,18 +233,6 @@ mod tests {
     use apache_avro::reader::datum::GenericDatumReader;
     use apache_avro::types::Value;
     use apache_avro::writer::datum::GenericDatumWriter;
-
-    const ALL_STATUSES: [OrderStatus; 9] = [
-        OrderStatus::Pending,
-        OrderStatus::Active,
-        OrderStatus::OnHold,
-        OrderStatus::Ready,
-        OrderStatus::Completed,
-        OrderStatus::Stopped,
-        OrderStatus::Cancelled,
-        OrderStatus::EnteredInError,
-        OrderStatus::Unknown,
-    ];
 
     fn full_order() -> MedicationOrder {
         MedicationOrder {
@@ -318,7 +319,7 @@ mod tests {
         };
         let mut orders = vec![full_order(), minimal_order()];
         // Every symbol of every enum, and both branches of every union.
-        for (i, status) in ALL_STATUSES.into_iter().enumerate() {
+        for (i, status) in OrderStatus::ALL.into_iter().enumerate() {
             let mut order = if i % 2 == 0 {
                 full_order()
             } else {
@@ -407,7 +408,7 @@ mod tests {
         let Schema::Enum(status) = &field.schema else {
             panic!("status is not an enum");
         };
-        let rust: Vec<&str> = ALL_STATUSES.iter().map(|s| s.as_str()).collect();
+        let rust: Vec<&str> = OrderStatus::ALL.iter().map(|s| s.as_str()).collect();
         assert_eq!(status.symbols, rust);
         assert_eq!(status.default.as_deref(), Some("UNKNOWN"));
     }

@@ -1123,17 +1123,7 @@ mod tests {
                     .status,
             );
         }
-        for status in [
-            OrderStatus::Pending,
-            OrderStatus::Active,
-            OrderStatus::OnHold,
-            OrderStatus::Ready,
-            OrderStatus::Completed,
-            OrderStatus::Stopped,
-            OrderStatus::Cancelled,
-            OrderStatus::EnteredInError,
-            OrderStatus::Unknown,
-        ] {
+        for status in OrderStatus::ALL {
             assert!(statuses.contains(&status), "never generated: {status:?}");
         }
     }
