@@ -92,6 +92,12 @@ use sluice_topologies::demo::send_waiting;
 use sluice_topologies::generator::OrderGenerator;
 use sluice_topologies::normalization::{self, EHR_TOPIC, OUTPUT_TOPIC, PHARMACY_TOPIC};
 
+/// The allocator the `sluice` binary runs with (see src/main.rs), so every variant measured
+/// here, bare loops included, allocates as a worker does.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const INPUT_TOPIC: &str = "e2e.input";
 const PARTITIONS: i32 = 8;
 const VALUE_BYTES: usize = 200;

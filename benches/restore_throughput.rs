@@ -27,6 +27,12 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use sluice_engine::{Serdes, Topology, TopologyBuilder};
 use sluice_runtime::{ThreadStatus, Worker};
 
+/// The allocator the `sluice` binary runs with (see src/main.rs), so every variant measured
+/// here, bare loops included, allocates as a worker does.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const APP: &str = "restore-bench";
 const STORE: &str = "restore-bench-counts";
 const INPUT: &str = "restore-bench.in";

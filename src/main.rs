@@ -9,6 +9,17 @@ use std::time::{Duration, Instant};
 
 mod reference;
 
+/// jemalloc, for Rust's allocations and, as the process's `malloc`, for librdkafka's and
+/// RocksDB's. With glibc's allocator a stream thread and librdkafka's threads take one
+/// arena's lock for every record: librdkafka's fetch thread allocates an op per fetched
+/// record and the stream thread frees it (and the reverse for produced records). That
+/// lock was where a restore spent its pauses: with jemalloc it restores about half again as
+/// fast (BENCHMARKS.md, "Restore end to end"). A worker binary of your own should do the
+/// same.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use clap::{Parser, Subcommand};
 use sluice_engine::serde::Schemas;
 use sluice_runtime::{BuildContext, ConfigBuilder, Worker, WorkerStats};
