@@ -10,6 +10,7 @@
 
 mod avro;
 mod avro_datum;
+mod avro_decoder;
 mod json;
 mod primitives;
 pub mod registry;
