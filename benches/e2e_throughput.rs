@@ -7,7 +7,9 @@
 //! * (a) `bare-eos`: a consume→produce loop on rdkafka with transactions committed every
 //!   100 ms (offsets through `send_offsets_to_transaction`), read_committed;
 //! * (b) `bare-alos`: the same loop without transactions, offsets committed after a flush
-//!   every 5 s;
+//!   every 5 s; (bl) `bare-alos-lineage`: the same, each output with the three lineage
+//!   headers every Sluice output carries (about 150 bytes), so the broker takes the same
+//!   bytes from it as from (d);
 //! * (c) `sluice-eos`: a Sluice stateless `map_values` topology under exactly_once_v2
 //!   (commit.interval.ms 100);
 //! * (d) `sluice-alos`: the same under at_least_once (commit.interval.ms 5000);
@@ -64,12 +66,15 @@ mod webhooks;
 
 #[path = "e2e_throughput/bare.rs"]
 mod bare;
+#[path = "e2e_throughput/cpu.rs"]
+mod cpu;
 #[path = "e2e_throughput/latency.rs"]
 mod latency;
 #[path = "e2e_throughput/progress.rs"]
 mod progress;
 
 use bare::bare_loop;
+use cpu::{CpuPerRecord, CpuSnapshot};
 use latency::measure_latency;
 use progress::Progress;
 
@@ -104,9 +109,10 @@ const VALUE_BYTES: usize = 200;
 const LATENCY_RECORDS: u64 = 2_000;
 const LATENCY_RATE: f64 = 1_000.0;
 
-const VARIANTS: [&str; 6] = [
+const VARIANTS: [&str; 7] = [
     "bare-eos",
     "bare-alos",
+    "bare-alos-lineage",
     "sluice-eos",
     "sluice-alos",
     "sluice-normalization",
@@ -114,7 +120,7 @@ const VARIANTS: [&str; 6] = [
 ];
 
 /// The table letters of [`VARIANTS`], in order.
-const VARIANT_LETTERS: [&str; 6] = ["a", "b", "c", "d", "e", "ea"];
+const VARIANT_LETTERS: [&str; 7] = ["a", "b", "bl", "c", "d", "e", "ea"];
 
 /// Whether a variant runs the normalization topology (Sluice's, under either guarantee).
 fn is_sluice_normalization(variant: &str) -> bool {
@@ -136,6 +142,8 @@ struct Measured {
     outputs: u64,
     /// The p99 of the calls that reached the reference data, for the enrichment variants.
     lookup_p99_ms: f64,
+    /// CPU per record while the backlog was processed (0 where not measured).
+    cpu: CpuPerRecord,
 }
 
 impl Measured {
@@ -149,7 +157,7 @@ impl Measured {
 
     fn to_line(&self) -> String {
         format!(
-            "E2E-RESULT {} {} {} {} {} {} {} {}",
+            "E2E-RESULT {} {} {} {} {} {} {} {} {} {} {}",
             self.records,
             self.seconds,
             self.bytes,
@@ -157,7 +165,10 @@ impl Measured {
             self.p99_ms,
             self.peak_rss_mb,
             self.outputs,
-            self.lookup_p99_ms
+            self.lookup_p99_ms,
+            self.cpu.processing_us,
+            self.cpu.clients_us,
+            self.cpu.broker_us
         )
     }
 
@@ -173,6 +184,11 @@ impl Measured {
             outputs: f[6].parse().ok()?,
             // Absent from a baseline build that predates it.
             lookup_p99_ms: f.get(7).and_then(|v| v.parse().ok()).unwrap_or(0.0),
+            cpu: CpuPerRecord {
+                processing_us: f.get(8).and_then(|v| v.parse().ok()).unwrap_or(0.0),
+                clients_us: f.get(9).and_then(|v| v.parse().ok()).unwrap_or(0.0),
+                broker_us: f.get(10).and_then(|v| v.parse().ok()).unwrap_or(0.0),
+            },
         })
     }
 }
@@ -269,13 +285,17 @@ fn main() {
                     child_run,
                     records,
                 );
+                let c = measured.cpu;
                 println!(
-                    "run {run} {name:<31} {:>9.0} rec/s {:>6.1} MB/s  p50 {:>6.1} ms  p99 {:>6.1} ms  peak RSS {:>6.1} MB",
+                    "run {run} {name:<31} {:>9.0} rec/s {:>6.1} MB/s  p50 {:>6.1} ms  p99 {:>6.1} ms  peak RSS {:>6.1} MB  CPU µs/rec {:.2} + {:.2} + {:.2}",
                     measured.records_per_second(),
                     measured.megabytes_per_second(),
                     measured.p50_ms,
                     measured.p99_ms,
-                    measured.peak_rss_mb
+                    measured.peak_rss_mb,
+                    c.processing_us,
+                    c.clients_us,
+                    c.broker_us
                 );
                 assert!(
                     measured.outputs >= records,
@@ -309,9 +329,9 @@ fn median(mut values: Vec<f64>) -> f64 {
 fn print_table(results: &HashMap<String, Vec<Measured>>, runs: u64, with_baseline: bool) {
     println!("\nmedians of {runs} run(s):\n");
     println!(
-        "| variant | records/s | MB/s | p50 latency (ms) | p99 latency (ms) | peak RSS (MB) |"
+        "| variant | records/s | MB/s | p50 latency (ms) | p99 latency (ms) | peak RSS (MB) | CPU µs/record: thread + clients + broker |"
     );
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     let mut rows: Vec<(String, String)> = VARIANT_LETTERS
         .iter()
         .zip(VARIANTS)
@@ -330,7 +350,7 @@ fn print_table(results: &HashMap<String, Vec<Measured>>, runs: u64, with_baselin
     rows.push(("qe".to_string(), quix::EOS.to_string()));
     rows.push(("qa".to_string(), quix::ALOS.to_string()));
     if with_baseline {
-        for (letter, variant) in ["c", "d", "e"].iter().zip(&VARIANTS[2..]) {
+        for (letter, variant) in ["c", "d", "e"].iter().zip(&VARIANTS[3..]) {
             rows.push((format!("{letter}0"), baseline_name(variant)));
         }
     }
@@ -343,12 +363,18 @@ fn print_table(results: &HashMap<String, Vec<Measured>>, runs: u64, with_baselin
         let pick = |f: fn(&Measured) -> f64| median(m.iter().map(f).collect());
         let r = pick(Measured::records_per_second);
         rate.insert(letter.as_str(), r);
+        let (thread, clients, broker) = (
+            pick(|m| m.cpu.processing_us),
+            pick(|m| m.cpu.clients_us),
+            pick(|m| m.cpu.broker_us),
+        );
         println!(
-            "| ({letter}) {variant} | {r:.0} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            "| ({letter}) {variant} | {r:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {thread:.2} + {clients:.2} + {broker:.2} = {:.2} |",
             pick(Measured::megabytes_per_second),
             pick(|m| m.p50_ms),
             pick(|m| m.p99_ms),
-            pick(|m| m.peak_rss_mb)
+            pick(|m| m.peak_rss_mb),
+            thread + clients + broker
         );
     }
     println!();
@@ -359,6 +385,9 @@ fn print_table(results: &HashMap<String, Vec<Measured>>, runs: u64, with_baselin
     }
     if let Some(r) = ratio("d", "b") {
         println!("d/b (Sluice at-least-once / bare loop)               = {r:.2}   (goal >= 0.95)");
+    }
+    if let Some(r) = ratio("d", "bl") {
+        println!("d/bl (the same / bare loop writing lineage headers)  = {r:.2}");
     }
     for capacity in async_calls::CAPACITIES {
         let Some(r) = rate.get(format!("f{capacity}").as_str()) else {
@@ -511,6 +540,9 @@ fn run_variant(
         "{variant} failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    for line in stdout.lines().filter(|l| l.contains(": CPU by thread: ")) {
+        println!("{line}");
+    }
     stdout
         .lines()
         .find_map(Measured::from_line)
@@ -552,7 +584,7 @@ fn run_child(variant: &str) -> Measured {
     let stop = Arc::new(AtomicBool::new(false));
 
     let processor: Box<dyn FnOnce() + Send> = match variant {
-        "bare-eos" | "bare-alos" => {
+        "bare-eos" | "bare-alos" | "bare-alos-lineage" => {
             let settings = ConfigBuilder::new()
                 .set("application.id", "admin", "e2e")
                 .set("bootstrap.servers", brokers.clone(), "e2e")
@@ -574,12 +606,14 @@ fn run_child(variant: &str) -> Measured {
                 output.clone(),
             );
             let transactional = variant == "bare-eos";
+            let lineage = variant == "bare-alos-lineage";
             Box::new(move || {
                 bare_loop(
                     &brokers,
                     &application_id,
                     &output,
                     transactional,
+                    lineage,
                     &progress,
                     &stop,
                 )
@@ -645,16 +679,27 @@ fn run_child(variant: &str) -> Measured {
                         stats.consumed.load(Ordering::Relaxed),
                         stats.committed.load(Ordering::Relaxed),
                     );
-                    // Every 2 ms: finer polling took a third of a core from the worker on
-                    // this 2-core machine (the bare loops count inline, for free).
-                    std::thread::sleep(Duration::from_millis(2));
+                    // Every 10 ms (0.25% of a 4 s backlog): at 2 ms this thread cost the
+                    // variant 0.3 µs of CPU a record on this 2-core machine, which the
+                    // bare loops, counting inline, do not pay.
+                    std::thread::sleep(Duration::from_millis(10));
                 }
                 worker.stop();
                 worker.join().unwrap();
             })
         }
     };
-    let processing = std::thread::spawn(processor);
+    let cpu_before = CpuSnapshot::now(&brokers);
+    // The bare loop runs on this thread; a worker's runs on its stream thread, and this
+    // one only watches it.
+    let thread_name = match variant.starts_with("bare-") {
+        true => cpu::BARE_THREAD,
+        false => "e2e-watcher",
+    };
+    let processing = std::thread::Builder::new()
+        .name(thread_name.to_string())
+        .spawn(processor)
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(3600);
     while progress.committed.load(Ordering::Relaxed) < committed_target {
         assert!(Instant::now() < deadline, "{variant} took over an hour");
@@ -664,7 +709,11 @@ fn run_child(variant: &str) -> Measured {
     // Exactly-once counts to the last commit (every 100 ms). At-least-once counts to the
     // last record processed: its commit comes on a 5 s schedule whose phase would
     // otherwise decide the figure.
-    let seconds = progress.seconds(!variant.ends_with("alos"));
+    let seconds = progress.seconds(!variant.contains("alos"));
+    let cpu = CpuSnapshot::now(&brokers).since(&cpu_before, records);
+    if std::env::var_os("SLUICE_E2E_CPU_THREADS").is_some() {
+        println!("{variant}: CPU by thread: {}", cpu::threads_report());
+    }
 
     eprintln!("{variant}: {records} records in {seconds:.1} s; measuring latency");
     let latencies = measure_latency(&brokers, variant, &output);
@@ -690,6 +739,7 @@ fn run_child(variant: &str) -> Measured {
         peak_rss_mb,
         outputs,
         lookup_p99_ms: enrichment::p99(&lookup_durations),
+        cpu,
     }
 }
 

@@ -1,5 +1,6 @@
 //! The floor of the map variants: (a) and (b), a consume→produce loop on rdkafka with no
-//! engine, transactional or not.
+//! engine, transactional or not; and (bl), the at-least-once loop writing the three
+//! lineage headers every Sluice output carries, so that it puts the same bytes on the wire.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,18 +8,21 @@ use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::{INPUT_TOPIC, Progress, transform};
 
-/// The floor: one consumer, one producer, the same map, no engine.
+/// The floor: one consumer, one producer, the same map, no engine; with `lineage`, each
+/// output carries an event, correlation and causation id as Sluice's sinks write them
+/// (36-character UUIDs; here derived from the input's position, without hashing).
 pub fn bare_loop(
     brokers: &str,
     group: &str,
     output: &str,
     transactional: bool,
+    lineage: bool,
     progress: &Progress,
     stop: &AtomicBool,
 ) {
@@ -74,6 +78,9 @@ pub fn bare_loop(
             if let Some(key) = message.key() {
                 record = record.key(key);
             }
+            if lineage {
+                record = record.headers(lineage_headers(message.partition(), message.offset()));
+            }
             let mut record = Some(record);
             while let Some(r) = record.take() {
                 if let Err((_, back)) = producer.send(r) {
@@ -107,4 +114,27 @@ pub fn bare_loop(
             last_commit = Instant::now();
         }
     }
+}
+
+/// The three lineage headers of an output, the size Sluice writes them.
+fn lineage_headers(partition: i32, offset: i64) -> OwnedHeaders {
+    let id = |kind: u64| {
+        uuid::Uuid::from_u64_pair(kind << 32 | partition as u64, offset as u64)
+            .hyphenated()
+            .to_string()
+    };
+    let (event, cause) = (id(1), id(2));
+    OwnedHeaders::new_with_capacity(3)
+        .insert(Header {
+            key: "correlation-id",
+            value: Some(&cause),
+        })
+        .insert(Header {
+            key: "causation-id",
+            value: Some(&cause),
+        })
+        .insert(Header {
+            key: "event-id",
+            value: Some(&event),
+        })
 }

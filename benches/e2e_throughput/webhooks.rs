@@ -206,6 +206,8 @@ pub fn run_child(variant: &str, brokers: &str, run: u64, records: u64) -> Measur
         peak_rss_mb: peak_rss_mb(),
         outputs: delivered_backlog,
         lookup_p99_ms: 0.0,
+        // Not measured: the work is in another process (Quix) or in HTTP calls (webhooks).
+        cpu: Default::default(),
     }
 }
 

@@ -215,6 +215,9 @@ impl StreamThread {
         let mut poll_timeout = Duration::ZERO;
         while !self.stop.load(Ordering::Relaxed) {
             let polled = consumer.poll(poll_timeout);
+            // The one clock read of the turn: the commit schedule, the tick and the
+            // records' end-to-end latency all use it.
+            let now = Instant::now();
             let mut guard = consumer.context().lock();
             let state = guard.as_mut().expect("state is set at creation");
             if let Some(e) = state.callback_error.take() {
@@ -223,7 +226,7 @@ impl StreamThread {
             let ThreadState {
                 tasks, collector, ..
             } = state;
-            tasks.set_input_idle(polled.is_none());
+            tasks.begin_iteration(polled.is_none(), now);
             let result = match polled {
                 Some(Ok(message)) => tasks.on_record(consumer, &message, collector),
                 Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
@@ -242,7 +245,7 @@ impl StreamThread {
                 tasks.restore_step(consumer)?;
                 tasks.resume_due_retries(consumer);
                 tasks.tick(collector)?;
-                if last_commit.elapsed() >= self.commit_interval {
+                if now.saturating_duration_since(last_commit) >= self.commit_interval {
                     commit(tasks, collector, consumer)?;
                     // Measured from the end of the commit: a commit slower than the interval
                     // must not leave the thread committing after every record.

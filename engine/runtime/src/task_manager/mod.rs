@@ -84,6 +84,12 @@ pub(crate) struct TaskManager {
     /// Whether the last poll found no input record: then restoring takes no time from
     /// processing.
     input_idle: bool,
+    /// The loop's clock, read once per poll ([`TaskManager::begin_iteration`]): the
+    /// per-record path reads no clock of its own.
+    now: Instant,
+    /// Wall-clock milliseconds at `wall_base.0`, refreshed every tick, from which the
+    /// end-to-end latency of each record is taken without a system call.
+    wall_base: (Instant, i64),
     last_tick: Instant,
     last_store_sizes: Instant,
     end_to_end_latency: ::metrics::Histogram,
@@ -140,6 +146,8 @@ impl TaskManager {
             retries: RetrySchedule::default(),
             processed_since_commit: 0,
             input_idle: true,
+            now: Instant::now(),
+            wall_base: (Instant::now(), chrono::Utc::now().timestamp_millis()),
             last_tick: Instant::now(),
             last_store_sizes: Instant::now(),
             out: Vec::new(),
@@ -171,8 +179,17 @@ impl TaskManager {
     }
 
     /// Tells whether the last poll found an input record.
-    pub(crate) fn set_input_idle(&mut self, idle: bool) {
+    /// At each turn of the loop, after the poll: whether it returned nothing, and the
+    /// time, which every timed step of this turn uses.
+    pub(crate) fn begin_iteration(&mut self, idle: bool, now: Instant) {
         self.input_idle = idle;
+        self.now = now;
+    }
+
+    /// Wall-clock milliseconds now, within a tick's drift of the system clock.
+    fn wall_clock_ms(&self) -> i64 {
+        let (instant, ms) = self.wall_base;
+        ms + self.now.saturating_duration_since(instant).as_millis() as i64
     }
 
     /// Hands one fetched record to its task.
@@ -285,9 +302,8 @@ impl TaskManager {
         }
         self.stats.consumed.fetch_add(1, Ordering::Relaxed);
         if raw.timestamp > 0 {
-            let now = chrono::Utc::now().timestamp_millis();
             self.end_to_end_latency
-                .record((now - raw.timestamp).max(0) as f64 / 1000.0);
+                .record((self.wall_clock_ms() - raw.timestamp).max(0) as f64 / 1000.0);
         }
         // An input in flight counts once its calls are done (`complete_calls`).
         if !in_flight {
@@ -440,11 +456,14 @@ impl TaskManager {
         &mut self,
         collector: &mut RecordCollector,
     ) -> Result<(), StreamThreadError> {
-        if self.tasks.is_empty() || self.last_tick.elapsed() < TICK_INTERVAL {
+        if self.tasks.is_empty()
+            || self.now.saturating_duration_since(self.last_tick) < TICK_INTERVAL
+        {
             return Ok(());
         }
-        self.last_tick = Instant::now();
+        self.last_tick = self.now;
         let now = chrono::Utc::now().timestamp_millis();
+        self.wall_base = (self.now, now);
         self.out.clear();
         for task in self.tasks.values_mut() {
             task.tick(now, &mut self.out)?;
