@@ -233,7 +233,7 @@ impl Restorer {
             end: 0,
             next: 0,
             records: 0,
-            batch: Vec::new(),
+            batch: Batch::default(),
             started: Instant::now(),
             last_progress: Instant::now(),
             restored_counter,
@@ -304,11 +304,15 @@ impl Restorer {
         until: Instant,
     ) -> Result<(), Box<RestoreError>> {
         let mut last = 0;
+        let mut now = Instant::now();
         loop {
             let wait = until
-                .saturating_duration_since(Instant::now())
+                .saturating_duration_since(now)
                 .min(Duration::from_millis(100));
-            match self.consumer.poll(wait) {
+            let polled = self.consumer.poll(wait);
+            // One clock read a turn: progress and the deadline both use it.
+            now = Instant::now();
+            match polled {
                 Some(Ok(message)) => {
                     let owns = |s: &RestoreSession| {
                         s.assigned
@@ -324,12 +328,11 @@ impl Restorer {
                         }
                     }
                     let (session, store) = &mut sessions[last];
-                    session.batch.push((
-                        message.key().map(<[u8]>::to_vec).unwrap_or_default(),
-                        message.payload().map(<[u8]>::to_vec),
-                    ));
+                    session
+                        .batch
+                        .push(message.key().unwrap_or_default(), message.payload());
                     session.next = message.offset() + 1;
-                    session.last_progress = Instant::now();
+                    session.last_progress = now;
                     if session.batch.len() >= BATCH {
                         session.flush(&mut **store)?;
                     }
@@ -345,7 +348,7 @@ impl Restorer {
                 }
                 Some(Err(e)) => log::warn!("restoring: {e}"),
             }
-            if Instant::now() >= until {
+            if now >= until {
                 break;
             }
         }
@@ -453,6 +456,61 @@ pub(crate) fn open_checked<T>(
     }
 }
 
+/// Changelog records read and not yet written to their store: their bytes in one buffer,
+/// so a record costs no allocation of its own (a batch's buffers are kept between
+/// batches).
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    /// Per record: where its key ends in `bytes`, and where its value ends (`None`: a
+    /// tombstone). Each part starts where the previous one ended.
+    records: Vec<(usize, Option<usize>)>,
+}
+
+impl Batch {
+    fn reserve(&mut self, records: usize) {
+        self.records.reserve(records);
+    }
+
+    fn push(&mut self, key: &[u8], value: Option<&[u8]>) {
+        self.bytes.extend_from_slice(key);
+        let key_end = self.bytes.len();
+        let value_end = value.map(|v| {
+            self.bytes.extend_from_slice(v);
+            self.bytes.len()
+        });
+        self.records.push((key_end, value_end));
+    }
+
+    fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.records.clear();
+    }
+
+    /// The records in the order read, as (key, value).
+    fn iter(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        let mut start = 0;
+        self.records.iter().map(move |&(key_end, value_end)| {
+            let key = &self.bytes[start..key_end];
+            start = key_end;
+            let value = value_end.map(|end| {
+                let value = &self.bytes[key_end..end];
+                start = end;
+                value
+            });
+            (key, value)
+        })
+    }
+}
+
 /// A restore in progress: one changelog partition into one store.
 pub(crate) struct RestoreSession {
     topic: String,
@@ -464,7 +522,7 @@ pub(crate) struct RestoreSession {
     /// The offset after the last record read.
     next: i64,
     records: u64,
-    batch: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    batch: Batch,
     started: Instant,
     last_progress: Instant,
     restored_counter: metrics::Counter,
@@ -486,10 +544,8 @@ impl RestoreSession {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let mut changes = self.batch.iter().map(|(k, v)| (k.as_slice(), v.as_deref()));
-        store
-            .write(&mut changes, Some(self.next))
-            .map_err(|e| self.store_error(e))?;
+        let written = store.write(&mut self.batch.iter(), Some(self.next));
+        written.map_err(|e| self.store_error(e))?;
         let n = self.batch.len() as u64;
         self.records += n;
         self.restored_counter.increment(n);
@@ -514,5 +570,36 @@ impl RestoreSession {
             partition: self.partition,
             source,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Batch;
+
+    #[test]
+    fn a_batch_gives_back_its_records_in_order_with_empty_keys_and_tombstones() {
+        let mut batch = Batch::default();
+        batch.push(b"k1", Some(b"v1"));
+        batch.push(b"", Some(b""));
+        batch.push(b"k3", None);
+        batch.push(b"key-4", Some(b"a longer value"));
+        let read: Vec<(&[u8], Option<&[u8]>)> = batch.iter().collect();
+        assert_eq!(
+            read,
+            vec![
+                (&b"k1"[..], Some(&b"v1"[..])),
+                (&b""[..], Some(&b""[..])),
+                (&b"k3"[..], None),
+                (&b"key-4"[..], Some(&b"a longer value"[..])),
+            ]
+        );
+        batch.clear();
+        assert!(batch.is_empty());
+        batch.push(b"after", None);
+        assert_eq!(
+            batch.iter().collect::<Vec<_>>(),
+            vec![(&b"after"[..], None)]
+        );
     }
 }
