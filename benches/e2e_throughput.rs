@@ -1,8 +1,9 @@
 //! The end-to-end throughput harness: Sluice against bare rdkafka loops on a real
 //! Kafka-protocol broker, in the same run.
 //!
-//! A backlog of N 200-byte records over 8 partitions is written once; then each variant
-//! consumes all of it, applies the same stateless map and writes it to a topic of its own:
+//! A backlog of N 200-byte records over 8 partitions (by default) is written once; then
+//! each variant consumes all of it, applies the same stateless map and writes it to a topic
+//! of its own:
 //!
 //! * (a) `bare-eos`: a consume→produce loop on rdkafka with transactions committed every
 //!   100 ms (offsets through `send_offsets_to_transaction`), read_committed;
@@ -42,7 +43,8 @@
 //! the reader's clock minus the input record's timestamp, which every variant keeps.
 //!
 //! `cargo bench --bench e2e_throughput` runs N = `SLUICE_E2E_RECORDS` (default 1,000,000)
-//! `SLUICE_E2E_RUNS` times (default 3) and prints the medians and the ratios c/a and d/b
+//! `SLUICE_E2E_RUNS` times (default 3), over `SLUICE_E2E_PARTITIONS` partitions (default 8),
+//! and prints the medians and the ratios c/a and d/b
 //! (and e/qe, ea/qa: Sluice normalization ÷ Quix).
 //! With `SLUICE_E2E_BASELINE=<path>`, the e2e_throughput bench binary of another build
 //! (an earlier commit, say) runs the Sluice variants too, right after this build's, on the
@@ -81,8 +83,8 @@ use progress::Progress;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -104,7 +106,18 @@ use sluice_topologies::normalization::{self, EHR_TOPIC, OUTPUT_TOPIC, PHARMACY_T
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 const INPUT_TOPIC: &str = "e2e.input";
-const PARTITIONS: i32 = 8;
+/// Partitions of every input topic: `SLUICE_E2E_PARTITIONS`, 8 unless set. One shows what
+/// one stream thread does when nothing is split by partition (fetches, produce batches).
+fn partitions() -> i32 {
+    static PARTITIONS: OnceLock<i32> = OnceLock::new();
+    *PARTITIONS.get_or_init(|| {
+        std::env::var("SLUICE_E2E_PARTITIONS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|p| *p > 0)
+            .unwrap_or(8)
+    })
+}
 const VALUE_BYTES: usize = 200;
 const LATENCY_RECORDS: u64 = 2_000;
 const LATENCY_RATE: f64 = 1_000.0;
@@ -216,7 +229,8 @@ fn main() {
         (20_000, 1_000, 1)
     };
     println!(
-        "end-to-end harness: {records} records of {VALUE_BYTES} bytes over {PARTITIONS} partitions, {runs} run(s), one stream thread per variant"
+        "end-to-end harness: {records} records of {VALUE_BYTES} bytes over {} partitions, {runs} run(s), one stream thread per variant",
+        partitions()
     );
     let baseline = std::env::var_os("SLUICE_E2E_BASELINE").map(PathBuf::from);
     if let Some(path) = &baseline {
@@ -393,9 +407,9 @@ fn print_table(results: &HashMap<String, Vec<Measured>>, runs: u64, with_baselin
         let Some(r) = rate.get(format!("f{capacity}").as_str()) else {
             continue;
         };
-        // One stream thread runs the 8 partitions' tasks, each with `capacity` calls.
+        // One stream thread runs every partition's task, each with `capacity` calls.
         let ideal =
-            PARTITIONS as f64 * capacity as f64 / async_calls::SERVICE_LATENCY.as_secs_f64();
+            partitions() as f64 * capacity as f64 / async_calls::SERVICE_LATENCY.as_secs_f64();
         let ceiling = rate.get("c").map_or(ideal, |c| ideal.min(*c));
         println!(
             "f{capacity}: {r:.0} records/s = {:.2} of 8 x {capacity} / 5 ms = {ideal:.0}; {:.2} of min(that, c)   (goal >= 0.80)",
@@ -462,7 +476,7 @@ fn write_backlog(broker: &support::TestBroker, records: u64, call_records: u64) 
         .chain(enrichment::input_topics())
         .chain([webhooks::INPUT_TOPIC])
         .collect::<Vec<_>>(),
-        PARTITIONS,
+        partitions(),
     );
     let producer = backlog_producer(&broker.brokers);
     enrichment::write_backlog(&producer, records, call_records);
@@ -594,7 +608,7 @@ fn run_child(variant: &str) -> Measured {
             admin::create_topics(
                 &admin,
                 std::slice::from_ref(&output),
-                PARTITIONS,
+                partitions(),
                 1,
                 Duration::from_secs(30),
             )
@@ -768,7 +782,7 @@ fn input_bytes(brokers: &str, topics: &[&str]) -> u64 {
     let mut assignment = TopicPartitionList::new();
     let mut remaining = 0i64;
     for topic in topics {
-        for partition in 0..PARTITIONS {
+        for partition in 0..partitions() {
             let (low, high) = consumer
                 .fetch_watermarks(topic, partition, Duration::from_secs(10))
                 .unwrap();

@@ -121,6 +121,10 @@ fn read_bare(brokers: &str, records: u64) -> Duration {
         .set("group.id", "restore-bench-bare")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
+        // The restore consumer's fetch settings (engine/runtime/src/restore.rs), so the
+        // ceiling is read the way a restore reads.
+        .set("fetch.error.backoff.ms", "10")
+        .set("fetch.queue.backoff.ms", "10")
         .create()
         .unwrap();
     let mut assignment = TopicPartitionList::new();

@@ -721,45 +721,51 @@ fn a_task_restoring_a_long_changelog_does_not_hold_up_a_ready_task_on_its_thread
     use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
     use sluice_engine::{Serdes, TopologyBuilder};
     use sluice_runtime::ThreadStatus;
-    const CHANGELOG_RECORDS: usize = 500_000;
+    const HISTORY: usize = 20_000;
     const SHORT_HISTORY: usize = 1_000;
     let broker = TestBroker::start();
     let app = "slow-restore";
     let changelog = format!("{app}-restore-counts-changelog");
     broker.create_topics(&["slow-restore-in", changelog.as_str()], 2);
-    // Partition 1's store has a long history, partition 0's a short one: partition 0's
-    // task restores beside partition 1's and starts long before it.
+    // Partition 1's store has a history that ends in a transaction left open: a restore
+    // reads committed records only, so it cannot finish until the transaction ends, however
+    // fast it reads. Partition 0's store has a short history, and its task must start and
+    // process records while partition 1's still restores.
     let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::config::ClientConfig::new()
         .set("bootstrap.servers", &broker.brokers)
         .set("linger.ms", "20")
-        .set("queue.buffering.max.messages", "1000000")
         .create()
         .unwrap();
-    for i in 0..CHANGELOG_RECORDS {
-        let key = format!("history-{i}");
+    let history = (0..HISTORY).map(|i| (1, format!("history-{i}"), 7i64));
+    let short = (0..SHORT_HISTORY).map(|i| (0, format!("short-{i}"), 3i64));
+    for (partition, key, count) in history.chain(short) {
         producer
             .send(
                 BaseRecord::to(&changelog)
                     .key(key.as_bytes())
-                    .payload(&7i64.to_be_bytes()[..])
-                    .partition(1),
-            )
-            .map_err(|(e, _)| e)
-            .unwrap();
-    }
-    for i in 0..SHORT_HISTORY {
-        let key = format!("short-{i}");
-        producer
-            .send(
-                BaseRecord::to(&changelog)
-                    .key(key.as_bytes())
-                    .payload(&3i64.to_be_bytes()[..])
-                    .partition(0),
+                    .payload(&count.to_be_bytes()[..])
+                    .partition(partition),
             )
             .map_err(|(e, _)| e)
             .unwrap();
     }
     producer.flush(Duration::from_secs(60)).unwrap();
+    let open: ThreadedProducer<DefaultProducerContext> = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", &broker.brokers)
+        .set("transactional.id", "slow-restore-open-transaction")
+        .create()
+        .unwrap();
+    open.init_transactions(Duration::from_secs(30)).unwrap();
+    open.begin_transaction().unwrap();
+    open.send(
+        BaseRecord::to(&changelog)
+            .key("never-committed")
+            .payload(&99i64.to_be_bytes()[..])
+            .partition(1),
+    )
+    .map_err(|(e, _)| e)
+    .unwrap();
+    open.flush(Duration::from_secs(30)).unwrap();
 
     let builder = TopologyBuilder::new("restore-beside");
     builder
@@ -808,13 +814,16 @@ fn a_task_restoring_a_long_changelog_does_not_hold_up_a_ready_task_on_its_thread
         "partition 0 ran while partition 1 was still restoring"
     );
 
+    // The transaction aborted, partition 1's restore reaches the end of its changelog.
+    open.abort_transaction(Duration::from_secs(30)).unwrap();
     support::wait_until("partition 1's count", Duration::from_secs(180), || {
         out = support::read_committed(&broker.brokers, "slow-restore-out");
         out.iter().any(|r| r.key.as_deref() == Some("restored-key"))
     });
     assert_eq!(
         worker.stats().restored.load(Ordering::Relaxed),
-        (CHANGELOG_RECORDS + SHORT_HISTORY) as u64
+        (HISTORY + SHORT_HISTORY) as u64,
+        "every committed record restored, the aborted one not"
     );
     assert_eq!(health.state(0), Some(ThreadStatus::Running));
     worker.stop();

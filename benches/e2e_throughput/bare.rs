@@ -33,6 +33,8 @@ pub fn bare_loop(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "range")
+        // As a stream thread's consumer sets it (engine/runtime/src/kafka.rs).
+        .set("fetch.queue.backoff.ms", "10")
         .set(
             "isolation.level",
             if transactional {

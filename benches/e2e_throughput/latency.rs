@@ -13,7 +13,7 @@ use sluice_topologies::generator::OrderGenerator;
 use sluice_topologies::normalization::EHR_TOPIC;
 
 use super::{
-    LATENCY_RATE, LATENCY_RECORDS, PARTITIONS, async_calls, enrichment, is_sluice_normalization,
+    LATENCY_RATE, LATENCY_RECORDS, async_calls, enrichment, is_sluice_normalization, partitions,
     quix, value_of,
 };
 
@@ -38,7 +38,7 @@ pub fn measure_latency(brokers: &str, variant: &str, output: &str) -> Vec<i64> {
     // written: an exact offset, where `Offset::End` would resolve whenever the reader
     // first fetches and could skip records written before that on a busy machine.
     let mut assignment = TopicPartitionList::new();
-    for partition in 0..PARTITIONS {
+    for partition in 0..partitions() {
         let (_, high) = reader
             .fetch_watermarks(output, partition, Duration::from_secs(30))
             .unwrap();

@@ -42,7 +42,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use sluice_runtime::{ConfigBuilder, admin};
 use sluice_topologies::normalization::{EHR_TOPIC, PHARMACY_TOPIC};
 
-use super::{Measured, PARTITIONS, quantile};
+use super::{Measured, partitions, quantile};
 
 /// Quix Streams' exactly-once variant.
 pub const EOS: &str = "quix-normalization-eos";
@@ -164,7 +164,7 @@ fn create_topics(brokers: &str, topics: &[String]) {
         .build()
         .unwrap();
     let admin = admin::admin_client(&settings).unwrap();
-    admin::create_topics(&admin, topics, PARTITIONS, 1, Duration::from_secs(30)).unwrap();
+    admin::create_topics(&admin, topics, partitions(), 1, Duration::from_secs(30)).unwrap();
 }
 
 /// The running `normalize.py`.
@@ -211,7 +211,7 @@ impl Quix {
             .env("SLUICE_QUIX_GROUP", &group)
             .env("SLUICE_QUIX_STATE_DIR", state_dir.join("quix"))
             .env("SLUICE_QUIX_GUARANTEE", guarantee(variant))
-            .env("SLUICE_QUIX_PARTITIONS", PARTITIONS.to_string())
+            .env("SLUICE_QUIX_PARTITIONS", partitions().to_string())
             .env("SLUICE_QUIX_FIRST_RECORD_FILE", &first_record_file)
             // This child's stdout carries its result line: nothing else may write there.
             .stdin(Stdio::null())
@@ -233,7 +233,7 @@ impl Quix {
         let group = format!("e2e-quix-counter-{}", self.variant);
         let reader = super::latency::committed_reader(brokers, &group);
         let mut assignment = TopicPartitionList::new();
-        for partition in 0..PARTITIONS {
+        for partition in 0..partitions() {
             assignment
                 .add_partition_offset(output, partition, Offset::Beginning)
                 .unwrap();

@@ -42,7 +42,7 @@ use sluice_runtime::{ConfigBuilder, Worker};
 use sluice_topologies::demo::send_waiting;
 use sluice_topologies::webhooks::{self, WebhooksConfig};
 
-use super::{LATENCY_RATE, LATENCY_RECORDS, Measured, PARTITIONS, Progress, peak_rss_mb, quantile};
+use super::{LATENCY_RATE, LATENCY_RECORDS, Measured, Progress, partitions, peak_rss_mb, quantile};
 
 /// The input of the (w) variant: its own, so the tiers and attempts are its own too.
 pub const INPUT_TOPIC: &str = "e2e.webhooks";
@@ -417,7 +417,7 @@ fn deliver_backlog(
         serde_json::json!({"endpoints": [{"id": ENDPOINT_ID, "url": url}]}).to_string(),
     )
     .unwrap();
-    let per_task = (CONCURRENCY / PARTITIONS as usize).to_string();
+    let per_task = (CONCURRENCY / partitions() as usize).to_string();
     let attempts = format!("e2e.webhooks.attempts.{guarantee}.{run}");
     let concurrency = CONCURRENCY.to_string();
     let config = WebhooksConfig::from_map([

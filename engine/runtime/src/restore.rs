@@ -24,7 +24,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use sluice_state::KeyValueStore;
 
 use crate::config::{KafkaClient, WorkerConfig};
-use crate::kafka::redact_kafka_error;
+use crate::kafka::{FETCH_QUEUE_BACKOFF_MS, redact_kafka_error};
 
 /// Records applied to a store in one batch.
 const BATCH: usize = 10_000;
@@ -104,6 +104,7 @@ impl Restorer {
             // with an error (an empty record set); librdkafka's default 500 ms backoff
             // after one stalls every partition the restore is still reading.
             .set("fetch.error.backoff.ms", "10")
+            .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS)
             .set("auto.offset.reset", "earliest");
         for (key, value) in config.kafka_for(KafkaClient::Consumer) {
             c.set(key, value);

@@ -178,7 +178,6 @@ impl TaskManager {
         &self.stats
     }
 
-    /// Tells whether the last poll found an input record.
     /// At each turn of the loop, after the poll: whether it returned nothing, and the
     /// time, which every timed step of this turn uses.
     pub(crate) fn begin_iteration(&mut self, idle: bool, now: Instant) {
