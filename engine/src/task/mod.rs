@@ -23,7 +23,6 @@ mod in_flight;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Instant;
 
 use ::metrics::Counter;
 
@@ -323,7 +322,7 @@ impl Task {
         input: &RawRecord,
         out: &mut Vec<ProducerRecord>,
     ) -> Result<Outcome, TaskError> {
-        let started = Instant::now();
+        let started = self.metrics.start_input();
         let source =
             self.sources
                 .get(&*input.origin.topic)
@@ -375,7 +374,7 @@ impl Task {
         if matches!(outcome, Ok(o) if o != Outcome::InFlight) {
             self.done_with(&input.origin);
         }
-        self.metrics.latency.record(started.elapsed().as_secs_f64());
+        self.metrics.end_input(started);
         outcome
     }
 
