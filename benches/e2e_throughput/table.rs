@@ -1,0 +1,138 @@
+//! The table the harness ends with: per variant the medians of its runs (rate, MB/s,
+//! latency, peak RSS, CPU per record by role), then the ratios the goals are stated in.
+
+use std::collections::HashMap;
+
+use super::{
+    Measured, VARIANT_LETTERS, VARIANTS, async_calls, baseline_name, enrichment, partitions, quix,
+    webhooks,
+};
+
+/// The median of `values` (the upper one of an even count).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Prints the medians of every variant that ran, then the ratios between them.
+pub fn print_table(results: &HashMap<String, Vec<Measured>>, runs: u64, with_baseline: bool) {
+    println!("\nmedians of {runs} run(s):\n");
+    println!(
+        "| variant | records/s | MB/s | p50 latency (ms) | p99 latency (ms) | peak RSS (MB) | CPU µs/record: thread + clients + broker |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let mut rows: Vec<(String, String)> = VARIANT_LETTERS
+        .iter()
+        .zip(VARIANTS)
+        .map(|(letter, variant)| (letter.to_string(), variant.to_string()))
+        .collect();
+    for capacity in async_calls::CAPACITIES {
+        rows.push((format!("f{capacity}"), format!("sluice-calls-{capacity}")));
+    }
+    rows.push(("g".to_string(), "sluice-enrich".to_string()));
+    rows.push(("gk".to_string(), "sluice-enrich-keyed".to_string()));
+    rows.push(("h".to_string(), enrichment::WARM.to_string()));
+    rows.push(("hc".to_string(), enrichment::COLD.to_string()));
+    for (letter, variant) in webhooks::VARIANTS {
+        rows.push((letter.to_string(), variant.to_string()));
+    }
+    rows.push(("qe".to_string(), quix::EOS.to_string()));
+    rows.push(("qa".to_string(), quix::ALOS.to_string()));
+    if with_baseline {
+        for (letter, variant) in ["c", "d", "e"].iter().zip(&VARIANTS[3..]) {
+            rows.push((format!("{letter}0"), baseline_name(variant)));
+        }
+    }
+    let mut rate: HashMap<&str, f64> = HashMap::new();
+    for (letter, variant) in &rows {
+        // Absent when SLUICE_E2E_ONLY left the variant out.
+        let Some(m) = results.get(variant) else {
+            continue;
+        };
+        let pick = |f: fn(&Measured) -> f64| median(m.iter().map(f).collect());
+        let r = pick(Measured::records_per_second);
+        rate.insert(letter.as_str(), r);
+        let (thread, clients, broker) = (
+            pick(|m| m.cpu.processing_us),
+            pick(|m| m.cpu.clients_us),
+            pick(|m| m.cpu.broker_us),
+        );
+        println!(
+            "| ({letter}) {variant} | {r:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {thread:.2} + {clients:.2} + {broker:.2} = {:.2} |",
+            pick(Measured::megabytes_per_second),
+            pick(|m| m.p50_ms),
+            pick(|m| m.p99_ms),
+            pick(|m| m.peak_rss_mb),
+            thread + clients + broker
+        );
+    }
+    println!();
+    // `x/y` of two rows' rates, when both ran.
+    let ratio = |x: &str, y: &str| Some(rate.get(x)? / rate.get(y)?);
+    if let Some(r) = ratio("c", "a") {
+        println!("c/a (Sluice exactly-once / bare transactional loop) = {r:.2}   (goal >= 0.90)");
+    }
+    if let Some(r) = ratio("d", "b") {
+        println!("d/b (Sluice at-least-once / bare loop)               = {r:.2}   (goal >= 0.95)");
+    }
+    if let Some(r) = ratio("d", "bl") {
+        println!("d/bl (the same / bare loop writing lineage headers)  = {r:.2}");
+    }
+    for capacity in async_calls::CAPACITIES {
+        let Some(r) = rate.get(format!("f{capacity}").as_str()) else {
+            continue;
+        };
+        // One stream thread runs every partition's task, each with `capacity` calls.
+        let ideal =
+            partitions() as f64 * capacity as f64 / async_calls::SERVICE_LATENCY.as_secs_f64();
+        let ceiling = rate.get("c").map_or(ideal, |c| ideal.min(*c));
+        println!(
+            "f{capacity}: {r:.0} records/s = {:.2} of 8 x {capacity} / 5 ms = {ideal:.0}; {:.2} of min(that, c)   (goal >= 0.80)",
+            r / ideal,
+            r / ceiling
+        );
+    }
+    if let Some(r) = ratio("g", "c") {
+        println!("g/c (enrich at ~95% hits / plain map)                = {r:.2}   (goal >= 0.80)");
+    }
+    if let Some(r) = ratio("gk", "c") {
+        println!("gk/c (the same, key-ordered / plain map)             = {r:.2}   (goal >= 0.80)");
+    }
+    if let Some(r) = ratio("h", "e") {
+        println!("h/e (enrichment at >95% hits / normalization alone)  = {r:.2}   (goal >= 0.80)");
+    }
+    if let Some(r) = ratio("e", "qe") {
+        println!("e/qe (Sluice normalization ÷ Quix, exactly-once)    = {r:.2}");
+    }
+    if let Some(r) = ratio("ea", "qa") {
+        println!("ea/qa (Sluice normalization ÷ Quix, at-least-once)  = {r:.2}");
+    }
+    for (letter, variant) in [("h", enrichment::WARM), ("hc", enrichment::COLD)] {
+        if let Some(m) = results.get(variant) {
+            let p99 = median(m.iter().map(|m| m.lookup_p99_ms).collect());
+            println!("{letter}: p99 of the lookups that reached the reference data = {p99:.2} ms");
+        }
+    }
+    if let Some(r) = ratio("w", "wb") {
+        println!("w/wb (webhook deliveries / bare reqwest loop)        = {r:.2}   (goal >= 0.80)");
+    }
+    if let Some(r) = ratio("wa", "wk") {
+        println!("wa/wk (the same at-least-once / bare Kafka+reqwest)   = {r:.2}");
+    }
+    if let (Some(w), Some(wb)) = (results.get("sluice-webhooks"), results.get("bare-reqwest")) {
+        let p99 = |m: &Vec<Measured>| median(m.iter().map(|m| m.p99_ms).collect());
+        println!(
+            "w: p99 latency added to a delivery = {:.1} ms ({:.1} ms from the Kafka produce, against {:.1} ms for the bare POST)",
+            p99(w) - p99(wb),
+            p99(w),
+            p99(wb)
+        );
+    }
+    if with_baseline {
+        let ratios = ["c0/a", "d0/b", "c/c0", "d/d0", "e/e0"].map(|name| {
+            let (x, y) = name.split_once('/').unwrap();
+            format!("{name} = {:.2}", ratio(x, y).unwrap_or(f64::NAN))
+        });
+        println!("baseline build: {}", ratios.join(", "));
+    }
+}
