@@ -41,6 +41,23 @@ fn assert_exactly_once(broker: &TestBroker, inputs: &Inputs) {
         keys, inputs.valid_keys,
         "the outputs are exactly the valid orders"
     );
+    // An output carries its input's timestamp (event time), not the time it was produced.
+    let input_times: std::collections::HashMap<String, Option<i64>> = [EHR_TOPIC, PHARMACY_TOPIC]
+        .iter()
+        .flat_map(|topic| support::read_all(&broker.brokers, topic, "read_uncommitted"))
+        .filter_map(|r| Some((r.key?, r.timestamp)))
+        .collect();
+    for record in &out {
+        let key = record.key.as_ref().unwrap();
+        assert!(
+            record.timestamp.is_some(),
+            "{key}: an output has a timestamp"
+        );
+        assert_eq!(
+            record.timestamp, input_times[key],
+            "{key}: an output's timestamp is its input's"
+        );
+    }
 
     let dead = support::read_committed(&broker.brokers, DEAD_LETTER_TOPIC);
     assert_eq!(

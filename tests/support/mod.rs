@@ -213,6 +213,8 @@ pub struct ReadBack {
     pub value: Option<Vec<u8>>,
     pub event_id: Option<String>,
     pub headers: HashMap<String, String>,
+    /// Milliseconds since the epoch, as the record carries it.
+    pub timestamp: Option<i64>,
 }
 
 /// Every committed record of `topic` (read_committed), read until each partition's end.
@@ -297,6 +299,7 @@ pub fn read_all(brokers: &str, topic: &str, isolation: &str) -> Vec<ReadBack> {
                 value: m.payload().map(<[u8]>::to_vec),
                 event_id: headers.get("event-id").cloned(),
                 headers,
+                timestamp: m.timestamp().to_millis(),
             });
         }
         let position = consumer.position().unwrap();

@@ -1,18 +1,26 @@
 //! What the runtime knows of Kafka's clients, in one place: the client configurations
-//! the guarantees rest on, the one call into librdkafka's C API, the conversion of a
-//! fetched message into the engine's [`RawRecord`], and the metadata Sluice keeps beside
-//! committed offsets. The roles around it (stream thread, record collector, commit) speak
+//! the guarantees rest on, the few calls into librdkafka's C API that rust-rdkafka does not
+//! make the way the runtime needs (a cached watermark, a flush, a send by topic handle),
+//! the conversion of a fetched message into the engine's [`RawRecord`], and the metadata
+//! Sluice keeps beside committed offsets. The roles around it (stream thread, record collector, commit) speak
 //! in these terms and never build a client property or a raw pointer themselves.
 
+use std::collections::HashMap;
+use std::ffi::{CString, c_void};
+use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rdkafka::bindings as rdsys;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers as _, Message};
+use rdkafka::producer::{Producer, ProducerContext, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use sluice_engine::record::{Headers, Origin, RawRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::util::IntoOpaque;
+use sluice_engine::record::{Headers, Origin, ProducerRecord, RawRecord};
 
 use crate::config::{KafkaClient, ProcessingGuarantee, WorkerConfig, is_secret};
 
@@ -142,6 +150,202 @@ pub(crate) fn cached_high_watermark<C: ConsumerContext>(
     };
     (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
         .then_some(high)
+}
+
+/// Waits until every record given to `producer` is acknowledged or has failed, and its
+/// delivery report has been served; at most `timeout`. Records still lingering are sent at
+/// once.
+///
+/// rust-rdkafka's own `flush`, which its `commit_transaction` also calls first, waits in
+/// steps of 100 ms: it polls the producer's queue for 100 ms at a time, and each poll runs
+/// out its whole timeout however early the last report arrives. Every exactly-once commit
+/// thus stood about 100 ms idle, half of the stream thread's time at the default 100 ms
+/// commit interval (BENCHMARKS.md). librdkafka's flush, with delivery reports delivered as
+/// events as rust-rdkafka configures them, waits instead on the count of records not yet
+/// reported, which the threaded producer's polling thread brings to zero as it serves the
+/// reports, and returns the moment it does. After it, rust-rdkafka's flush finds nothing
+/// left and returns at once. Only a threaded producer serves its reports on another thread,
+/// so only one is accepted here.
+pub(crate) fn flush<C: ProducerContext + 'static>(
+    producer: &ThreadedProducer<C>,
+    timeout: Duration,
+) -> Result<(), KafkaError> {
+    let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: the client pointer is valid for the producer's lifetime, and rd_kafka_flush
+    // may be called from any thread.
+    let err =
+        unsafe { rdkafka::bindings::rd_kafka_flush(producer.client().native_ptr(), timeout_ms) };
+    match err {
+        rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR => Ok(()),
+        err => Err(KafkaError::Flush(RDKafkaErrorCode::from(err))),
+    }
+}
+
+/// A threaded producer that sends each record through a handle of its topic, kept for the
+/// producer's lifetime; everything else is the producer's own (it derefs to it).
+///
+/// rust-rdkafka's `send` names the topic on every call: it allocates a C string of the
+/// name, and librdkafka looks the topic up under the client's write lock, which the
+/// client's broker threads take as well. On the stream thread that was about 3.5% of its
+/// time and, on this 2-core machine, waits on that lock of 6% more (BENCHMARKS.md). With a
+/// handle, librdkafka only counts a reference. Records are produced as rust-rdkafka
+/// produces them otherwise: copied, partitioned by the configured partitioner, with the
+/// delivery opaque its delivery reports hand back.
+pub(crate) struct TopicProducer<C: ProducerContext<DeliveryOpaque = usize> + 'static> {
+    /// Dropped before the producer, as librdkafka requires of topic handles (fields drop
+    /// in order).
+    topics: HashMap<Arc<str>, TopicHandle>,
+    producer: ThreadedProducer<C>,
+}
+
+/// A topic handle of one client, released when dropped.
+struct TopicHandle(*mut rdsys::rd_kafka_topic_t);
+
+// SAFETY: librdkafka's topic handles may be used and released from any thread.
+unsafe impl Send for TopicHandle {}
+
+impl Drop for TopicHandle {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from rd_kafka_topic_new and is released once, before its
+        // client (see `TopicProducer::topics`).
+        unsafe { rdsys::rd_kafka_topic_destroy(self.0) }
+    }
+}
+
+impl<C: ProducerContext<DeliveryOpaque = usize> + 'static> TopicProducer<C> {
+    pub(crate) fn new(producer: ThreadedProducer<C>) -> Self {
+        Self {
+            topics: HashMap::new(),
+            producer,
+        }
+    }
+
+    /// Hands `record` to the producer with the delivery opaque `opaque`; fails as
+    /// rust-rdkafka's `send` does (`KafkaError::MessageProduction` with librdkafka's
+    /// code: a full queue, a record too large, ...). Nothing is kept of a failed send.
+    pub(crate) fn send(
+        &mut self,
+        record: &ProducerRecord,
+        opaque: usize,
+    ) -> Result<(), KafkaError> {
+        let rk = self.producer.client().native_ptr();
+        let topic = match self.topics.get(&record.topic) {
+            Some(handle) => handle.0,
+            None => {
+                let name = CString::new(record.topic.as_bytes()).map_err(KafkaError::Nul)?;
+                // SAFETY: the client pointer is valid for the producer's lifetime; the name
+                // is NUL-terminated and outlives the call, which copies it.
+                let handle =
+                    unsafe { rdsys::rd_kafka_topic_new(rk, name.as_ptr(), std::ptr::null_mut()) };
+                if handle.is_null() {
+                    // SAFETY: reads this thread's last librdkafka error.
+                    let code = unsafe { rdsys::rd_kafka_last_error() };
+                    return Err(KafkaError::MessageProduction(code.into()));
+                }
+                self.topics
+                    .insert(record.topic.clone(), TopicHandle(handle));
+                handle
+            }
+        };
+        // A record without headers is sent without a list (the last entry of `values`).
+        let headers = match record.headers.is_empty() {
+            true => std::ptr::null_mut(),
+            // SAFETY: a new, empty list that this function owns until librdkafka takes it.
+            false => unsafe { rdsys::rd_kafka_headers_new(record.headers.len()) },
+        };
+        for (key, value) in record.headers.iter() {
+            // SAFETY: names and values are passed with their lengths and copied.
+            unsafe {
+                rdsys::rd_kafka_header_add(
+                    headers,
+                    key.as_ptr().cast(),
+                    key.len() as isize,
+                    value.as_ptr().cast(),
+                    value.len() as isize,
+                );
+            }
+        }
+        let bytes = |b: &Option<Vec<u8>>| match b {
+            Some(b) => rdsys::rd_kafka_vu_s__bindgen_ty_1__bindgen_ty_1 {
+                ptr: b.as_ptr() as *mut c_void,
+                size: b.len(),
+            },
+            None => rdsys::rd_kafka_vu_s__bindgen_ty_1__bindgen_ty_1 {
+                ptr: std::ptr::null_mut(),
+                size: 0,
+            },
+        };
+        use rdsys::rd_kafka_vtype_t as T;
+        use rdsys::rd_kafka_vu_s__bindgen_ty_1 as U;
+        let vu = |vtype: T, u: U| rdsys::rd_kafka_vu_t { vtype, u };
+        let values = [
+            vu(T::RD_KAFKA_VTYPE_RKT, U { rkt: topic }),
+            vu(
+                T::RD_KAFKA_VTYPE_PARTITION,
+                U {
+                    i32_: record.partition.unwrap_or(-1),
+                },
+            ),
+            vu(
+                T::RD_KAFKA_VTYPE_MSGFLAGS,
+                U {
+                    i: rdsys::RD_KAFKA_MSG_F_COPY,
+                },
+            ),
+            vu(
+                T::RD_KAFKA_VTYPE_VALUE,
+                U {
+                    mem: bytes(&record.value),
+                },
+            ),
+            vu(
+                T::RD_KAFKA_VTYPE_KEY,
+                U {
+                    mem: bytes(&record.key),
+                },
+            ),
+            vu(
+                T::RD_KAFKA_VTYPE_OPAQUE,
+                U {
+                    ptr: opaque.into_ptr(),
+                },
+            ),
+            vu(
+                T::RD_KAFKA_VTYPE_TIMESTAMP,
+                U {
+                    i64_: record.timestamp,
+                },
+            ),
+            vu(T::RD_KAFKA_VTYPE_HEADERS, U { headers }),
+        ];
+        // SAFETY: every pointer in `values` outlives the call; the payload and key are
+        // copied (F_COPY); the topic handle stays valid while `self.topics` holds it.
+        let count = values.len() - usize::from(headers.is_null());
+        let error = unsafe { rdsys::rd_kafka_produceva(rk, values.as_ptr(), count) };
+        if error.is_null() {
+            // librdkafka owns the headers now.
+            return Ok(());
+        }
+        // SAFETY: a failed produce leaves the headers to the caller; the error is read
+        // and released once.
+        let code = unsafe {
+            if !headers.is_null() {
+                rdsys::rd_kafka_headers_destroy(headers);
+            }
+            let code = rdsys::rd_kafka_error_code(error);
+            rdsys::rd_kafka_error_destroy(error);
+            code
+        };
+        Err(KafkaError::MessageProduction(code.into()))
+    }
+}
+
+impl<C: ProducerContext<DeliveryOpaque = usize> + 'static> Deref for TopicProducer<C> {
+    type Target = ThreadedProducer<C>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.producer
+    }
 }
 
 /// A fetched message as the engine's input record; `topic` is the shared name of its topic.
@@ -285,6 +489,205 @@ mod tests {
         assert_eq!(parse_stream_time(&metadata), Some(42));
         assert_eq!(parse_done_ahead(&metadata), [6, 7, 8, 9, 12, 20, 21]);
         assert_eq!(parse_done_ahead(&offset_metadata_of(1)), Vec::<i64>::new());
+    }
+
+    /// Counts delivery reports as the threaded producer's polling thread serves them.
+    struct CountReports(Arc<std::sync::atomic::AtomicUsize>);
+
+    impl rdkafka::ClientContext for CountReports {}
+
+    impl ProducerContext for CountReports {
+        type DeliveryOpaque = ();
+
+        fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// A producer whose broker does not exist: every record fails after `message_timeout_ms`.
+    fn producer_without_broker(
+        message_timeout_ms: &str,
+    ) -> (
+        ThreadedProducer<CountReports>,
+        Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        let reports = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .set("message.timeout.ms", message_timeout_ms)
+            .set("log_level", "0")
+            .create_with_context(CountReports(reports.clone()))
+            .unwrap();
+        (producer, reports)
+    }
+
+    fn send_one(producer: &ThreadedProducer<CountReports>) {
+        producer
+            .send(rdkafka::producer::BaseRecord::<[u8], [u8]>::to("t").payload(&b"x"[..]))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+
+    #[test]
+    fn a_flush_returns_once_every_delivery_report_has_been_served() {
+        let (producer, reports) = producer_without_broker("200");
+        for _ in 0..3 {
+            send_one(&producer);
+        }
+        flush(&producer, Duration::from_secs(10)).unwrap();
+        // The commit reads failures and changelog offsets from the reports right after
+        // the flush: they must all have been served by then.
+        assert_eq!(reports.load(std::sync::atomic::Ordering::SeqCst), 3);
+        flush(&producer, Duration::ZERO).unwrap();
+    }
+
+    #[test]
+    fn a_flush_that_runs_out_of_time_says_so() {
+        let (producer, reports) = producer_without_broker("60000");
+        send_one(&producer);
+        match flush(&producer, Duration::from_millis(50)) {
+            Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) => {}
+            other => panic!("expected a timed-out flush, got {other:?}"),
+        }
+        assert_eq!(reports.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    /// What a delivery report says of a record.
+    #[derive(Debug, PartialEq)]
+    struct Reported {
+        opaque: usize,
+        topic: String,
+        partition: i32,
+        key: Option<Vec<u8>>,
+        value: Option<Vec<u8>>,
+        headers: Vec<(String, Vec<u8>)>,
+    }
+
+    /// Keeps every delivery report's account of its record (a failed delivery's report
+    /// carries no timestamp: `tests/kafka_exactly_once.rs` checks outputs' timestamps on a
+    /// broker).
+    struct KeepReports(Arc<std::sync::Mutex<Vec<Reported>>>);
+
+    impl rdkafka::ClientContext for KeepReports {}
+
+    impl ProducerContext for KeepReports {
+        type DeliveryOpaque = usize;
+
+        fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, opaque: usize) {
+            let message = match result {
+                Ok(m) => m,
+                Err((_, m)) => m,
+            };
+            let headers = message
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            self.0.lock().unwrap().push(Reported {
+                opaque,
+                topic: message.topic().to_string(),
+                partition: message.partition(),
+                key: message.key().map(<[u8]>::to_vec),
+                value: message.payload().map(<[u8]>::to_vec),
+                headers,
+            });
+        }
+    }
+
+    fn topic_producer(
+        max_bytes: &str,
+    ) -> (
+        TopicProducer<KeepReports>,
+        Arc<std::sync::Mutex<Vec<Reported>>>,
+    ) {
+        let reports = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .set("message.timeout.ms", "200")
+            .set("message.max.bytes", max_bytes)
+            .set("log_level", "0")
+            .create_with_context(KeepReports(reports.clone()))
+            .unwrap();
+        (TopicProducer::new(producer), reports)
+    }
+
+    fn record(topic: &str, headers: &[(&'static str, &str)]) -> ProducerRecord {
+        let mut h = Headers::new();
+        for (key, value) in headers {
+            h.add(*key, value.as_bytes());
+        }
+        ProducerRecord {
+            topic: Arc::from(topic),
+            partition: Some(3),
+            key: Some(b"k".to_vec()),
+            value: Some(b"v".to_vec()),
+            headers: h,
+            timestamp: 1_700_000_000_123,
+        }
+    }
+
+    #[test]
+    fn a_record_sent_by_topic_handle_is_the_record_given() {
+        let (mut producer, reports) = topic_producer("1000000");
+        let with_headers = record("out", &[("event-id", "e1"), ("correlation-id", "c1")]);
+        producer.send(&with_headers, 1).unwrap();
+        let mut bare = record("other", &[]);
+        bare.key = None;
+        bare.partition = None;
+        producer.send(&bare, 0).unwrap();
+        // A second record to the first topic goes through the handle kept for it.
+        producer
+            .send(&record("out", &[("event-id", "e2")]), 1)
+            .unwrap();
+        flush(&producer, Duration::from_secs(10)).unwrap();
+        let mut reports = std::mem::take(&mut *reports.lock().unwrap());
+        reports.sort_by_key(|r| (r.topic.clone(), r.headers.clone()));
+        let header = |k: &str, v: &str| (k.to_string(), v.as_bytes().to_vec());
+        let out = |headers| Reported {
+            opaque: 1,
+            topic: "out".into(),
+            partition: 3,
+            key: Some(b"k".to_vec()),
+            value: Some(b"v".to_vec()),
+            headers,
+        };
+        assert_eq!(
+            reports,
+            [
+                Reported {
+                    opaque: 0,
+                    topic: "other".into(),
+                    partition: -1,
+                    key: None,
+                    value: Some(b"v".to_vec()),
+                    headers: vec![],
+                },
+                out(vec![
+                    header("event-id", "e1"),
+                    header("correlation-id", "c1")
+                ]),
+                out(vec![header("event-id", "e2")]),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_record_too_large_is_refused_as_rust_rdkafka_refuses_it() {
+        let (mut producer, reports) = topic_producer("1000");
+        let mut large = record("out", &[("event-id", "e1")]);
+        large.value = Some(vec![b'x'; 2000]);
+        match producer.send(&large, 1) {
+            Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)) => {}
+            other => panic!("expected a refusal for size, got {other:?}"),
+        }
+        flush(&producer, Duration::from_secs(10)).unwrap();
+        assert!(
+            reports.lock().unwrap().is_empty(),
+            "a refused record is not reported"
+        );
     }
 
     #[test]

@@ -20,10 +20,8 @@ use std::time::{Duration, Instant};
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{
-    BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer,
-};
+use rdkafka::message::Message;
+use rdkafka::producer::{DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
 use sluice_engine::record::{Origin, ProducerRecord};
@@ -31,7 +29,7 @@ use sluice_engine::topology::Topology;
 
 use crate::config::{ProcessingGuarantee, WorkerConfig};
 use crate::error::StreamThreadError;
-use crate::kafka::{CALL_TIMEOUT, producer_config};
+use crate::kafka::{self, CALL_TIMEOUT, TopicProducer, producer_config};
 use crate::{WorkerStats, metrics};
 
 /// The delivery opaque of a changelog record, whose offset becomes a store checkpoint.
@@ -81,7 +79,7 @@ impl ProducerContext for DeliveryContext {
     }
 }
 
-type OutputProducer = ThreadedProducer<DeliveryContext>;
+type OutputProducer = TopicProducer<DeliveryContext>;
 
 /// A stream thread's producer and its open transaction.
 pub(crate) struct RecordCollector {
@@ -173,34 +171,14 @@ impl RecordCollector {
         input: Option<&Origin>,
     ) -> Result<(), StreamThreadError> {
         self.begin_transaction_if_needed()?;
-        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-        for (key, value) in record.headers.iter() {
-            headers = headers.insert(Header {
-                key,
-                value: Some(value),
-            });
-        }
-        let mut base = BaseRecord::<[u8], [u8], usize>::with_opaque_to(&record.topic, opaque)
-            .headers(headers)
-            .timestamp(record.timestamp);
-        if let Some(key) = record.key.as_deref() {
-            base = base.key(key);
-        }
-        if let Some(value) = record.value.as_deref() {
-            base = base.payload(value);
-        }
-        if let Some(partition) = record.partition {
-            base = base.partition(partition);
-        }
         loop {
-            match self.producer.send(base) {
+            match self.producer.send(&record, opaque) {
                 Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
                     // The producer's own thread drains the queue; wait for room.
-                    base = back;
                     std::thread::sleep(Duration::from_millis(5));
                 }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
+                Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)) => {
                     return Err(StreamThreadError::RecordTooLarge {
                         thread: self.thread,
                         topic: record.topic.to_string(),
@@ -210,7 +188,7 @@ impl RecordCollector {
                         },
                     });
                 }
-                Err((e, _)) => return Err(self.kafka("producing a record", e)),
+                Err(e) => return Err(self.kafka("producing a record", e)),
             }
         }
     }
@@ -232,6 +210,10 @@ impl RecordCollector {
                     .ok_or(StreamThreadError::NoGroupMetadata {
                         thread: self.thread,
                     })?;
+            // Flushed first, so that the commit's own flush has nothing to wait for
+            // (`kafka::flush` says why).
+            kafka::flush(&*self.producer, CALL_TIMEOUT)
+                .map_err(|e| self.kafka("flushing the transaction's records", e))?;
             if offsets.count() > 0 {
                 self.producer
                     .send_offsets_to_transaction(offsets, &metadata, CALL_TIMEOUT)
@@ -242,8 +224,7 @@ impl RecordCollector {
                 .map_err(|e| self.kafka("committing the transaction", e))?;
             self.transaction_open = false;
         } else {
-            self.producer
-                .flush(CALL_TIMEOUT)
+            kafka::flush(&*self.producer, CALL_TIMEOUT)
                 .map_err(|e| self.kafka("flushing the producer", e))?;
             if self.delivery.failed.swap(0, Ordering::Relaxed) > 0 {
                 return Err(self.kafka(
@@ -288,7 +269,7 @@ impl RecordCollector {
             // is reset.
             self.producer
                 .purge(PurgeConfig::default().queue().inflight());
-            let _ = self.producer.flush(Duration::from_secs(1));
+            let _ = kafka::flush(&*self.producer, Duration::from_secs(1));
         }
         self.delivery.failed.store(0, Ordering::Relaxed);
         Ok(())
@@ -350,8 +331,9 @@ fn create_producer<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     topology: &Topology,
 ) -> Result<OutputProducer, KafkaError> {
-    let producer: OutputProducer = producer_config(config, index, process_id)
+    let producer: ThreadedProducer<DeliveryContext> = producer_config(config, index, process_id)
         .create_with_context(DeliveryContext(delivery.clone()))?;
+    let producer = TopicProducer::new(producer);
     if config.processing_guarantee == ProcessingGuarantee::ExactlyOnceV2 {
         // Fences the previous incarnation of this transactional id and aborts its open
         // transaction.
