@@ -11,7 +11,7 @@
 # Env: SLUICE_BROKER_DIR   state dir (default /tmp/sluice-broker); each start uses a new
 #                          $SLUICE_BROKER_DIR/run-<timestamp>/ (the broker cannot restart on a
 #                          log dir that has seen transactional offset commits); the two
-#                          newest older runs are kept for their logs.
+#                          newest older runs' logs are kept, not their data.
 #      SLUICE_BROKER_HOST  listen IP (default 127.0.0.1). The broker's controller always
 #                          listens on <host>:9093, so it is one broker per IP: use another
 #                          loopback IP (127.0.0.2, ...) with another SLUICE_BROKER_DIR for a
@@ -143,11 +143,16 @@ cmd_start() {
     die "$host:$controller_port is in use; crabka-broker's controller always binds <listen-ip>:$controller_port (another broker on this IP? try SLUICE_BROKER_HOST=127.0.0.2)"
   fi
 
-  # Keep the two newest previous runs (for their logs), drop older ones.
+  # Keep the two newest previous runs' logs, drop older runs. No start reuses a run's data,
+  # and a bench leaves gigabytes of it: with a directory per loopback address, kept data
+  # once filled this machine's disk. So the kept runs lose their data too.
   local old
   # shellcheck disable=SC2012
   for old in $(ls -1dt "$state_dir"/run-* 2>/dev/null | tail -n +3); do
     rm -rf "$old"
+  done
+  for old in "$state_dir"/run-*; do
+    if [ -d "$old/data" ]; then rm -rf "$old/data"; fi
   done
 
   local run log data

@@ -14,6 +14,62 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
+/// The ratios the goals are stated in, as (numerator, denominator, what it compares, goal):
+/// printed when both rows ran.
+const RATIOS: [(&str, &str, &str, Option<f64>); 11] = [
+    (
+        "c",
+        "a",
+        "Sluice exactly-once / bare transactional loop",
+        Some(0.90),
+    ),
+    ("d", "b", "Sluice at-least-once / bare loop", Some(0.95)),
+    (
+        "d",
+        "bl",
+        "the same / bare loop writing lineage headers",
+        None,
+    ),
+    (
+        "e",
+        "c",
+        "normalization / the stateless chain, exactly-once",
+        Some(0.50),
+    ),
+    ("g", "c", "enrich at ~95% hits / plain map", Some(0.80)),
+    ("gk", "c", "the same, key-ordered / plain map", Some(0.80)),
+    (
+        "h",
+        "e",
+        "enrichment at >95% hits / normalization alone",
+        Some(0.80),
+    ),
+    (
+        "e",
+        "qe",
+        "Sluice normalization / Quix, exactly-once",
+        Some(10.0),
+    ),
+    (
+        "ea",
+        "qa",
+        "Sluice normalization / Quix, at-least-once",
+        Some(10.0),
+    ),
+    (
+        "w",
+        "wb",
+        "webhook deliveries / bare reqwest loop",
+        Some(0.80),
+    ),
+    (
+        "wa",
+        "wk",
+        "the same at-least-once / bare Kafka+reqwest",
+        None,
+    ),
+];
+
 /// Prints the medians of every variant that ran, then the ratios between them.
 pub fn print_table(results: &HashMap<String, Vec<Measured>>, runs: u64, with_baseline: bool) {
     println!("\nmedians of {runs} run(s):\n");
@@ -69,14 +125,12 @@ pub fn print_table(results: &HashMap<String, Vec<Measured>>, runs: u64, with_bas
     println!();
     // `x/y` of two rows' rates, when both ran.
     let ratio = |x: &str, y: &str| Some(rate.get(x)? / rate.get(y)?);
-    if let Some(r) = ratio("c", "a") {
-        println!("c/a (Sluice exactly-once / bare transactional loop) = {r:.2}   (goal >= 0.90)");
-    }
-    if let Some(r) = ratio("d", "b") {
-        println!("d/b (Sluice at-least-once / bare loop)               = {r:.2}   (goal >= 0.95)");
-    }
-    if let Some(r) = ratio("d", "bl") {
-        println!("d/bl (the same / bare loop writing lineage headers)  = {r:.2}");
+    for (x, y, what, goal) in RATIOS {
+        if let Some(r) = ratio(x, y) {
+            let name = format!("{x}/{y} ({what})");
+            let goal = goal.map_or(String::new(), |g| format!("   (goal >= {g:.2})"));
+            println!("{name:<58} = {r:.2}{goal}");
+        }
     }
     for capacity in async_calls::CAPACITIES {
         let Some(r) = rate.get(format!("f{capacity}").as_str()) else {
@@ -92,32 +146,11 @@ pub fn print_table(results: &HashMap<String, Vec<Measured>>, runs: u64, with_bas
             r / ceiling
         );
     }
-    if let Some(r) = ratio("g", "c") {
-        println!("g/c (enrich at ~95% hits / plain map)                = {r:.2}   (goal >= 0.80)");
-    }
-    if let Some(r) = ratio("gk", "c") {
-        println!("gk/c (the same, key-ordered / plain map)             = {r:.2}   (goal >= 0.80)");
-    }
-    if let Some(r) = ratio("h", "e") {
-        println!("h/e (enrichment at >95% hits / normalization alone)  = {r:.2}   (goal >= 0.80)");
-    }
-    if let Some(r) = ratio("e", "qe") {
-        println!("e/qe (Sluice normalization ÷ Quix, exactly-once)    = {r:.2}");
-    }
-    if let Some(r) = ratio("ea", "qa") {
-        println!("ea/qa (Sluice normalization ÷ Quix, at-least-once)  = {r:.2}");
-    }
     for (letter, variant) in [("h", enrichment::WARM), ("hc", enrichment::COLD)] {
         if let Some(m) = results.get(variant) {
             let p99 = median(m.iter().map(|m| m.lookup_p99_ms).collect());
             println!("{letter}: p99 of the lookups that reached the reference data = {p99:.2} ms");
         }
-    }
-    if let Some(r) = ratio("w", "wb") {
-        println!("w/wb (webhook deliveries / bare reqwest loop)        = {r:.2}   (goal >= 0.80)");
-    }
-    if let Some(r) = ratio("wa", "wk") {
-        println!("wa/wk (the same at-least-once / bare Kafka+reqwest)   = {r:.2}");
     }
     if let (Some(w), Some(wb)) = (results.get("sluice-webhooks"), results.get("bare-reqwest")) {
         let p99 = |m: &Vec<Measured>| median(m.iter().map(|m| m.p99_ms).collect());
