@@ -119,7 +119,7 @@ pub fn bare_loop(
     }
 }
 
-/// librdkafka's flush, as the engine's record collector flushes (`kafka::flush` in the
+/// librdkafka's flush, as the engine's record collector flushes (`TopicProducer::flush` in the
 /// runtime says why): rust-rdkafka's `flush`, also called first by its
 /// `commit_transaction`, waits in 100 ms steps. Like for like, the bare loop flushes the
 /// same way.

@@ -2,8 +2,9 @@
 //! the guarantees rest on, the few calls into librdkafka's C API that rust-rdkafka does not
 //! make the way the runtime needs (a cached watermark, a flush, a send by topic handle),
 //! the conversion of a fetched message into the engine's [`RawRecord`], and the metadata
-//! Sluice keeps beside committed offsets. The roles around it (stream thread, record collector, commit) speak
-//! in these terms and never build a client property or a raw pointer themselves.
+//! Sluice keeps beside committed offsets. The roles around it (stream thread, record
+//! collector, commit) speak in these terms and never build a client property or a raw
+//! pointer themselves.
 
 use std::collections::HashMap;
 use std::ffi::{CString, c_void};
@@ -152,37 +153,9 @@ pub(crate) fn cached_high_watermark<C: ConsumerContext>(
         .then_some(high)
 }
 
-/// Waits until every record given to `producer` is acknowledged or has failed, and its
-/// delivery report has been served; at most `timeout`. Records still lingering are sent at
-/// once.
-///
-/// rust-rdkafka's own `flush`, which its `commit_transaction` also calls first, waits in
-/// steps of 100 ms: it polls the producer's queue for 100 ms at a time, and each poll runs
-/// out its whole timeout however early the last report arrives. Every exactly-once commit
-/// thus stood about 100 ms idle, half of the stream thread's time at the default 100 ms
-/// commit interval (BENCHMARKS.md). librdkafka's flush, with delivery reports delivered as
-/// events as rust-rdkafka configures them, waits instead on the count of records not yet
-/// reported, which the threaded producer's polling thread brings to zero as it serves the
-/// reports, and returns the moment it does. After it, rust-rdkafka's flush finds nothing
-/// left and returns at once. Only a threaded producer serves its reports on another thread,
-/// so only one is accepted here.
-pub(crate) fn flush<C: ProducerContext + 'static>(
-    producer: &ThreadedProducer<C>,
-    timeout: Duration,
-) -> Result<(), KafkaError> {
-    let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-    // SAFETY: the client pointer is valid for the producer's lifetime, and rd_kafka_flush
-    // may be called from any thread.
-    let err =
-        unsafe { rdkafka::bindings::rd_kafka_flush(producer.client().native_ptr(), timeout_ms) };
-    match err {
-        rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR => Ok(()),
-        err => Err(KafkaError::Flush(RDKafkaErrorCode::from(err))),
-    }
-}
-
 /// A threaded producer that sends each record through a handle of its topic, kept for the
-/// producer's lifetime; everything else is the producer's own (it derefs to it).
+/// producer's lifetime, and flushes with librdkafka's flush (also before committing a
+/// transaction); everything else is the producer's own (it derefs to it).
 ///
 /// rust-rdkafka's `send` names the topic on every call: it allocates a C string of the
 /// name, and librdkafka looks the topic up under the client's write lock, which the
@@ -218,6 +191,36 @@ impl<C: ProducerContext<DeliveryOpaque = usize> + 'static> TopicProducer<C> {
             topics: HashMap::new(),
             producer,
         }
+    }
+
+    /// Waits until every record given to the producer is acknowledged or has failed, and
+    /// its delivery report has been served; at most `timeout`. Records still lingering are
+    /// sent at once.
+    ///
+    /// rust-rdkafka's own `flush`, which its `commit_transaction` also calls first, waits in
+    /// steps of 100 ms: it polls the producer's queue for 100 ms at a time, and each poll
+    /// runs out its whole timeout however early the last report arrives. Every exactly-once
+    /// commit thus stood about 100 ms idle, half of the stream thread's time at the default
+    /// 100 ms commit interval (BENCHMARKS.md). librdkafka's flush, with delivery reports
+    /// delivered as events as rust-rdkafka configures them, waits instead on the count of
+    /// records not yet reported, which the threaded producer's polling thread brings to zero
+    /// as it serves the reports, and returns the moment it does.
+    pub(crate) fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: the client pointer is valid for the producer's lifetime, and
+        // rd_kafka_flush may be called from any thread.
+        let err = unsafe { rdsys::rd_kafka_flush(self.producer.client().native_ptr(), timeout_ms) };
+        match err {
+            rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR => Ok(()),
+            err => Err(KafkaError::Flush(RDKafkaErrorCode::from(err))),
+        }
+    }
+
+    /// Commits the open transaction after flushing it with [`TopicProducer::flush`], so
+    /// that rust-rdkafka's own flush inside the commit finds nothing left to wait for.
+    pub(crate) fn commit_transaction(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.flush(timeout)?;
+        self.producer.commit_transaction(timeout)
     }
 
     /// Hands `record` to the producer with the delivery opaque `opaque`; fails as
@@ -497,9 +500,9 @@ mod tests {
     impl rdkafka::ClientContext for CountReports {}
 
     impl ProducerContext for CountReports {
-        type DeliveryOpaque = ();
+        type DeliveryOpaque = usize;
 
-        fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
+        fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: usize) {
             self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
     }
@@ -508,7 +511,7 @@ mod tests {
     fn producer_without_broker(
         message_timeout_ms: &str,
     ) -> (
-        ThreadedProducer<CountReports>,
+        TopicProducer<CountReports>,
         Arc<std::sync::atomic::AtomicUsize>,
     ) {
         let reports = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -518,34 +521,39 @@ mod tests {
             .set("log_level", "0")
             .create_with_context(CountReports(reports.clone()))
             .unwrap();
-        (producer, reports)
+        (TopicProducer::new(producer), reports)
     }
 
-    fn send_one(producer: &ThreadedProducer<CountReports>) {
-        producer
-            .send(rdkafka::producer::BaseRecord::<[u8], [u8]>::to("t").payload(&b"x"[..]))
-            .map_err(|(e, _)| e)
-            .unwrap();
+    fn send_one(producer: &mut TopicProducer<CountReports>) {
+        let record = ProducerRecord {
+            topic: Arc::from("t"),
+            partition: None,
+            key: None,
+            value: Some(b"x".to_vec()),
+            headers: Headers::new(),
+            timestamp: 0,
+        };
+        producer.send(&record, 0).unwrap();
     }
 
     #[test]
     fn a_flush_returns_once_every_delivery_report_has_been_served() {
-        let (producer, reports) = producer_without_broker("200");
+        let (mut producer, reports) = producer_without_broker("200");
         for _ in 0..3 {
-            send_one(&producer);
+            send_one(&mut producer);
         }
-        flush(&producer, Duration::from_secs(10)).unwrap();
+        producer.flush(Duration::from_secs(10)).unwrap();
         // The commit reads failures and changelog offsets from the reports right after
         // the flush: they must all have been served by then.
         assert_eq!(reports.load(std::sync::atomic::Ordering::SeqCst), 3);
-        flush(&producer, Duration::ZERO).unwrap();
+        producer.flush(Duration::ZERO).unwrap();
     }
 
     #[test]
     fn a_flush_that_runs_out_of_time_says_so() {
-        let (producer, reports) = producer_without_broker("60000");
-        send_one(&producer);
-        match flush(&producer, Duration::from_millis(50)) {
+        let (mut producer, reports) = producer_without_broker("60000");
+        send_one(&mut producer);
+        match producer.flush(Duration::from_millis(50)) {
             Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) => {}
             other => panic!("expected a timed-out flush, got {other:?}"),
         }
@@ -642,7 +650,7 @@ mod tests {
         producer
             .send(&record("out", &[("event-id", "e2")]), 1)
             .unwrap();
-        flush(&producer, Duration::from_secs(10)).unwrap();
+        producer.flush(Duration::from_secs(10)).unwrap();
         let mut reports = std::mem::take(&mut *reports.lock().unwrap());
         reports.sort_by_key(|r| (r.topic.clone(), r.headers.clone()));
         let header = |k: &str, v: &str| (k.to_string(), v.as_bytes().to_vec());
@@ -683,7 +691,7 @@ mod tests {
             Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)) => {}
             other => panic!("expected a refusal for size, got {other:?}"),
         }
-        flush(&producer, Duration::from_secs(10)).unwrap();
+        producer.flush(Duration::from_secs(10)).unwrap();
         assert!(
             reports.lock().unwrap().is_empty(),
             "a refused record is not reported"

@@ -29,7 +29,7 @@ use sluice_engine::topology::Topology;
 
 use crate::config::{ProcessingGuarantee, WorkerConfig};
 use crate::error::StreamThreadError;
-use crate::kafka::{self, CALL_TIMEOUT, TopicProducer, producer_config};
+use crate::kafka::{CALL_TIMEOUT, TopicProducer, producer_config};
 use crate::{WorkerStats, metrics};
 
 /// The delivery opaque of a changelog record, whose offset becomes a store checkpoint.
@@ -210,10 +210,6 @@ impl RecordCollector {
                     .ok_or(StreamThreadError::NoGroupMetadata {
                         thread: self.thread,
                     })?;
-            // Flushed first, so that the commit's own flush has nothing to wait for
-            // (`kafka::flush` says why).
-            kafka::flush(&*self.producer, CALL_TIMEOUT)
-                .map_err(|e| self.kafka("flushing the transaction's records", e))?;
             if offsets.count() > 0 {
                 self.producer
                     .send_offsets_to_transaction(offsets, &metadata, CALL_TIMEOUT)
@@ -224,7 +220,8 @@ impl RecordCollector {
                 .map_err(|e| self.kafka("committing the transaction", e))?;
             self.transaction_open = false;
         } else {
-            kafka::flush(&*self.producer, CALL_TIMEOUT)
+            self.producer
+                .flush(CALL_TIMEOUT)
                 .map_err(|e| self.kafka("flushing the producer", e))?;
             if self.delivery.failed.swap(0, Ordering::Relaxed) > 0 {
                 return Err(self.kafka(
@@ -269,7 +266,7 @@ impl RecordCollector {
             // is reset.
             self.producer
                 .purge(PurgeConfig::default().queue().inflight());
-            let _ = kafka::flush(&*self.producer, Duration::from_secs(1));
+            let _ = self.producer.flush(Duration::from_secs(1));
         }
         self.delivery.failed.store(0, Ordering::Relaxed);
         Ok(())
