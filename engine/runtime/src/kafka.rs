@@ -6,7 +6,7 @@
 //! collector, commit) speak in these terms and never build a client property or a raw
 //! pointer themselves.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::ffi::{CString, c_void};
 use std::ops::Deref;
 use std::sync::Arc;

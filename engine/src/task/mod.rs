@@ -20,7 +20,7 @@
 mod hooks;
 mod in_flight;
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::fmt;
 use std::sync::Arc;
 
@@ -109,7 +109,7 @@ struct TaskNode {
 }
 
 /// A worker's global stores, by store name: shared by all its tasks.
-pub type GlobalStores = HashMap<String, Arc<GlobalStore>>;
+pub type GlobalStores = std::collections::HashMap<String, Arc<GlobalStore>>;
 
 struct Source {
     node: usize,

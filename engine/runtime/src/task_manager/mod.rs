@@ -12,7 +12,7 @@
 //! Each task says which offsets may be committed (the inputs it is done with), so the
 //! commit ([`crate::commit`]) asks the tasks rather than recording offsets itself.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -100,7 +100,7 @@ pub(crate) struct TaskManager {
     /// Running tasks with async operators (when none, completions are not looked for).
     async_tasks: usize,
     /// Tasks paused because their async operators are at capacity.
-    paused_tasks: std::collections::HashSet<TaskId>,
+    paused_tasks: HashSet<TaskId>,
     /// Records fetched for tasks at their async capacity, in order (see `async_calls`).
     held: HashMap<TaskId, std::collections::VecDeque<RawRecord>>,
 }
