@@ -6,7 +6,9 @@
 //! of its own:
 //!
 //! * (a) `bare-eos`: a consume→produce loop on rdkafka with transactions committed every
-//!   100 ms (offsets through `send_offsets_to_transaction`), read_committed;
+//!   100 ms (offsets through `send_offsets_to_transaction`), read_committed; (al)
+//!   `bare-eos-lineage`: the same, each output with the three lineage headers, as (bl)
+//!   below is to (b);
 //! * (b) `bare-alos`: the same loop without transactions, offsets committed after a flush
 //!   every 5 s; (bl) `bare-alos-lineage`: the same, each output with the three lineage
 //!   headers every Sluice output carries (about 150 bytes), so the broker takes the same
@@ -124,8 +126,9 @@ const VALUE_BYTES: usize = 200;
 const LATENCY_RECORDS: u64 = 2_000;
 const LATENCY_RATE: f64 = 1_000.0;
 
-const VARIANTS: [&str; 7] = [
+const VARIANTS: [&str; 8] = [
     "bare-eos",
+    "bare-eos-lineage",
     "bare-alos",
     "bare-alos-lineage",
     "sluice-eos",
@@ -135,7 +138,7 @@ const VARIANTS: [&str; 7] = [
 ];
 
 /// The table letters of [`VARIANTS`], in order.
-const VARIANT_LETTERS: [&str; 7] = ["a", "b", "bl", "c", "d", "e", "ea"];
+const VARIANT_LETTERS: [&str; 8] = ["a", "al", "b", "bl", "c", "d", "e", "ea"];
 
 /// Whether a variant runs the normalization topology (Sluice's, under either guarantee).
 fn is_sluice_normalization(variant: &str) -> bool {
@@ -474,7 +477,7 @@ fn run_child(variant: &str) -> Measured {
     let stop = Arc::new(AtomicBool::new(false));
 
     let processor: Box<dyn FnOnce() + Send> = match variant {
-        "bare-eos" | "bare-alos" | "bare-alos-lineage" => {
+        "bare-eos" | "bare-eos-lineage" | "bare-alos" | "bare-alos-lineage" => {
             let settings = ConfigBuilder::new()
                 .set("application.id", "admin", "e2e")
                 .set("bootstrap.servers", brokers.clone(), "e2e")
@@ -495,8 +498,8 @@ fn run_child(variant: &str) -> Measured {
                 stop.clone(),
                 output.clone(),
             );
-            let transactional = variant == "bare-eos";
-            let lineage = variant == "bare-alos-lineage";
+            let transactional = variant.starts_with("bare-eos");
+            let lineage = variant.ends_with("-lineage");
             Box::new(move || {
                 bare_loop(
                     &brokers,

@@ -1,6 +1,6 @@
 //! The floor of the map variants: (a) and (b), a consume→produce loop on rdkafka with no
-//! engine, transactional or not; and (bl), the at-least-once loop writing the three
-//! lineage headers every Sluice output carries, so that it puts the same bytes on the wire.
+//! engine, transactional or not; and (al) and (bl), the same loops writing the three
+//! lineage headers every Sluice output carries, so that they put the same bytes on the wire.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

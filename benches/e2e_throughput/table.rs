@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use super::{
-    Measured, VARIANT_LETTERS, VARIANTS, async_calls, baseline_name, enrichment, partitions, quix,
-    webhooks,
+    BASELINE_VARIANTS, Measured, VARIANT_LETTERS, VARIANTS, async_calls, baseline_name, enrichment,
+    partitions, quix, webhooks,
 };
 
 /// The median of `values` (the upper one of an even count).
@@ -16,12 +16,18 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 /// The ratios the goals are stated in, as (numerator, denominator, what it compares, goal):
 /// printed when both rows ran.
-const RATIOS: [(&str, &str, &str, Option<f64>); 11] = [
+const RATIOS: [(&str, &str, &str, Option<f64>); 12] = [
     (
         "c",
         "a",
         "Sluice exactly-once / bare transactional loop",
         Some(0.90),
+    ),
+    (
+        "c",
+        "al",
+        "the same / bare transactional loop writing lineage headers",
+        None,
     ),
     ("d", "b", "Sluice at-least-once / bare loop", Some(0.95)),
     (
@@ -95,7 +101,12 @@ pub fn print_table(results: &HashMap<String, Vec<Measured>>, runs: u64, with_bas
     rows.push(("qe".to_string(), quix::EOS.to_string()));
     rows.push(("qa".to_string(), quix::ALOS.to_string()));
     if with_baseline {
-        for (letter, variant) in ["c", "d", "e"].iter().zip(&VARIANTS[3..]) {
+        for variant in BASELINE_VARIANTS {
+            let letter = VARIANTS
+                .iter()
+                .position(|v| *v == variant)
+                .map(|i| VARIANT_LETTERS[i])
+                .expect("a baseline variant is one of the variants");
             rows.push((format!("{letter}0"), baseline_name(variant)));
         }
     }
