@@ -136,11 +136,17 @@ pub fn print_table(results: &HashMap<String, Vec<Measured>>, runs: u64, with_bas
     println!();
     // `x/y` of two rows' rates, when both ran.
     let ratio = |x: &str, y: &str| Some(rate.get(x)? / rate.get(y)?);
+    let name = |x: &str, y: &str, what: &str| format!("{x}/{y} ({what})");
+    // The longest name sets the column, so the figures line up.
+    let width = RATIOS
+        .iter()
+        .map(|(x, y, what, _)| name(x, y, what).chars().count())
+        .max();
     for (x, y, what, goal) in RATIOS {
         if let Some(r) = ratio(x, y) {
-            let name = format!("{x}/{y} ({what})");
+            let name = name(x, y, what);
             let goal = goal.map_or(String::new(), |g| format!("   (goal >= {g:.2})"));
-            println!("{name:<58} = {r:.2}{goal}");
+            println!("{name:<width$} = {r:.2}{goal}", width = width.unwrap_or(0));
         }
     }
     for capacity in async_calls::CAPACITIES {
