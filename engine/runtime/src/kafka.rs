@@ -251,10 +251,11 @@ impl<C: ProducerContext<DeliveryOpaque = usize> + 'static> TopicProducer<C> {
             }
         };
         // A record without headers is sent without a list (the last entry of `values`).
-        let headers = match record.headers.is_empty() {
-            true => std::ptr::null_mut(),
+        let headers = if record.headers.is_empty() {
+            std::ptr::null_mut()
+        } else {
             // SAFETY: a new, empty list that this function owns until librdkafka takes it.
-            false => unsafe { rdsys::rd_kafka_headers_new(record.headers.len()) },
+            unsafe { rdsys::rd_kafka_headers_new(record.headers.len()) }
         };
         for (key, value) in record.headers.iter() {
             // SAFETY: names and values are passed with their lengths and copied.
@@ -494,72 +495,6 @@ mod tests {
         assert_eq!(parse_done_ahead(&offset_metadata_of(1)), Vec::<i64>::new());
     }
 
-    /// Counts delivery reports as the threaded producer's polling thread serves them.
-    struct CountReports(Arc<std::sync::atomic::AtomicUsize>);
-
-    impl rdkafka::ClientContext for CountReports {}
-
-    impl ProducerContext for CountReports {
-        type DeliveryOpaque = usize;
-
-        fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: usize) {
-            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-    }
-
-    /// A producer whose broker does not exist: every record fails after `message_timeout_ms`.
-    fn producer_without_broker(
-        message_timeout_ms: &str,
-    ) -> (
-        TopicProducer<CountReports>,
-        Arc<std::sync::atomic::AtomicUsize>,
-    ) {
-        let reports = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", "127.0.0.1:1")
-            .set("message.timeout.ms", message_timeout_ms)
-            .set("log_level", "0")
-            .create_with_context(CountReports(reports.clone()))
-            .unwrap();
-        (TopicProducer::new(producer), reports)
-    }
-
-    fn send_one(producer: &mut TopicProducer<CountReports>) {
-        let record = ProducerRecord {
-            topic: Arc::from("t"),
-            partition: None,
-            key: None,
-            value: Some(b"x".to_vec()),
-            headers: Headers::new(),
-            timestamp: 0,
-        };
-        producer.send(&record, 0).unwrap();
-    }
-
-    #[test]
-    fn a_flush_returns_once_every_delivery_report_has_been_served() {
-        let (mut producer, reports) = producer_without_broker("200");
-        for _ in 0..3 {
-            send_one(&mut producer);
-        }
-        producer.flush(Duration::from_secs(10)).unwrap();
-        // The commit reads failures and changelog offsets from the reports right after
-        // the flush: they must all have been served by then.
-        assert_eq!(reports.load(std::sync::atomic::Ordering::SeqCst), 3);
-        producer.flush(Duration::ZERO).unwrap();
-    }
-
-    #[test]
-    fn a_flush_that_runs_out_of_time_says_so() {
-        let (mut producer, reports) = producer_without_broker("60000");
-        send_one(&mut producer);
-        match producer.flush(Duration::from_millis(50)) {
-            Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) => {}
-            other => panic!("expected a timed-out flush, got {other:?}"),
-        }
-        assert_eq!(reports.load(std::sync::atomic::Ordering::SeqCst), 0);
-    }
-
     /// What a delivery report says of a record.
     #[derive(Debug, PartialEq)]
     struct Reported {
@@ -605,7 +540,10 @@ mod tests {
         }
     }
 
-    fn topic_producer(
+    /// A producer whose broker does not exist: every record fails after
+    /// `message_timeout_ms`, and its report is kept.
+    fn producer_without_broker(
+        message_timeout_ms: &str,
         max_bytes: &str,
     ) -> (
         TopicProducer<KeepReports>,
@@ -614,7 +552,7 @@ mod tests {
         let reports = Arc::new(std::sync::Mutex::new(Vec::new()));
         let producer = ClientConfig::new()
             .set("bootstrap.servers", "127.0.0.1:1")
-            .set("message.timeout.ms", "200")
+            .set("message.timeout.ms", message_timeout_ms)
             .set("message.max.bytes", max_bytes)
             .set("log_level", "0")
             .create_with_context(KeepReports(reports.clone()))
@@ -638,8 +576,32 @@ mod tests {
     }
 
     #[test]
+    fn a_flush_returns_once_every_delivery_report_has_been_served() {
+        let (mut producer, reports) = producer_without_broker("200", "1000000");
+        for _ in 0..3 {
+            producer.send(&record("t", &[]), 0).unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+        // The commit reads failures and changelog offsets from the reports right after
+        // the flush: they must all have been served by then.
+        assert_eq!(reports.lock().unwrap().len(), 3);
+        producer.flush(Duration::ZERO).unwrap();
+    }
+
+    #[test]
+    fn a_flush_that_runs_out_of_time_says_so() {
+        let (mut producer, reports) = producer_without_broker("60000", "1000000");
+        producer.send(&record("t", &[]), 0).unwrap();
+        match producer.flush(Duration::from_millis(50)) {
+            Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) => {}
+            other => panic!("expected a timed-out flush, got {other:?}"),
+        }
+        assert_eq!(reports.lock().unwrap().len(), 0);
+    }
+
+    #[test]
     fn a_record_sent_by_topic_handle_is_the_record_given() {
-        let (mut producer, reports) = topic_producer("1000000");
+        let (mut producer, reports) = producer_without_broker("200", "1000000");
         let with_headers = record("out", &[("event-id", "e1"), ("correlation-id", "c1")]);
         producer.send(&with_headers, 1).unwrap();
         let mut bare = record("other", &[]);
@@ -684,7 +646,7 @@ mod tests {
 
     #[test]
     fn a_record_too_large_is_refused_as_rust_rdkafka_refuses_it() {
-        let (mut producer, reports) = topic_producer("1000");
+        let (mut producer, reports) = producer_without_broker("200", "1000");
         let mut large = record("out", &[("event-id", "e1")]);
         large.value = Some(vec![b'x'; 2000]);
         match producer.send(&large, 1) {
