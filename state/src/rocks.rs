@@ -27,6 +27,10 @@ const CHECKPOINT_KEY: &[u8] = b"changelog-offset";
 /// Memtable size of one store: small, because a worker holds many stores and the shared
 /// write-buffer manager bounds them all together anyway.
 const WRITE_BUFFER_BYTES: usize = 8 << 20;
+/// Memtable size of the checkpoint family, which holds one key. A memtable takes memory in
+/// blocks of an eighth of its size once its first 2 KiB are used (about 30 commits), so
+/// the default would hold a 1 MiB block per store for one 8-byte offset.
+const CHECKPOINT_WRITE_BUFFER_BYTES: usize = 64 << 10;
 
 /// The memory every RocksDB store of one worker shares: one LRU block cache (data, index
 /// and filter blocks) and one write-buffer manager (memtables). Cloning shares it.
@@ -40,11 +44,18 @@ pub struct StateBudget {
 
 impl StateBudget {
     /// `cache_bytes` for blocks read (`state.cache.max.bytes`) and `write_buffer_bytes`
-    /// for memtables (`state.write.buffer.max.bytes`); writes stall rather than exceed it.
+    /// for memtables (`state.write.buffer.max.bytes`).
+    ///
+    /// Memtables past the budget make the store being written flush; writes never wait
+    /// for memory (RocksDB's `allow_stall` is off, as in Kafka Streams' bounded-memory
+    /// setup). Waiting would let a worker stop for good: a stalled write is freed only by
+    /// flushes, a budget-triggered flush only flushes the store being written, and with
+    /// every stream thread waiting on a store that holds little, the memtables of the
+    /// others are never flushed. The bound is therefore soft by what is being flushed.
     pub fn new(cache_bytes: usize, write_buffer_bytes: usize) -> Self {
         Self {
             cache: Cache::new_lru_cache(cache_bytes),
-            write_buffers: WriteBufferManager::new_write_buffer_manager(write_buffer_bytes, true),
+            write_buffers: WriteBufferManager::new_write_buffer_manager(write_buffer_bytes, false),
             cache_bytes,
             write_buffer_bytes,
         }
@@ -84,6 +95,13 @@ impl StateBudget {
         options.set_atomic_flush(true);
         options
     }
+
+    /// The checkpoint family's options: the store's, with a memtable sized for one key.
+    fn checkpoint_options(&self) -> Options {
+        let mut options = self.options();
+        options.set_write_buffer_size(CHECKPOINT_WRITE_BUFFER_BYTES);
+        options
+    }
 }
 
 /// A key-value store in one RocksDB instance.
@@ -110,7 +128,7 @@ impl RocksDbStore {
         let options = budget.options();
         let families = [
             ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, options.clone()),
-            ColumnFamilyDescriptor::new(CHECKPOINT_FAMILY, options.clone()),
+            ColumnFamilyDescriptor::new(CHECKPOINT_FAMILY, budget.checkpoint_options()),
         ];
         let db = DB::open_cf_descriptors(&options, path, families)
             .map_err(|e| error("opening RocksDB", e))?;
