@@ -16,7 +16,6 @@ use rdkafka::bindings as rdsys;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Headers as _, Message};
 use rdkafka::producer::{Producer, ProducerContext, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
@@ -24,6 +23,7 @@ use rdkafka::util::IntoOpaque;
 use sluice_engine::record::{Headers, Origin, ProducerRecord, RawRecord};
 
 use crate::config::{KafkaClient, ProcessingGuarantee, WorkerConfig, is_secret};
+use crate::fetch::FetchedRecord;
 
 /// How long a Kafka call that must finish before the loop goes on may take.
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -352,23 +352,24 @@ impl<C: ProducerContext<DeliveryOpaque = usize> + 'static> Deref for TopicProduc
     }
 }
 
-/// A fetched message as the engine's input record; `topic` is the shared name of its topic.
-pub(crate) fn raw_record(message: &BorrowedMessage<'_>, topic: Arc<str>) -> RawRecord {
+/// A fetched record as the engine's input record; `topic` is the shared name of its topic.
+pub(crate) fn raw_record(record: FetchedRecord<'_>, topic: Arc<str>) -> RawRecord {
     let mut headers = Headers::new();
-    if let Some(h) = message.headers() {
-        for header in h.iter() {
-            headers.add(header.key.to_string(), header.value.unwrap_or_default());
-        }
+    for (name, value) in record.headers() {
+        headers.add(
+            String::from_utf8_lossy(name).into_owned(),
+            value.unwrap_or_default(),
+        );
     }
     RawRecord {
-        key: message.key().map(<[u8]>::to_vec),
-        value: message.payload().map(<[u8]>::to_vec),
+        key: record.key().map(<[u8]>::to_vec),
+        value: record.payload().map(<[u8]>::to_vec),
         headers,
-        timestamp: message.timestamp().to_millis().unwrap_or(0),
+        timestamp: record.timestamp_ms(),
         origin: Origin {
             topic,
-            partition: message.partition(),
-            offset: message.offset(),
+            partition: record.partition(),
+            offset: record.offset(),
         },
     }
 }
@@ -469,6 +470,7 @@ fn decode_offsets(text: &str) -> Vec<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rdkafka::message::{Headers as _, Message};
 
     fn offset_metadata_of(stream_time: i64) -> String {
         offset_metadata(Some(stream_time), &[])

@@ -12,6 +12,7 @@
 //! | role | file |
 //! |---|---|
 //! | the loop, rebalance callbacks, error handling | `stream_thread.rs` |
+//! | the assigned partitions' records, read in batches | `fetch.rs` |
 //! | tasks in every state, and how a record reaches its task (with partition groups and async calls) | `task_manager/` |
 //! | the producer and its transaction | `record_collector.rs` |
 //! | commit, and abort with rewind | `commit.rs` |
@@ -39,6 +40,7 @@ mod commit;
 pub mod config;
 mod error;
 pub mod failpoint;
+mod fetch;
 pub mod global;
 mod kafka;
 mod lag;

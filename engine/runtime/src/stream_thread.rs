@@ -1,10 +1,12 @@
 //! A stream thread: one consumer in the group, the loop around it, and what happens in
 //! a rebalance or on an error.
 //!
-//! The loop polls one record at a time and hands it to the [`TaskManager`], which runs it
-//! through its task and sends what the task produced through the [`RecordCollector`].
-//! Between polls it gives restoring tasks a step, resumes partitions whose retry is due,
-//! lets operators punctuate, and every `commit.interval.ms` commits ([`crate::commit`]).
+//! The loop reads the assigned partitions' records a batch at a time ([`crate::fetch`])
+//! and hands each to the [`TaskManager`], which runs it through its task and sends what
+//! the task produced through the [`RecordCollector`]. Between batches it polls the
+//! consumer (rebalances, errors, statistics), gives restoring tasks a step, resumes
+//! partitions whose retry is due, lets operators punctuate, and every
+//! `commit.interval.ms` commits ([`crate::commit`]).
 //!
 //! An error that a retry can help (a broker error, a fenced producer, a failed commit)
 //! aborts the transaction and rewinds every assigned partition to its committed offset;
@@ -18,7 +20,7 @@
 //! `poll`, so it is never contended.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientContext;
@@ -32,6 +34,7 @@ use crate::WorkerStats;
 use crate::commit::{abort_and_rewind, commit};
 use crate::config::{ProcessingGuarantee, WorkerConfig};
 use crate::error::StreamThreadError;
+use crate::fetch::{FetchBatch, FetchQueue, FetchedRecord};
 use crate::kafka::consumer_config;
 use crate::lag::LagReporter;
 use crate::metrics;
@@ -72,6 +75,8 @@ pub(crate) struct ThreadContext {
     stats: Arc<WorkerStats>,
     health: Arc<Health>,
     lag: LagReporter,
+    /// Where assigned partitions' records go; the stream thread owns it.
+    fetch: OnceLock<Weak<FetchQueue>>,
 }
 
 impl ClientContext for ThreadContext {
@@ -85,6 +90,18 @@ impl ConsumerContext for ThreadContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         self.stats.rebalances.fetch_add(1, Ordering::Relaxed);
         metrics::rebalance();
+        if let Rebalance::Assign(assigned) = rebalance
+            && let Some(fetch) = self.fetch.get().and_then(Weak::upgrade)
+        {
+            // Before the assignment starts fetching, so no record of these partitions
+            // reaches the consumer's queue ahead of the fetch queue's.
+            for element in assigned.elements() {
+                if let Err(e) = fetch.forward(consumer, element.topic(), element.partition()) {
+                    // Its records then come through the consumer's queue, still in order.
+                    log::warn!("stream thread {}: {e}", self.index);
+                }
+            }
+        }
         let mut guard = self.lock();
         let Some(state) = guard.as_mut() else { return };
         if let Rebalance::Revoke(revoked) = rebalance {
@@ -145,6 +162,9 @@ pub(crate) struct WorkerShared {
 }
 
 pub(crate) struct StreamThread {
+    /// Declared before the consumer, so dropped before it: librdkafka wants every queue
+    /// handle destroyed before the consumer closes.
+    fetch: Arc<FetchQueue>,
     consumer: BaseConsumer<ThreadContext>,
     index: usize,
     commit_interval: Duration,
@@ -175,10 +195,13 @@ impl StreamThread {
             stats: stats.clone(),
             health: health.clone(),
             lag: LagReporter::new(index, read_committed),
+            fetch: OnceLock::new(),
         };
         let consumer: BaseConsumer<ThreadContext> = consumer_config(&config, index, process_id)
             .create_with_context(context)
             .map_err(|e| kafka("creating the consumer", e))?;
+        let fetch = Arc::new(FetchQueue::new(&consumer));
+        let _ = consumer.context().fetch.set(Arc::downgrade(&fetch));
         let topics: Vec<String> = topology.source_topics().into_iter().collect();
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer
@@ -201,6 +224,7 @@ impl StreamThread {
             callback_error: None,
         });
         Ok(Self {
+            fetch,
             consumer,
             index,
             commit_interval,
@@ -213,8 +237,17 @@ impl StreamThread {
         let consumer = &self.consumer;
         let mut last_commit = Instant::now();
         let mut poll_timeout = Duration::ZERO;
+        let mut batch = FetchBatch::default();
         while !self.stop.load(Ordering::Relaxed) {
-            let polled = consumer.poll(poll_timeout);
+            // Rebalances, errors and statistics, served between batches, never inside one.
+            // A record here is of a partition whose queue could not be forwarded.
+            let polled = consumer.poll(Duration::ZERO);
+            let wait = if polled.is_some() {
+                Duration::ZERO
+            } else {
+                poll_timeout
+            };
+            self.fetch.read(wait, &mut batch);
             // The one clock read of the turn: the commit schedule, the tick and the
             // records' end-to-end latency all use it.
             let now = Instant::now();
@@ -226,9 +259,11 @@ impl StreamThread {
             let ThreadState {
                 tasks, collector, ..
             } = state;
-            tasks.begin_iteration(polled.is_none(), now);
-            let result = match polled {
-                Some(Ok(message)) => tasks.on_record(consumer, &message, collector),
+            tasks.begin_iteration(polled.is_none() && batch.is_empty(), now);
+            let mut result = match polled {
+                Some(Ok(message)) => {
+                    tasks.on_record(consumer, FetchedRecord::borrowed(&message), collector)
+                }
                 Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
                     Err(StreamThreadError::kafka(self.index, "consuming", e))
                 }
@@ -239,6 +274,21 @@ impl StreamThread {
                 }
                 None => Ok(()),
             };
+            // After an error the rest of the batch is dropped: the recovery rewinds every
+            // partition to its last commit.
+            for record in batch.iter() {
+                if result.is_err() {
+                    break;
+                }
+                result = match record.error() {
+                    None => tasks.on_record(consumer, record, collector),
+                    Some(e) => {
+                        // librdkafka reports broker trouble here and recovers by itself.
+                        log::warn!("stream thread {}: consumer error: {e}", self.index);
+                        Ok(())
+                    }
+                };
+            }
             let result = result.and_then(|()| {
                 tasks.drain_groups(consumer, collector)?;
                 tasks.complete_calls(consumer, collector)?;

@@ -16,24 +16,24 @@
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, ConsumerContext};
-use rdkafka::message::{BorrowedMessage, Headers, Message};
 use std::sync::Arc;
 
 use super::TaskManager;
+use crate::fetch::FetchedRecord;
 use crate::kafka;
 
 impl TaskManager {
-    /// Holds `message` if its header `header` says it is not due yet: pauses its
+    /// Holds `record` if its header `header` says it is not due yet: pauses its
     /// partition until it is, and answers `true`. Due (or without a readable due time),
     /// it answers `false` and the record is processed now.
     pub(super) fn hold_until_due<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
-        message: &BorrowedMessage<'_>,
+        record: FetchedRecord<'_>,
         topic: &Arc<str>,
         header: &str,
     ) -> bool {
-        let Some(due) = due_at(message, header) else {
+        let Some(due) = due_at(record, header) else {
             return false;
         };
         let now = chrono::Utc::now().timestamp_millis();
@@ -43,7 +43,7 @@ impl TaskManager {
         }
         sluice_engine::metrics::due_hold(topic);
         let wait = Duration::from_millis((due - now) as u64);
-        let (partition, offset) = (message.partition(), message.offset());
+        let (partition, offset) = (record.partition(), record.offset());
         self.retries.hold_until(
             (topic.clone(), partition),
             offset,
@@ -58,10 +58,13 @@ impl TaskManager {
     }
 }
 
-/// The due time (epoch milliseconds) in the message's last header `name`, read as
+/// The due time (epoch milliseconds) in the record's last header `name`, read as
 /// [`sluice_engine::topology::due_at`] reads a record's: absent or unreadable, `None`.
-fn due_at(message: &BorrowedMessage<'_>, name: &str) -> Option<i64> {
-    let headers = message.headers()?;
-    let value = headers.iter().filter(|h| h.key == name).last()?.value?;
+fn due_at(record: FetchedRecord<'_>, name: &str) -> Option<i64> {
+    let (_, value) = record
+        .headers()
+        .filter(|(key, _)| *key == name.as_bytes())
+        .last()?;
+    let value = value?;
     std::str::from_utf8(value).ok()?.trim().parse().ok()
 }

@@ -18,7 +18,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use sluice_engine::record::{ProducerRecord, RawRecord};
 use sluice_engine::task::{GlobalStores, Outcome, Task, TaskError, TaskId};
@@ -27,6 +26,7 @@ use sluice_state::TransactionalStore;
 
 use crate::config::WorkerConfig;
 use crate::error::StreamThreadError;
+use crate::fetch::FetchedRecord;
 use crate::kafka::{self, CALL_TIMEOUT, parse_stream_time, raw_record};
 use crate::partition_group::PartitionGroup;
 use crate::record_collector::{ChangelogEnds, RecordCollector};
@@ -195,17 +195,17 @@ impl TaskManager {
     pub(crate) fn on_record<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
-        message: &BorrowedMessage<'_>,
+        record: FetchedRecord<'_>,
         collector: &mut RecordCollector,
     ) -> Result<(), StreamThreadError> {
-        let (partition, offset) = (message.partition(), message.offset());
+        let (partition, offset) = (record.partition(), record.offset());
         let Source {
             topic,
             subtopology,
             due_header,
         } = self
             .sources
-            .get(message.topic())
+            .get(record.topic())
             .cloned()
             .expect("the consumer subscribes to source topics only");
         if self.retries.is_paused(&topic, partition) || self.updater.holds(&topic, partition) {
@@ -213,7 +213,7 @@ impl TaskManager {
             return Ok(());
         }
         if let Some(header) = due_header
-            && self.hold_until_due(consumer, message, &topic, &header)
+            && self.hold_until_due(consumer, record, &topic, &header)
         {
             return Ok(());
         }
@@ -227,7 +227,7 @@ impl TaskManager {
             self.updater.hold(id, (topic, partition), offset);
             return Ok(());
         }
-        let raw = raw_record(message, topic);
+        let raw = raw_record(record, topic);
         // Order across partitions matters to what depends on stream time (windows, joins,
         // stream-time punctuations); a stateless merge of topics is not held up for it.
         if self.topology.subtopologies()[subtopology]
@@ -243,7 +243,10 @@ impl TaskManager {
             if let Some(group) = self.groups.get_mut(&id) {
                 group.push(consumer, raw);
             }
-            return self.drain_group(consumer, id, collector);
+            // Drained after the whole batch is buffered (`drain_groups`): the consumer's
+            // position is past the batch, so a partition whose records are later in it
+            // must not look caught up while they are still unbuffered.
+            return Ok(());
         }
         let Some(raw) = self.hold_while_busy(consumer, id, raw) else {
             return Ok(());
