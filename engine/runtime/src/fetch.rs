@@ -12,12 +12,19 @@
 //!
 //! What reading a batch means for the runtime:
 //! - librdkafka counts a batch's records as handed out when the batch is read, and a
-//!   paused partition resumes after them. So every record of a batch is processed,
-//!   buffered, or dropped and read again after a seek, as a record read alone is.
-//! - A seek (an abort's rewind, a retry's) makes the records fetched before it outdated.
-//!   Those still queued are dropped by librdkafka; the rest of a batch already read is
-//!   dropped by the stream thread, which stops at the error that caused the rewind.
+//!   pause without a seek resumes after them. So the pauses that keep their records (a
+//!   full partition group, an async task at capacity) buffer the rest of the batch too.
+//! - A seek (an abort's rewind; the resume of a retry, a held record or a restored task)
+//!   makes the records fetched before it outdated, and librdkafka drops those still
+//!   queued. Of a batch already read: after an error the stream thread drops the rest,
+//!   since the recovery rewinds every partition; a partition paused to be sought later
+//!   has its remaining records dropped one by one, and reads them again after the seek.
 //! - Between batches, a revoked partition's records still queued are outdated too.
+//! - librdkafka clears a partition's forward when the partition is revoked, but keeps the
+//!   mark that the application set one, so it will not forward the queue to the
+//!   consumer's either: a partition assigned again without a new forward would be fetched
+//!   into a queue nothing reads. Every assignment forwards again, and a forward that fails
+//!   stops the stream thread.
 
 use std::ffi::CStr;
 use std::marker::PhantomData;
@@ -53,9 +60,9 @@ impl FetchQueue {
         }
     }
 
-    /// Forwards the records of `topic`/`partition` here. Called before the partition is
-    /// assigned, so that none of its records reach the consumer's queue; librdkafka keeps
-    /// a forward the application set across later assignments.
+    /// Forwards the records of `topic`/`partition` here. Called before each assignment of
+    /// the partition, so that none of its records reach the consumer's queue; librdkafka
+    /// clears the forward when the partition is revoked.
     pub(crate) fn forward<C: ConsumerContext>(
         &self,
         consumer: &BaseConsumer<C>,
@@ -168,8 +175,8 @@ pub(crate) struct FetchedRecord<'a> {
 }
 
 impl<'a> FetchedRecord<'a> {
-    /// A record the consumer's own queue returned (a partition fetched before its queue
-    /// was forwarded).
+    /// A record the consumer's own queue returned. None does while every assigned
+    /// partition's queue is forwarded; the loop takes one all the same.
     pub(crate) fn borrowed(message: &'a BorrowedMessage<'_>) -> Self {
         Self {
             message: NonNull::new(message.ptr()).expect("a borrowed message has a pointer"),

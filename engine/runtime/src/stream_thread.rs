@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
+use rdkafka::topic_partition_list::TopicPartitionList;
 use sluice_engine::task::GlobalStores;
 use sluice_engine::topology::Topology;
 use sluice_state::StateBudget;
@@ -90,20 +91,16 @@ impl ConsumerContext for ThreadContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         self.stats.rebalances.fetch_add(1, Ordering::Relaxed);
         metrics::rebalance();
-        if let Rebalance::Assign(assigned) = rebalance
-            && let Some(fetch) = self.fetch.get().and_then(Weak::upgrade)
-        {
-            // Before the assignment starts fetching, so no record of these partitions
-            // reaches the consumer's queue ahead of the fetch queue's.
-            for element in assigned.elements() {
-                if let Err(e) = fetch.forward(consumer, element.topic(), element.partition()) {
-                    // Its records then come through the consumer's queue, still in order.
-                    log::warn!("stream thread {}: {e}", self.index);
-                }
-            }
-        }
+        let forwarded = match rebalance {
+            Rebalance::Assign(assigned) => self.forward(consumer, assigned),
+            _ => Ok(()),
+        };
         let mut guard = self.lock();
         let Some(state) = guard.as_mut() else { return };
+        if let Err(e) = forwarded {
+            state.callback_error = Some(e);
+            return;
+        }
         if let Rebalance::Revoke(revoked) = rebalance {
             // Commit what is done before the partitions go to another member.
             if let Err(e) = state.commit(consumer) {
@@ -143,6 +140,33 @@ impl ConsumerContext for ThreadContext {
 impl ThreadContext {
     fn lock(&self) -> MutexGuard<'_, Option<ThreadState>> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forwards the records of the partitions about to be assigned to the stream thread's
+    /// fetch queue: before the assignment starts fetching, so none of them reaches the
+    /// consumer's queue. A partition left unforwarded after an earlier assignment would
+    /// be fetched into a queue nothing reads, so a failure stops the thread.
+    fn forward(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        assigned: &TopicPartitionList,
+    ) -> Result<(), StreamThreadError> {
+        // Gone only while the stream thread is dropping its consumer.
+        let Some(fetch) = self.fetch.get().and_then(Weak::upgrade) else {
+            return Ok(());
+        };
+        for element in assigned.elements() {
+            fetch
+                .forward(consumer, element.topic(), element.partition())
+                .map_err(|e| {
+                    StreamThreadError::kafka(
+                        self.index,
+                        "forwarding an assigned partition's records to the stream thread",
+                        e,
+                    )
+                })?;
+        }
+        Ok(())
     }
 }
 
