@@ -189,13 +189,13 @@ impl<'a> FetchedRecord<'a> {
         unsafe { self.message.as_ref() }
     }
 
-    /// The error librdkafka reports in place of a record, if this is one.
-    pub(crate) fn error(&self) -> Option<KafkaError> {
+    /// The record, or the error librdkafka reports in its place.
+    pub(crate) fn checked(self) -> Result<Self, KafkaError> {
         let code = self.raw().err;
         if code == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
-            return None;
+            return Ok(self);
         }
-        Some(match RDKafkaErrorCode::from(code) {
+        Err(match RDKafkaErrorCode::from(code) {
             RDKafkaErrorCode::PartitionEOF => KafkaError::PartitionEOF(self.partition()),
             code => KafkaError::MessageConsumption(code),
         })

@@ -264,7 +264,7 @@ impl StreamThread {
         let mut batch = FetchBatch::default();
         while !self.stop.load(Ordering::Relaxed) {
             // Rebalances, errors and statistics, served between batches, never inside one.
-            // A record here is of a partition whose queue could not be forwarded.
+            // No record comes here while every assigned partition is forwarded.
             let polled = consumer.poll(Duration::ZERO);
             let wait = if polled.is_some() {
                 Duration::ZERO
@@ -284,34 +284,32 @@ impl StreamThread {
                 tasks, collector, ..
             } = state;
             tasks.begin_iteration(polled.is_none() && batch.is_empty(), now);
-            let mut result = match polled {
-                Some(Ok(message)) => {
-                    tasks.on_record(consumer, FetchedRecord::borrowed(&message), collector)
-                }
-                Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
-                    Err(StreamThreadError::kafka(self.index, "consuming", e))
-                }
-                Some(Err(e)) => {
-                    // librdkafka reports broker trouble here and recovers by itself.
-                    log::warn!("stream thread {}: consumer error: {e}", self.index);
-                    Ok(())
-                }
-                None => Ok(()),
+            let polled = match &polled {
+                Some(Ok(message)) => Some(FetchedRecord::borrowed(message).checked()),
+                Some(Err(e)) => Some(Err(e.clone())),
+                None => None,
             };
+            let fetched = polled
+                .into_iter()
+                .chain(batch.iter().map(FetchedRecord::checked));
             // After an error the rest of the batch is dropped: the recovery rewinds every
             // partition to its last commit.
-            for record in batch.iter() {
-                if result.is_err() {
-                    break;
-                }
-                result = match record.error() {
-                    None => tasks.on_record(consumer, record, collector),
-                    Some(e) => {
+            let mut result = Ok(());
+            for record in fetched {
+                result = match record {
+                    Ok(record) => tasks.on_record(consumer, record, collector),
+                    Err(e @ KafkaError::MessageConsumptionFatal(_)) => {
+                        Err(StreamThreadError::kafka(self.index, "consuming", e))
+                    }
+                    Err(e) => {
                         // librdkafka reports broker trouble here and recovers by itself.
                         log::warn!("stream thread {}: consumer error: {e}", self.index);
                         Ok(())
                     }
                 };
+                if result.is_err() {
+                    break;
+                }
             }
             let result = result.and_then(|()| {
                 tasks.drain_groups(consumer, collector)?;
