@@ -51,7 +51,7 @@ use crate::canonical::{
     SourceSystem,
 };
 pub use feed::{FeedOrder, OrderFeedSerde};
-use input::{Loose, OrderInput};
+use input::{Loose, OrderInput, Path};
 
 /// Header naming the source system (`ehr`, `pharmacy`) of a canonical record.
 pub const HEADER_SOURCE_SYSTEM: &str = "source-system";
@@ -103,8 +103,8 @@ fn from_value(
     if !payload.is_object() {
         return normalize(None, source_system);
     }
-    let bytes = serde_json::to_vec(payload).expect("a serde_json::Value always encodes");
-    let input: OrderInput = serde_json::from_slice(&bytes)
+    let text = serde_json::to_string(payload).expect("a serde_json::Value always encodes");
+    let input = OrderInput::from_json(&text)
         .map_err(|e| ProcessError::validation(sluice_engine::serde::describe_json_error(&e)))?;
     normalize(Some(&input), source_system)
 }
@@ -176,7 +176,7 @@ pub fn is_valid_npi(npi: &str) -> bool {
 /// hyphenated 10-digit forms 4-4-2, 5-3-2 and 5-4-1, whose short segment gets a leading zero.
 /// Ten bare digits are refused: without hyphens nobody can tell which segment is short.
 pub fn normalize_ndc(raw: &str) -> Option<String> {
-    let mut text = raw.trim();
+    let mut text = trim(raw);
     if text
         .get(..3)
         .is_some_and(|prefix| prefix.eq_ignore_ascii_case("ndc"))
@@ -187,41 +187,44 @@ pub fn normalize_ndc(raw: &str) -> Option<String> {
     if !text.contains('-') {
         return (text.len() == 11 && all_digits(text)).then(|| text.to_string());
     }
-    let segments: Vec<&str> = text.split('-').collect();
-    let [labeler, product, package] = segments[..] else {
+    let mut segments = text.split('-');
+    let (Some(labeler), Some(product), Some(package), None) = (
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+    ) else {
         return None;
     };
     if !(all_digits(labeler) && all_digits(product) && all_digits(package)) {
         return None;
     }
-    let (labeler, product, package) = match (labeler.len(), product.len(), package.len()) {
-        (5, 4, 2) => (
-            labeler.to_string(),
-            product.to_string(),
-            package.to_string(),
-        ),
-        (4, 4, 2) => (
-            format!("0{labeler}"),
-            product.to_string(),
-            package.to_string(),
-        ),
-        (5, 3, 2) => (
-            labeler.to_string(),
-            format!("0{product}"),
-            package.to_string(),
-        ),
-        (5, 4, 1) => (
-            labeler.to_string(),
-            product.to_string(),
-            format!("0{package}"),
-        ),
+    // Which segment is one digit short, if any.
+    let short = match (labeler.len(), product.len(), package.len()) {
+        (5, 4, 2) => None,
+        (4, 4, 2) => Some(0),
+        (5, 3, 2) => Some(1),
+        (5, 4, 1) => Some(2),
         _ => return None,
     };
-    Some(format!("{labeler}{product}{package}"))
+    let mut ndc = String::with_capacity(11);
+    for (index, segment) in [labeler, product, package].into_iter().enumerate() {
+        if short == Some(index) {
+            ndc.push('0');
+        }
+        ndc.push_str(segment);
+    }
+    Some(ndc)
 }
 
-/// An input path: a top-level field, then the members to follow inside it.
-type Path = &'static [&'static str];
+/// `text` without leading and trailing whitespace, as `str::trim` gives it; checks the two
+/// ends first, because the feeds' values are almost never padded and `trim` walks chars.
+fn trim(text: &str) -> &str {
+    match (text.as_bytes().first(), text.as_bytes().last()) {
+        (Some(first), Some(last)) if first.is_ascii_graphic() && last.is_ascii_graphic() => text,
+        _ => text.trim(),
+    }
+}
 
 /// One canonical field and the input paths it may be read from, in order of preference.
 struct Field {
@@ -231,76 +234,73 @@ struct Field {
 
 const ORDER_ID: Field = Field {
     canonical: "orderId",
-    inputs: &[&["orderId"], &["id"]],
+    inputs: &[Path::OrderId, Path::Id],
 };
 const PATIENT_ID: Field = Field {
     canonical: "patientId",
-    inputs: &[&["patientId"], &["patient", "id"]],
+    inputs: &[Path::PatientId, Path::PatientMemberId],
 };
 /// Searched after [`PATIENT_ID`]'s inputs; holds a FHIR reference rather than a bare id.
-const SUBJECT_REFERENCE: Path = &["subject", "reference"];
-const MEDICATION_NDC: Path = &["medication", "ndc"];
-const MEDICATION_CODE: Path = &["medication", "code"];
+const SUBJECT_REFERENCE: Path = Path::SubjectReference;
 const NDC: Field = Field {
     canonical: "medication.ndc",
-    inputs: &[MEDICATION_NDC, MEDICATION_CODE],
+    inputs: &[Path::MedicationNdc, Path::MedicationCode],
 };
 const MEDICATION_NAME: Field = Field {
     canonical: "medication.name",
     inputs: &[
-        &["medication", "name"],
-        &["medication", "description"],
-        &["medication", "code", "text"],
+        Path::MedicationName,
+        Path::MedicationDescription,
+        Path::MedicationCodeText,
     ],
 };
 const STRENGTH: Field = Field {
     canonical: "medication.strength",
-    inputs: &[&["medication", "strength"]],
+    inputs: &[Path::MedicationStrength],
 };
 const FORM: Field = Field {
     canonical: "medication.form",
-    inputs: &[&["medication", "form"]],
+    inputs: &[Path::MedicationForm],
 };
 const QUANTITY: Field = Field {
     canonical: "quantity",
-    inputs: &[&["quantity"], &["medication", "quantity"]],
+    inputs: &[Path::Quantity, Path::MedicationQuantity],
 };
 const PRESCRIBER_ID: Field = Field {
     canonical: "prescriber.id",
-    inputs: &[&["prescriberId"], &["provider", "id"]],
+    inputs: &[Path::PrescriberId, Path::ProviderId],
 };
 const PRESCRIBER_NPI: Field = Field {
     canonical: "prescriber.npi",
-    inputs: &[&["prescriberNpi"], &["provider", "npi"]],
+    inputs: &[Path::PrescriberNpi, Path::ProviderNpi],
 };
-const PHARMACY: Path = &["pharmacy"];
 const PHARMACY_ID: Field = Field {
     canonical: "pharmacy.id",
-    inputs: &[&["pharmacy", "id"]],
+    inputs: &[Path::PharmacyId],
 };
 const PHARMACY_NAME: Field = Field {
     canonical: "pharmacy.name",
-    inputs: &[&["pharmacy", "name"]],
+    inputs: &[Path::PharmacyName],
 };
 const PHARMACY_NPI: Field = Field {
     canonical: "pharmacy.npi",
-    inputs: &[&["pharmacy", "npi"]],
+    inputs: &[Path::PharmacyNpi],
 };
 const PHARMACY_NCPDP_ID: Field = Field {
     canonical: "pharmacy.ncpdpId",
-    inputs: &[&["pharmacy", "ncpdpId"]],
+    inputs: &[Path::PharmacyNcpdpId],
 };
 const STATUS: Field = Field {
     canonical: "status",
-    inputs: &[&["status"]],
+    inputs: &[Path::Status],
 };
 const CREATED_AT: Field = Field {
     canonical: "createdAt",
-    inputs: &[&["createdAt"], &["orderDate"]],
+    inputs: &[Path::CreatedAt, Path::OrderDate],
 };
 const UPDATED_AT: Field = Field {
     canonical: "updatedAt",
-    inputs: &[&["updatedAt"], &["lastUpdated"]],
+    inputs: &[Path::UpdatedAt, Path::LastUpdated],
 };
 
 /// Maps a decoded payload; `None` is a payload that is not a JSON object.
@@ -321,9 +321,9 @@ fn normalize(
         ndc: ndc(input)?,
         name: required(input, &MEDICATION_NAME, string)?,
         strength: optional(input, &STRENGTH, string)?,
-        form: optional(input, &FORM, text)?,
+        form: form(input)?,
     };
-    let quantity = optional(input, &QUANTITY, quantity)?;
+    let quantity = quantity(input)?;
     let prescriber = Prescriber {
         id: optional(input, &PRESCRIBER_ID, identifier)?,
         npi: required(input, &PRESCRIBER_NPI, npi)?,
@@ -352,19 +352,14 @@ type Rule = &'static str;
 
 /// The value at `path`; JSON null and blank strings count as absent.
 fn lookup<'i, 'a>(input: &'i OrderInput<'a>, path: Path) -> Option<&'i Loose<'a>> {
-    let (top, members) = path.split_first()?;
-    let mut value = input.field(top)?;
-    for member in members {
-        value = value.get(member)?;
-    }
-    present(value)
+    present(input.get(path)?)
 }
 
 /// `value`, unless it is JSON null or a blank string.
 fn present<'i, 'a>(value: &'i Loose<'a>) -> Option<&'i Loose<'a>> {
     match value {
         Loose::Null => None,
-        Loose::Str(s) if s.trim().is_empty() => None,
+        Loose::Str(s) if trim(s).is_empty() => None,
         present => Some(present),
     }
 }
@@ -377,7 +372,7 @@ fn first_present<'i, 'a>(
     field
         .inputs
         .iter()
-        .find_map(|path| lookup(input, path).map(|value| (*path, value)))
+        .find_map(|&path| lookup(input, path).map(|value| (path, value)))
 }
 
 fn optional<T>(
@@ -401,15 +396,15 @@ fn required<T>(
 fn missing(canonical: &str, inputs: &[Path]) -> ProcessError {
     let mut error = ProcessError::missing_field(canonical);
     // Naming the accepted spellings tells the producer's owner what to send.
-    let inputs: Vec<String> = inputs.iter().map(|path| path.join(".")).collect();
+    let inputs: Vec<&str> = inputs.iter().map(|path| path.dotted()).collect();
     error
         .message
         .push_str(&format!(" (looked for {})", inputs.join(", ")));
     error
 }
 
-fn invalid(canonical: &str, input_path: Path, rule: Rule) -> ProcessError {
-    let input_path = input_path.join(".");
+fn invalid(canonical: &str, input: Path, rule: Rule) -> ProcessError {
+    let input_path = input.dotted();
     if canonical == input_path {
         ProcessError::validation(format!("invalid {canonical}: {rule}"))
     } else {
@@ -422,25 +417,32 @@ fn invalid(canonical: &str, input_path: Path, rule: Rule) -> ProcessError {
 fn string(value: &Loose) -> Result<String, Rule> {
     value
         .as_str()
-        .map(|s| s.trim().to_string())
+        .map(|s| trim(s).to_string())
         .ok_or("must be a string")
 }
 
-/// Free text that FHIR may wrap in a CodeableConcept: a string, or an object's `text`.
-fn text(value: &Loose) -> Result<String, Rule> {
-    if value.is_object() {
-        return match value.get("text").and_then(Loose::as_str) {
-            Some(text) if !text.trim().is_empty() => Ok(text.trim().to_string()),
+/// The optional form: free text that FHIR may wrap in a CodeableConcept, so a string or an
+/// object's `text`.
+fn form(input: &OrderInput) -> Result<Option<String>, ProcessError> {
+    let Some((path, value)) = first_present(input, &FORM) else {
+        return Ok(None);
+    };
+    let form = if value.is_object() {
+        match input.get(Path::MedicationFormText).and_then(Loose::as_str) {
+            Some(text) if !trim(text).is_empty() => Ok(trim(text).to_string()),
             _ => Err("must be a string or a CodeableConcept with text"),
-        };
-    }
-    string(value)
+        }
+    } else {
+        string(value)
+    };
+    form.map(Some)
+        .map_err(|rule| invalid(FORM.canonical, path, rule))
 }
 
 /// Identifiers arrive as strings or, from some feeds, as JSON integers.
 fn identifier(value: &Loose) -> Result<String, Rule> {
     match value {
-        Loose::Str(s) => Ok(s.trim().to_string()),
+        Loose::Str(s) => Ok(trim(s).to_string()),
         Loose::Number(n) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
         _ => Err("must be a string or an integer"),
     }
@@ -464,29 +466,26 @@ fn ndc(input: &OrderInput) -> Result<String, ProcessError> {
             .ok_or_else(|| invalid(NDC.canonical, path, "must be a string"))?;
         normalize_ndc(raw).ok_or_else(|| invalid(NDC.canonical, path, NDC_RULE))
     };
-    if let Some(raw) = lookup(input, MEDICATION_NDC) {
-        return parse(MEDICATION_NDC, raw);
+    if let Some(raw) = lookup(input, Path::MedicationNdc) {
+        return parse(Path::MedicationNdc, raw);
     }
-    match lookup(input, MEDICATION_CODE) {
+    match lookup(input, Path::MedicationCode) {
         Some(concept) if concept.is_object() => {
-            let ndc_coding = concept
-                .get("coding")
-                .and_then(Loose::as_array)
-                .into_iter()
-                .flatten()
-                .find(|coding| {
-                    coding
-                        .get("system")
-                        .and_then(Loose::as_str)
-                        .is_some_and(|system| NDC_SYSTEMS.contains(&system))
-                });
+            // `codings` is empty unless `coding` is a list.
+            let ndc_coding = input.codings().iter().find(|coding| {
+                coding
+                    .system
+                    .as_ref()
+                    .and_then(Loose::as_str)
+                    .is_some_and(|system| NDC_SYSTEMS.contains(&system))
+            });
             // A concept coded only in other systems (RxNorm, SNOMED) carries no NDC.
-            match ndc_coding.and_then(|coding| present(coding.get("code")?)) {
-                Some(code) => parse(&["medication", "code", "coding", "code"], code),
+            match ndc_coding.and_then(|coding| present(coding.code.as_ref()?)) {
+                Some(code) => parse(Path::CodingCode, code),
                 None => Err(missing(NDC.canonical, NDC.inputs)),
             }
         }
-        Some(code) => parse(MEDICATION_CODE, code),
+        Some(code) => parse(Path::MedicationCode, code),
         None => Err(missing(NDC.canonical, NDC.inputs)),
     }
 }
@@ -515,7 +514,7 @@ fn patient_id(input: &OrderInput) -> Result<String, ProcessError> {
 /// The id in a FHIR reference to a Patient: relative (`Patient/1`), absolute
 /// (`https://host/fhir/Patient/1`) or versioned (`Patient/1/_history/2`).
 fn patient_from_reference(reference: &str) -> Option<String> {
-    let mut segments = reference.trim().split('/');
+    let mut segments = trim(reference).split('/');
     let mut previous = segments.next()?;
     for segment in segments {
         if previous == "Patient" && !segment.is_empty() {
@@ -530,7 +529,7 @@ fn positive_number(value: Option<&Loose>) -> Result<f64, Rule> {
     let number = match value {
         Some(Loose::Number(n)) => n.as_f64(),
         // Some pharmacy systems send quantities as numeric strings.
-        Some(Loose::Str(s)) => s.trim().parse::<f64>().ok(),
+        Some(Loose::Str(s)) => trim(s).parse::<f64>().ok(),
         _ => None,
     };
     match number {
@@ -539,32 +538,53 @@ fn positive_number(value: Option<&Loose>) -> Result<f64, Rule> {
     }
 }
 
-fn quantity(value: &Loose) -> Result<Quantity, Rule> {
-    if !value.is_object() {
+/// The optional quantity: a number, or an object with a `value` and maybe a `unit`.
+fn quantity(input: &OrderInput) -> Result<Option<Quantity>, ProcessError> {
+    let Some((path, value)) = first_present(input, &QUANTITY) else {
+        return Ok(None);
+    };
+    let (value_path, unit_path) = match path {
+        Path::Quantity => (Path::QuantityValue, Path::QuantityUnit),
+        _ => (Path::MedicationQuantityValue, Path::MedicationQuantityUnit),
+    };
+    let members = value
+        .is_object()
+        .then(|| (input.get(value_path), input.get(unit_path)));
+    quantity_of(value, members)
+        .map(Some)
+        .map_err(|rule| invalid(QUANTITY.canonical, path, rule))
+}
+
+/// `members` are an object's `value` and `unit`; `None` when `value` is not an object.
+fn quantity_of(
+    value: &Loose,
+    members: Option<(Option<&Loose>, Option<&Loose>)>,
+) -> Result<Quantity, Rule> {
+    let Some((amount, unit)) = members else {
         return Ok(Quantity {
             value: positive_number(Some(value))?,
             unit: None,
         });
-    }
-    let unit = match value.get("unit") {
+    };
+    let unit = match unit {
         None | Some(Loose::Null) => None,
-        Some(Loose::Str(unit)) if unit.trim().is_empty() => None,
-        Some(Loose::Str(unit)) => Some(unit.trim().to_string()),
+        Some(Loose::Str(unit)) if trim(unit).is_empty() => None,
+        Some(Loose::Str(unit)) => Some(trim(unit).to_string()),
         Some(_) => return Err("unit must be a string"),
     };
     Ok(Quantity {
-        value: positive_number(value.get("value"))?,
+        value: positive_number(amount)?,
         unit,
     })
 }
 
 /// The optional pharmacy; `Ok(None)` also for an object naming no pharmacy at all (`{}`).
 fn pharmacy(input: &OrderInput) -> Result<Option<Pharmacy>, ProcessError> {
-    let Some(object) = lookup(input, PHARMACY) else {
+    let Some(object) = lookup(input, Path::Pharmacy) else {
         return Ok(None);
     };
     if !object.is_object() {
-        return Err(invalid("pharmacy", PHARMACY, "must be an object"));
+        return Err(invalid("pharmacy", Path::Pharmacy, "must be an object"));
     }
     let id = optional(input, &PHARMACY_ID, identifier)?;
     let name = optional(input, &PHARMACY_NAME, string)?;
@@ -595,7 +615,7 @@ fn ncpdp_id(value: &Loose) -> Result<String, Rule> {
 /// regard to case or to `-`, `_` and space (so `on-hold`, `ON_HOLD` and `On Hold` agree).
 pub fn map_status(raw: &str) -> Option<OrderStatus> {
     // Every status word is ASCII and short: longer or non-ASCII input matches none.
-    let raw = raw.trim().as_bytes();
+    let raw = trim(raw).as_bytes();
     let mut buffer = [0_u8; 24];
     let key = buffer.get_mut(..raw.len())?;
     for (to, from) in key.iter_mut().zip(raw) {
@@ -627,7 +647,7 @@ fn status(value: &Loose) -> Result<OrderStatus, Rule> {
 
 fn timestamp(value: &Loose) -> Result<i64, Rule> {
     match value {
-        Loose::Str(s) => chrono::DateTime::parse_from_rfc3339(s.trim())
+        Loose::Str(s) => chrono::DateTime::parse_from_rfc3339(trim(s))
             .map(|t| t.timestamp_millis())
             .map_err(|_| TIMESTAMP_RULE),
         Loose::Number(n) => match n.as_i64() {

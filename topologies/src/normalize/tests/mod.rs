@@ -329,3 +329,77 @@ fn a_record_that_is_not_utf8_is_refused_saying_where() {
         "{error}"
     );
 }
+
+/// Normalises an EHR record's bytes the way the topology does: through its source serde.
+fn from_ehr_bytes(bytes: &[u8]) -> Result<MedicationOrder, ProcessError> {
+    use sluice_engine::Serde;
+    let feed = OrderFeedSerde::ehr()
+        .deserialize("t", Some(bytes))
+        .expect("the record is JSON");
+    feed.order
+}
+
+#[test]
+fn a_repeated_nested_key_counts_once_with_its_last_value_and_nothing_of_the_first() {
+    // The first `code` is a CodeableConcept with an NDC coding and a text; the last one, a
+    // plain string, is what counts: neither the first's coding nor its text may leak through.
+    let bytes = br#"{"orderId": "ord-1", "patientId": "pat-1",
+        "medication": {
+            "code": {"coding": [{"system": "http://hl7.org/fhir/sid/ndc", "code": "1234-5678-90"}],
+                     "text": "From the first code"},
+            "code": "NDC:12345-678-90",
+            "description": "Metformin"},
+        "prescriberNpi": "1003000126", "status": "active", "createdAt": "2024-05-01T09:30:00Z"}"#;
+    let order = from_ehr_bytes(bytes).unwrap();
+    assert_eq!(order.medication.ndc, "12345067890");
+    assert_eq!(order.medication.name, "Metformin");
+
+    // And the other way round: the last `code` is a concept without an NDC coding, so the
+    // first's coding must not be found.
+    let bytes = br#"{"orderId": "ord-1", "patientId": "pat-1",
+        "medication": {
+            "code": {"coding": [{"system": "http://hl7.org/fhir/sid/ndc", "code": "1234-5678-90"}]},
+            "code": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "617312"}],
+                     "text": "Atorvastatin"}},
+        "prescriberNpi": "1003000126", "status": "active", "createdAt": "2024-05-01T09:30:00Z"}"#;
+    let error = from_ehr_bytes(bytes).expect_err("no NDC in the last code");
+    assert!(
+        error
+            .message
+            .contains("missing required field medication.ndc"),
+        "{error}"
+    );
+}
+
+#[test]
+fn codings_that_are_not_objects_are_passed_over() {
+    let bytes = br#"{"orderId": "ord-1", "patientId": "pat-1",
+        "medication": {"code": {"coding": ["617312", null, [1, {"code": "x"}],
+            {"system": "http://hl7.org/fhir/sid/ndc", "code": "1234-5678-90", "display": {"a": [1]}}],
+            "text": "Atorvastatin"}},
+        "prescriberNpi": "1003000126", "status": "active", "createdAt": "2024-05-01T09:30:00Z"}"#;
+    let order = from_ehr_bytes(bytes).unwrap();
+    assert_eq!(order.medication.ndc, "01234567890");
+    assert_eq!(order.medication.name, "Atorvastatin");
+}
+
+#[test]
+fn trim_agrees_with_str_trim_on_ascii_and_unicode_whitespace() {
+    for text in [
+        "",
+        " ",
+        "a",
+        " a",
+        "a ",
+        "ab",
+        "\tab\n",
+        "\u{a0}x\u{a0}",
+        "x\u{2003}",
+        "\u{2003}",
+        "é",
+        " é ",
+        "a b",
+    ] {
+        assert_eq!(super::trim(text), text.trim(), "{text:?}");
+    }
+}
