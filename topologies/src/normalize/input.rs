@@ -106,6 +106,10 @@ pub(crate) enum Path {
 
 const SLOTS: usize = Path::CodingCode as usize + 1;
 
+// `Fields` marks the top-level fields it has seen in a u64, keeping bits 62 and 63 for the
+// envelope's `metadata` and `payload`: every top-level path must sit below them.
+const _: () = assert!((Path::LastUpdated as u32) < 62);
+
 impl Path {
     /// The input path as error messages name it, members joined by dots.
     pub(crate) fn dotted(self) -> &'static str {
