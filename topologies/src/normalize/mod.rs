@@ -240,8 +240,6 @@ const PATIENT_ID: Field = Field {
     canonical: "patientId",
     inputs: &[Path::PatientId, Path::PatientMemberId],
 };
-/// Searched after [`PATIENT_ID`]'s inputs; holds a FHIR reference rather than a bare id.
-const SUBJECT_REFERENCE: Path = Path::SubjectReference;
 const NDC: Field = Field {
     canonical: "medication.ndc",
     inputs: &[Path::MedicationNdc, Path::MedicationCode],
@@ -321,9 +319,9 @@ fn normalize(
         ndc: ndc(input)?,
         name: required(input, &MEDICATION_NAME, string)?,
         strength: optional(input, &STRENGTH, string)?,
-        form: form(input)?,
+        form: optional(input, &FORM, |value| form(input, value))?,
     };
-    let quantity = quantity(input)?;
+    let quantity = optional_at(input, &QUANTITY, |path, value| quantity(input, path, value))?;
     let prescriber = Prescriber {
         id: optional(input, &PRESCRIBER_ID, identifier)?,
         npi: required(input, &PRESCRIBER_NPI, npi)?,
@@ -380,8 +378,19 @@ fn optional<T>(
     field: &Field,
     convert: impl Fn(&Loose) -> Result<T, Rule>,
 ) -> Result<Option<T>, ProcessError> {
+    optional_at(input, field, |_, value| convert(value))
+}
+
+/// [`optional`] for a rule that reads the members of the path it was found at.
+fn optional_at<T>(
+    input: &OrderInput,
+    field: &Field,
+    convert: impl Fn(Path, &Loose) -> Result<T, Rule>,
+) -> Result<Option<T>, ProcessError> {
     first_present(input, field)
-        .map(|(path, value)| convert(value).map_err(|rule| invalid(field.canonical, path, rule)))
+        .map(|(path, value)| {
+            convert(path, value).map_err(|rule| invalid(field.canonical, path, rule))
+        })
         .transpose()
 }
 
@@ -421,22 +430,16 @@ fn string(value: &Loose) -> Result<String, Rule> {
         .ok_or("must be a string")
 }
 
-/// The optional form: free text that FHIR may wrap in a CodeableConcept, so a string or an
-/// object's `text`.
-fn form(input: &OrderInput) -> Result<Option<String>, ProcessError> {
-    let Some((path, value)) = first_present(input, &FORM) else {
-        return Ok(None);
-    };
-    let form = if value.is_object() {
-        match input.get(Path::MedicationFormText).and_then(Loose::as_str) {
-            Some(text) if !trim(text).is_empty() => Ok(trim(text).to_string()),
-            _ => Err("must be a string or a CodeableConcept with text"),
-        }
-    } else {
-        string(value)
-    };
-    form.map(Some)
-        .map_err(|rule| invalid(FORM.canonical, path, rule))
+/// The form: free text that FHIR may wrap in a CodeableConcept, so a string or an object's
+/// `text`.
+fn form(input: &OrderInput, value: &Loose) -> Result<String, Rule> {
+    if !value.is_object() {
+        return string(value);
+    }
+    match input.get(Path::MedicationFormText).and_then(Loose::as_str) {
+        Some(text) if !trim(text).is_empty() => Ok(trim(text).to_string()),
+        _ => Err("must be a string or a CodeableConcept with text"),
+    }
 }
 
 /// Identifiers arrive as strings or, from some feeds, as JSON integers.
@@ -494,9 +497,10 @@ fn patient_id(input: &OrderInput) -> Result<String, ProcessError> {
     if let Some(id) = optional(input, &PATIENT_ID, identifier)? {
         return Ok(id);
     }
-    let Some(reference) = lookup(input, SUBJECT_REFERENCE) else {
+    // Searched after PATIENT_ID's inputs: it holds a FHIR reference rather than a bare id.
+    let Some(reference) = lookup(input, Path::SubjectReference) else {
         let mut inputs = PATIENT_ID.inputs.to_vec();
-        inputs.push(SUBJECT_REFERENCE);
+        inputs.push(Path::SubjectReference);
         return Err(missing(PATIENT_ID.canonical, &inputs));
     };
     reference
@@ -505,7 +509,7 @@ fn patient_id(input: &OrderInput) -> Result<String, ProcessError> {
         .ok_or_else(|| {
             invalid(
                 PATIENT_ID.canonical,
-                SUBJECT_REFERENCE,
+                Path::SubjectReference,
                 "must be a FHIR Patient reference (Patient/<id>)",
             )
         })
@@ -538,34 +542,19 @@ fn positive_number(value: Option<&Loose>) -> Result<f64, Rule> {
     }
 }
 
-/// The optional quantity: a number, or an object with a `value` and maybe a `unit`.
-fn quantity(input: &OrderInput) -> Result<Option<Quantity>, ProcessError> {
-    let Some((path, value)) = first_present(input, &QUANTITY) else {
-        return Ok(None);
-    };
-    let (value_path, unit_path) = match path {
-        Path::Quantity => (Path::QuantityValue, Path::QuantityUnit),
-        _ => (Path::MedicationQuantityValue, Path::MedicationQuantityUnit),
-    };
-    let members = value
-        .is_object()
-        .then(|| (input.get(value_path), input.get(unit_path)));
-    quantity_of(value, members)
-        .map(Some)
-        .map_err(|rule| invalid(QUANTITY.canonical, path, rule))
-}
-
-/// `members` are an object's `value` and `unit`; `None` when `value` is not an object.
-fn quantity_of(
-    value: &Loose,
-    members: Option<(Option<&Loose>, Option<&Loose>)>,
-) -> Result<Quantity, Rule> {
-    let Some((amount, unit)) = members else {
+/// A quantity: a number, or an object (at `path`) with a `value` and maybe a `unit`.
+fn quantity(input: &OrderInput, path: Path, value: &Loose) -> Result<Quantity, Rule> {
+    if !value.is_object() {
         return Ok(Quantity {
             value: positive_number(Some(value))?,
             unit: None,
         });
+    }
+    let (amount, unit) = match path {
+        Path::Quantity => (Path::QuantityValue, Path::QuantityUnit),
+        _ => (Path::MedicationQuantityValue, Path::MedicationQuantityUnit),
     };
+    let (amount, unit) = (input.get(amount), input.get(unit));
     let unit = match unit {
         None | Some(Loose::Null) => None,
         Some(Loose::Str(unit)) if trim(unit).is_empty() => None,
