@@ -47,7 +47,9 @@
 //! `cargo bench --bench e2e_throughput` runs N = `SLUICE_E2E_RECORDS` (default 1,000,000)
 //! `SLUICE_E2E_RUNS` times (default 3), over `SLUICE_E2E_PARTITIONS` partitions (default 8),
 //! and prints the medians and the ratios c/a and d/b
-//! (and e/qe, ea/qa: Sluice normalization ÷ Quix).
+//! (and e/qe, ea/qa: Sluice normalization ÷ Quix), each with its ratio in every run and
+//! how far the farthest run lies from the median. Every other run takes the variants in
+//! reverse order, so a drift over a run favours neither side of a ratio.
 //! With `SLUICE_E2E_BASELINE=<path>`, the e2e_throughput bench binary of another build
 //! (an earlier commit, say) runs the Sluice variants too, right after this build's, on the
 //! same broker and backlog: the table then shows both builds' c/a and d/b side by side.
@@ -276,7 +278,15 @@ fn main() {
         // A fresh broker per run: every run starts from the same empty log.
         let broker = support::TestBroker::start();
         write_backlog(&broker, records, call_records);
-        for variant in &variants {
+        // Every other run takes the variants in reverse order, so a drift of the machine
+        // over a run (the host's load, the broker's growing log) favours neither side of
+        // a ratio in the medians.
+        let reversed = run % 2 == 1;
+        let in_order: Vec<&String> = match reversed {
+            false => variants.iter().collect(),
+            true => variants.iter().rev().collect(),
+        };
+        for variant in in_order {
             let variant = variant.as_str();
             let records = match async_calls::capacity_of(variant) {
                 Some(_) => call_records,
@@ -290,6 +300,9 @@ fn main() {
             {
                 // Its own run number, so its output topic and group are its own.
                 builds.push((baseline_name(variant), path, run + BASELINE_RUN_OFFSET));
+                if reversed {
+                    builds.reverse();
+                }
             }
             for (name, binary, child_run) in builds {
                 let measured = run_variant(
@@ -648,9 +661,56 @@ fn map_topology(output: &str) -> Topology {
     builder.build().unwrap()
 }
 
-/// Records in the committed part of `topic`, by its watermarks.
+/// Records in the committed part of `topic`, read to its high watermarks with
+/// read_committed. Counted, not kept: a run of millions of records would otherwise hold
+/// them all, and the position is asked for once per poll that returns nothing or per
+/// 10,000 records, not per record.
 fn committed_count(brokers: &str, topic: &str) -> u64 {
-    support::read_committed(brokers, topic).len() as u64
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("e2e-count-{topic}"))
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    let mut ends = HashMap::new();
+    for partition in metadata.topics()[0].partitions().iter().map(|p| p.id()) {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(10))
+            .unwrap();
+        ends.insert(partition, high);
+        assignment
+            .add_partition_offset(topic, partition, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let at_end = || {
+        let position = consumer.position().unwrap();
+        position.elements().iter().all(|e| match e.offset() {
+            Offset::Offset(o) => o >= ends[&e.partition()],
+            _ => ends[&e.partition()] == 0,
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut count = 0_u64;
+    loop {
+        let polled = consumer.poll(Duration::from_millis(100));
+        if let Some(message) = &polled {
+            message.as_ref().unwrap();
+            count += 1;
+        }
+        if (polled.is_none() || count.is_multiple_of(10_000)) && at_end() {
+            return count;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{topic}: {count} records read in 10 minutes, not yet at the end"
+        );
+    }
 }
 
 /// Bytes of the values in `topics` (the normalization inputs vary in size).

@@ -1,6 +1,8 @@
 //! Instructions per record, for callgrind: the operator chain (`operator_chain`'s, through
-//! a `Task`) and the normalization topology (generated EHR and pharmacy orders, Avro out,
-//! through its `Task`s), with no Kafka client and no clock in the count.
+//! a `Task`), the end-to-end harness's map (200-byte values in upper case, bytes in and
+//! out, as its variants (c) and (d) run it) and the normalization topology (generated EHR
+//! and pharmacy orders, Avro out, through its `Task`s), with no Kafka client and no clock
+//! in the count.
 //!
 //! `benches/callgrind.sh` runs this binary under `valgrind --tool=callgrind` twice per
 //! path, over N and 2N records, counting inside `Task::process` only (so neither the setup
@@ -8,7 +10,7 @@
 //! records' warm-up cancels out, and what is left is what one more record costs. Instruction counts are stable on a noisy machine where seconds are not, so the
 //! figures in BENCHMARKS.md show a regression of a few percent.
 //!
-//!     per_record <chain|normalization> <records>
+//!     per_record <chain|map|normalization> <records>
 //!
 //! Run as a test (`cargo test --bench per_record`), it runs both paths over 1,000 records
 //! and checks every record came out.
@@ -19,7 +21,9 @@ mod order_chain;
 use std::sync::Arc;
 
 use sluice_engine::task::Task;
-use sluice_engine::{Headers, Origin, ProducerRecord, RawRecord};
+use sluice_engine::{
+    Headers, Origin, ProducerRecord, RawRecord, Serdes, Topology, TopologyBuilder,
+};
 use sluice_topologies::generator::OrderGenerator;
 use sluice_topologies::normalization::{self, EHR_TOPIC, PHARMACY_TOPIC};
 
@@ -35,8 +39,9 @@ fn main() {
         // `cargo test --bench per_record` (and `cargo bench` without arguments).
         _ => {
             assert_eq!(run("chain", 1_000), 900, "the chain drops one order in ten");
+            assert_eq!(run("map", 1_000), 1_000, "the map keeps every record");
             assert_eq!(run("normalization", 1_000), 1_000, "no malformed orders");
-            println!("per_record: both paths ran; see benches/callgrind.sh");
+            println!("per_record: every path ran; see benches/callgrind.sh");
         }
     }
 }
@@ -49,6 +54,13 @@ fn run(path: &str, records: usize) -> usize {
             let inputs = order_chain::inputs(records);
             let mut task = Task::new(&order_chain::topology(0), 0, 0);
             order_chain::engine(&mut task, &inputs, &mut out)
+        }
+        "map" => {
+            let mut task = Task::new(&map_topology(), 0, 0);
+            for raw in map_inputs(records) {
+                task.process(&raw, &mut out).unwrap();
+            }
+            out.len()
         }
         "normalization" => {
             let topology = normalization::topology(normalization::local_output_serde());
@@ -67,8 +79,38 @@ fn run(path: &str, records: usize) -> usize {
             }
             out.iter().filter(|r| is_output(r)).count()
         }
-        other => panic!("unknown path {other}: chain or normalization"),
+        other => panic!("unknown path {other}: chain, map or normalization"),
     }
+}
+
+/// The end-to-end harness's stateless topology (`e2e_throughput`'s `map_topology`).
+fn map_topology() -> Topology {
+    let builder = TopologyBuilder::new("e2e-map");
+    builder
+        .source("input", &[MAP_INPUT], Serdes::bytes(), Serdes::bytes())
+        .map_values("upper", |v: Vec<u8>| v.to_ascii_uppercase())
+        .to("output", "e2e.output", Serdes::bytes(), Serdes::bytes());
+    builder.build().unwrap()
+}
+
+const MAP_INPUT: &str = "e2e.input";
+
+/// `records` records of 200 lower-case bytes, keyed as the harness's backlog is.
+fn map_inputs(records: usize) -> Vec<RawRecord> {
+    let topic: Arc<str> = MAP_INPUT.into();
+    (0..records)
+        .map(|i| RawRecord {
+            key: Some(format!("k{i}").into_bytes()),
+            value: Some(vec![b'a' + (i % 26) as u8; 200]),
+            headers: Headers::new(),
+            timestamp: 1_767_225_600_000 + i as i64,
+            origin: Origin {
+                topic: topic.clone(),
+                partition: 0,
+                offset: i as i64,
+            },
+        })
+        .collect()
 }
 
 fn is_output(record: &ProducerRecord) -> bool {

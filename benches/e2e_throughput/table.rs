@@ -14,6 +14,34 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
+/// `x/y` within each run, in run order: the two variants ran minutes apart on the same
+/// broker, so each of these shares that run's conditions.
+fn run_ratios(per_run: &HashMap<&str, Vec<f64>>, x: &str, y: &str) -> Vec<f64> {
+    match (per_run.get(x), per_run.get(y)) {
+        (Some(xs), Some(ys)) => xs.iter().zip(ys).map(|(x, y)| x / y).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The per-run ratios and how far the farthest lies from their median, in percent: a
+/// ratio "repeats" when that is a few percent.
+fn describe_runs(runs: &[f64]) -> String {
+    if runs.len() < 2 {
+        return String::new();
+    }
+    let middle = median(runs.to_vec());
+    let spread = runs
+        .iter()
+        .map(|r| (r / middle - 1.0).abs())
+        .fold(0.0, f64::max);
+    let listed: Vec<String> = runs.iter().map(|r| format!("{r:.2}")).collect();
+    format!(
+        "(runs {}: within {:.0}% of their median)",
+        listed.join(", "),
+        spread * 100.0
+    )
+}
+
 /// The ratios the goals are stated in, as (numerator, denominator, what it compares, goal):
 /// printed when both rows ran.
 const RATIOS: [(&str, &str, &str, Option<f64>); 12] = [
@@ -111,6 +139,7 @@ pub fn print_table(results: &HashMap<String, Vec<Measured>>, runs: u64, with_bas
         }
     }
     let mut rate: HashMap<&str, f64> = HashMap::new();
+    let mut per_run: HashMap<&str, Vec<f64>> = HashMap::new();
     for (letter, variant) in &rows {
         // Absent when SLUICE_E2E_ONLY left the variant out.
         let Some(m) = results.get(variant) else {
@@ -119,6 +148,10 @@ pub fn print_table(results: &HashMap<String, Vec<Measured>>, runs: u64, with_bas
         let pick = |f: fn(&Measured) -> f64| median(m.iter().map(f).collect());
         let r = pick(Measured::records_per_second);
         rate.insert(letter.as_str(), r);
+        per_run.insert(
+            letter.as_str(),
+            m.iter().map(Measured::records_per_second).collect(),
+        );
         let (thread, clients, broker) = (
             pick(|m| m.cpu.processing_us),
             pick(|m| m.cpu.clients_us),
@@ -146,7 +179,12 @@ pub fn print_table(results: &HashMap<String, Vec<Measured>>, runs: u64, with_bas
         if let Some(r) = ratio(x, y) {
             let name = name(x, y, what);
             let goal = goal.map_or(String::new(), |g| format!("   (goal >= {g:.2})"));
-            println!("{name:<width$} = {r:.2}{goal}", width = width.unwrap_or(0));
+            let runs = run_ratios(&per_run, x, y);
+            println!(
+                "{name:<width$} = {r:.2}   {}{goal}",
+                describe_runs(&runs),
+                width = width.unwrap_or(0)
+            );
         }
     }
     for capacity in async_calls::CAPACITIES {
@@ -181,7 +219,11 @@ pub fn print_table(results: &HashMap<String, Vec<Measured>>, runs: u64, with_bas
     if with_baseline {
         let ratios = ["c0/a", "d0/b", "c/c0", "d/d0", "e/e0"].map(|name| {
             let (x, y) = name.split_once('/').unwrap();
-            format!("{name} = {:.2}", ratio(x, y).unwrap_or(f64::NAN))
+            format!(
+                "{name} = {:.2} {}",
+                ratio(x, y).unwrap_or(f64::NAN),
+                describe_runs(&run_ratios(&per_run, x, y))
+            )
         });
         println!("baseline build: {}", ratios.join(", "));
     }
