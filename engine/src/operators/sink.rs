@@ -182,10 +182,10 @@ pub(super) fn produce_encoded<K, V>(
         ProcessError::from_serde(ErrorKind::Serialization, what, e)
     };
     let key = key_serde
-        .serialize(topic, &record.key)
+        .serialize_owned(topic, record.key)
         .map_err(|e| encode_error("key", e))?;
     let value = value_serde
-        .serialize(topic, &record.value)
+        .serialize_owned(topic, record.value)
         .map_err(|e| encode_error("value", e))?;
     ctx.produce(ProducerRecord {
         topic: topic.clone(),

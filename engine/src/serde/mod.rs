@@ -30,6 +30,13 @@ pub trait Serde<T>: Send + Sync + 'static {
     /// Encodes `value` for `topic`; `None` writes a null (a tombstone when it is a value).
     fn serialize(&self, topic: &str, value: &T) -> Result<Option<Vec<u8>>, SerdeError>;
 
+    /// Encodes a value the caller gives up, as a sink does with what it writes: a serde
+    /// whose encoding is the value's own bytes (bytes, strings) hands them over instead
+    /// of copying them. The bytes are those of [`serialize`](Serde::serialize).
+    fn serialize_owned(&self, topic: &str, value: T) -> Result<Option<Vec<u8>>, SerdeError> {
+        self.serialize(topic, &value)
+    }
+
     /// Decodes the bytes read from `topic`; `None` is a null key or value.
     fn deserialize(&self, topic: &str, bytes: Option<&[u8]>) -> Result<T, SerdeError>;
 
@@ -51,6 +58,10 @@ pub(crate) struct SharedSerde<T>(pub(crate) std::sync::Arc<dyn Serde<T>>);
 impl<T: 'static> Serde<T> for SharedSerde<T> {
     fn serialize(&self, topic: &str, value: &T) -> Result<Option<Vec<u8>>, SerdeError> {
         self.0.serialize(topic, value)
+    }
+
+    fn serialize_owned(&self, topic: &str, value: T) -> Result<Option<Vec<u8>>, SerdeError> {
+        self.0.serialize_owned(topic, value)
     }
 
     fn deserialize(&self, topic: &str, bytes: Option<&[u8]>) -> Result<T, SerdeError> {

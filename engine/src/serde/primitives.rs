@@ -14,6 +14,10 @@ impl Serde<String> for StringSerde {
         Ok(Some(value.as_bytes().to_vec()))
     }
 
+    fn serialize_owned(&self, _topic: &str, value: String) -> Result<Option<Vec<u8>>, SerdeError> {
+        Ok(Some(value.into_bytes()))
+    }
+
     fn deserialize(&self, _topic: &str, bytes: Option<&[u8]>) -> Result<String, SerdeError> {
         let bytes = bytes.ok_or_else(|| SerdeError::new("null where a string was expected"))?;
         String::from_utf8(bytes.to_vec()).map_err(|e| {
@@ -33,6 +37,10 @@ pub struct BytesSerde;
 impl Serde<Vec<u8>> for BytesSerde {
     fn serialize(&self, _topic: &str, value: &Vec<u8>) -> Result<Option<Vec<u8>>, SerdeError> {
         Ok((!value.is_empty()).then(|| value.clone()))
+    }
+
+    fn serialize_owned(&self, _topic: &str, value: Vec<u8>) -> Result<Option<Vec<u8>>, SerdeError> {
+        Ok((!value.is_empty()).then_some(value))
     }
 
     fn deserialize(&self, _topic: &str, bytes: Option<&[u8]>) -> Result<Vec<u8>, SerdeError> {
@@ -77,6 +85,17 @@ impl<T: 'static, S: Serde<T>> Serde<Option<T>> for OptionalSerde<T, S> {
         }
     }
 
+    fn serialize_owned(
+        &self,
+        topic: &str,
+        value: Option<T>,
+    ) -> Result<Option<Vec<u8>>, SerdeError> {
+        match value {
+            Some(v) => self.inner.serialize_owned(topic, v),
+            None => Ok(None),
+        }
+    }
+
     fn deserialize(&self, topic: &str, bytes: Option<&[u8]>) -> Result<Option<T>, SerdeError> {
         bytes
             .map(|b| self.inner.deserialize(topic, Some(b)))
@@ -87,6 +106,28 @@ impl<T: 'static, S: Serde<T>> Serde<Option<T>> for OptionalSerde<T, S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn owned_encoding_writes_the_same_bytes_as_borrowed() {
+        let text = "Rx 42".to_string();
+        assert_eq!(
+            StringSerde.serialize_owned("t", text.clone()).unwrap(),
+            StringSerde.serialize("t", &text).unwrap()
+        );
+        for bytes in [b"\x00\xff".to_vec(), Vec::new()] {
+            assert_eq!(
+                BytesSerde.serialize_owned("t", bytes.clone()).unwrap(),
+                BytesSerde.serialize("t", &bytes).unwrap()
+            );
+        }
+        let optional = OptionalSerde::new(StringSerde);
+        for value in [Some(text.clone()), None] {
+            assert_eq!(
+                optional.serialize_owned("t", value.clone()).unwrap(),
+                optional.serialize("t", &value).unwrap()
+            );
+        }
+    }
 
     #[test]
     fn string_serde_rejects_null_and_invalid_utf8_without_quoting_bytes() {
