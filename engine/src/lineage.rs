@@ -67,6 +67,11 @@ impl Lineage {
 /// the input at `origin`: a UUID (version 8) made of a 128-bit xxh3 hash of those
 /// coordinates. The same input always yields the same ids, across processes and versions.
 pub fn derived_event_id(origin: &Origin, sink: &str, index: u32) -> String {
+    id_string(derived_id_text(origin, sink, index))
+}
+
+/// [`derived_event_id`] as text in a stack buffer: a sink writes it straight into a header.
+pub(crate) fn derived_id_text(origin: &Origin, sink: &str, index: u32) -> IdText {
     // Length prefixes keep ("ab", "c") and ("a", "bc") apart.
     hashed_uuid(&[
         &(origin.topic.len() as u64).to_le_bytes(),
@@ -84,20 +89,28 @@ pub fn derived_event_id(origin: &Origin, sink: &str, index: u32) -> String {
 /// cause, however often the input is processed. Distinct from every [`derived_event_id`]:
 /// the hash starts from its own tag.
 pub fn source_event_id(origin: &Origin) -> String {
-    hashed_uuid(&[
+    id_string(hashed_uuid(&[
         b"sluice-source-position",
         &(origin.topic.len() as u64).to_le_bytes(),
         origin.topic.as_bytes(),
         &origin.partition.to_le_bytes(),
         &origin.offset.to_le_bytes(),
-    ])
+    ]))
+}
+
+/// A hyphenated, lower-case UUID: 36 ASCII characters.
+pub(crate) type IdText = [u8; uuid::fmt::Hyphenated::LENGTH];
+
+fn id_string(text: IdText) -> String {
+    // Hex digits and hyphens only.
+    String::from_utf8(text.to_vec()).expect("a UUID's text is ASCII")
 }
 
 /// A version-8 UUID made of the 128-bit xxh3 hash of `parts` one after the other, written
 /// hyphenated in lower case. Ids are made for every record, so the common case hashes one
 /// stack buffer in one call and writes the text without `fmt` (the streaming hasher and
 /// `to_string` cost about twice as much); the hash is the same either way.
-fn hashed_uuid(parts: &[&[u8]]) -> String {
+fn hashed_uuid(parts: &[&[u8]]) -> IdText {
     let mut buffer = [0_u8; 256];
     let length: usize = parts.iter().map(|part| part.len()).sum();
     let hash = if length <= buffer.len() {
@@ -117,8 +130,8 @@ fn hashed_uuid(parts: &[&[u8]]) -> String {
     let mut text = [0_u8; uuid::fmt::Hyphenated::LENGTH];
     Uuid::new_v8(hash.to_le_bytes())
         .hyphenated()
-        .encode_lower(&mut text)
-        .to_owned()
+        .encode_lower(&mut text);
+    text
 }
 
 impl Lineage {
@@ -134,18 +147,18 @@ impl Lineage {
     }
 }
 
-/// Writes the lineage headers of an output record caused by `cause`.
-pub(crate) fn stamp_headers(headers: &mut Headers, cause: &Lineage, event_id: String) {
+/// Writes the lineage headers of an output record caused by `cause`. Ids as short as the
+/// engine's own are kept inline in `headers`, so the three cost no allocation.
+pub(crate) fn stamp_headers(headers: &mut Headers, cause: &Lineage, event_id: &[u8]) {
     match cause.correlation_for_derived() {
         Some(c) => headers.insert(CORRELATION_ID_HEADER, c),
-        None => headers.insert(CORRELATION_ID_HEADER, event_id.as_str()),
+        None => headers.insert(CORRELATION_ID_HEADER, event_id),
     }
     match &cause.event_id {
-        Some(e) => headers.insert(CAUSATION_ID_HEADER, e.as_str()),
+        Some(e) => headers.insert(CAUSATION_ID_HEADER, e),
         None => headers.remove(CAUSATION_ID_HEADER),
     }
-    // Moved in, not copied: one allocation for the id.
-    headers.insert(EVENT_ID_HEADER, event_id.into_bytes());
+    headers.insert(EVENT_ID_HEADER, event_id);
 }
 
 #[cfg(test)]
@@ -242,7 +255,7 @@ mod tests {
             ..Lineage::default()
         };
         let mut h = Headers::new();
-        stamp_headers(&mut h, &cause, "e2".to_string());
+        stamp_headers(&mut h, &cause, b"e2");
         assert_eq!(h.get_str(CORRELATION_ID_HEADER), Some("e1"));
         assert_eq!(h.get_str(CAUSATION_ID_HEADER), Some("e1"));
         assert_eq!(h.get_str(EVENT_ID_HEADER), Some("e2"));

@@ -12,12 +12,21 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 /// Kafka record headers, in order. Keys may repeat, as in Kafka.
 ///
 /// Keys are `Cow<'static, str>`: the engine's own header names (lineage, dead-letter
-/// reasons) are static strings and cost no allocation per record.
+/// reasons) are static strings and cost no allocation per record. Values of up to
+/// [`INLINE_HEADER_BYTES`] bytes are kept inline: the three lineage ids every output
+/// carries, and the short types and names topologies set, cost none either.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Headers(Vec<(Cow<'static, str>, Vec<u8>)>);
+pub struct Headers(Vec<(Cow<'static, str>, HeaderValue)>);
+
+/// The longest header value kept without an allocation: a 36-character UUID fits.
+pub const INLINE_HEADER_BYTES: usize = 40;
+
+type HeaderValue = SmallVec<[u8; INLINE_HEADER_BYTES]>;
 
 impl Headers {
     pub fn new() -> Self {
@@ -25,15 +34,16 @@ impl Headers {
     }
 
     /// Appends a header, keeping any earlier one with the same key.
-    pub fn add(&mut self, key: impl Into<Cow<'static, str>>, value: impl Into<Vec<u8>>) {
-        self.0.push((key.into(), value.into()));
+    pub fn add(&mut self, key: impl Into<Cow<'static, str>>, value: impl AsRef<[u8]>) {
+        self.0
+            .push((key.into(), HeaderValue::from_slice(value.as_ref())));
     }
 
     /// Sets a header: removes every earlier header with this key, then appends.
-    pub fn insert(&mut self, key: impl Into<Cow<'static, str>>, value: impl Into<Vec<u8>>) {
+    pub fn insert(&mut self, key: impl Into<Cow<'static, str>>, value: impl AsRef<[u8]>) {
         let key = key.into();
         self.0.retain(|(k, _)| *k != key);
-        self.0.push((key, value.into()));
+        self.0.push((key, HeaderValue::from_slice(value.as_ref())));
     }
 
     /// The last value of `key`, as Kafka clients read a header that was set more than once.
@@ -67,11 +77,11 @@ impl Headers {
     }
 }
 
-impl<K: Into<Cow<'static, str>>, V: Into<Vec<u8>>> FromIterator<(K, V)> for Headers {
+impl<K: Into<Cow<'static, str>>, V: AsRef<[u8]>> FromIterator<(K, V)> for Headers {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
         Self(
             iter.into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
+                .map(|(k, v)| (k.into(), HeaderValue::from_slice(v.as_ref())))
                 .collect(),
         )
     }
@@ -160,6 +170,22 @@ mod tests {
         h.insert("a", "3");
         assert_eq!(h.len(), 1);
         assert_eq!(h.get_str("a"), Some("3"));
+    }
+
+    #[test]
+    fn values_inline_or_not_read_back_as_written() {
+        let long = vec![7_u8; INLINE_HEADER_BYTES + 1];
+        let at_limit = vec![8_u8; INLINE_HEADER_BYTES];
+        let mut h = Headers::new();
+        h.add("long", &long);
+        h.add("at-limit", &at_limit);
+        h.add("empty", "");
+        assert_eq!(h.get("long"), Some(&long[..]));
+        assert_eq!(h.get("at-limit"), Some(&at_limit[..]));
+        assert_eq!(h.get("empty"), Some(&b""[..]));
+        let cloned = h.clone();
+        assert_eq!(cloned, h);
+        assert_eq!(cloned.get("long"), Some(&long[..]));
     }
 
     #[test]

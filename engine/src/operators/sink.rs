@@ -38,7 +38,7 @@ use std::sync::Arc;
 
 use super::{Context, Processor};
 use crate::error::{ErrorKind, ProcessError};
-use crate::lineage::{derived_event_id, stamp_headers};
+use crate::lineage::{derived_id_text, stamp_headers};
 use crate::processor::{self, ProcessorFactory};
 use crate::record::{ProducerRecord, Record};
 use crate::serde::{Serde, SharedSerde};
@@ -157,8 +157,8 @@ where
             _ if sink.hop == Hop::Internal => {}
             Some(own) => own.write_headers(&mut record.headers),
             None => {
-                let event_id = derived_event_id(ctx.origin(), &sink.name, index);
-                stamp_headers(&mut record.headers, &cause, event_id);
+                let event_id = derived_id_text(ctx.origin(), &sink.name, index);
+                stamp_headers(&mut record.headers, &cause, &event_id);
             }
         }
         produce_encoded(
