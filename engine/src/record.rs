@@ -35,15 +35,23 @@ impl Headers {
 
     /// Appends a header, keeping any earlier one with the same key.
     pub fn add(&mut self, key: impl Into<Cow<'static, str>>, value: impl AsRef<[u8]>) {
-        self.0
-            .push((key.into(), HeaderValue::from_slice(value.as_ref())));
+        self.push(key.into(), value.as_ref());
     }
 
     /// Sets a header: removes every earlier header with this key, then appends.
     pub fn insert(&mut self, key: impl Into<Cow<'static, str>>, value: impl AsRef<[u8]>) {
         let key = key.into();
-        self.0.retain(|(k, _)| *k != key);
-        self.0.push((key, HeaderValue::from_slice(value.as_ref())));
+        self.remove(&key);
+        self.push(key, value.as_ref());
+    }
+
+    fn push(&mut self, key: Cow<'static, str>, value: &[u8]) {
+        if self.0.capacity() == 0 {
+            // Every output gets three lineage headers, and topologies set a few of their
+            // own: room for six at once saves growing the list twice.
+            self.0.reserve_exact(6);
+        }
+        self.0.push((key, HeaderValue::from_slice(value)));
     }
 
     /// The last value of `key`, as Kafka clients read a header that was set more than once.
@@ -61,7 +69,10 @@ impl Headers {
     }
 
     pub fn remove(&mut self, key: &str) {
-        self.0.retain(|(k, _)| k != key);
+        // Setting a header that is not there yet is the common case: look before rewriting.
+        if self.0.iter().any(|(k, _)| k == key) {
+            self.0.retain(|(k, _)| k != key);
+        }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
