@@ -53,10 +53,11 @@ impl Serde<FeedOrder> for OrderFeedSerde {
 
     fn deserialize(&self, _topic: &str, bytes: Option<&[u8]>) -> Result<FeedOrder, SerdeError> {
         let bytes = bytes.ok_or_else(|| SerdeError::new("null where JSON was expected"))?;
-        let input = input::decode(bytes).map_err(SerdeError::new)?;
+        let mut order = input::OrderInput::new();
+        let input = input::decode(bytes, &mut order).map_err(SerdeError::new)?;
         Ok(FeedOrder {
             lineage: input.metadata.as_ref().map(|m| m.lineage()),
-            order: super::normalize(input.order.as_ref(), self.source_system),
+            order: super::normalize(input.is_order.then_some(&order), self.source_system),
         })
     }
 

@@ -287,19 +287,31 @@ pub(crate) struct OrderInput<'a> {
 }
 
 impl<'a> OrderInput<'a> {
-    /// Decodes a JSON object. Its text is checked to the end, as `serde_json::from_str`
-    /// checks it.
-    pub(crate) fn from_json(text: &'a str) -> Result<Self, serde_json::Error> {
-        let mut input = OrderInput {
+    /// Nothing read yet.
+    pub(crate) fn new() -> Self {
+        OrderInput {
             slots: [const { None }; SLOTS],
             codings: Vec::new(),
             metadata: None,
             payload: None,
-        };
-        let mut deserializer = serde_json::Deserializer::from_str(text);
-        deserializer.deserialize_map(Fields(&mut input))?;
-        deserializer.end()?;
+        }
+    }
+
+    /// Decodes a JSON object. Its text is checked to the end, as `serde_json::from_str`
+    /// checks it.
+    pub(crate) fn from_json(text: &'a str) -> Result<Self, serde_json::Error> {
+        let mut input = OrderInput::new();
+        input.read_json(text)?;
         Ok(input)
+    }
+
+    /// Decodes a JSON object into this input, which holds nothing yet. The per-record path
+    /// decodes in place: the input is over a kilobyte of slots, which returning it by value
+    /// would copy twice.
+    fn read_json(&mut self, text: &'a str) -> Result<(), serde_json::Error> {
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        deserializer.deserialize_map(Fields(self))?;
+        deserializer.end()
     }
 
     /// The value at `path`, if it was present (JSON null included).
@@ -533,18 +545,20 @@ impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
     }
 }
 
-/// A decoded feed record: the envelope's metadata when it came in one, and the order
-/// payload, or `None` when the payload is not a JSON object (a validation error, reported
-/// by normalization like any other broken rule).
-pub(crate) struct FeedInput<'a> {
+/// A decoded feed record: the envelope's metadata when it came in one, and whether the
+/// order payload was a JSON object, decoded into the caller's [`OrderInput`]. A payload
+/// that is not one is a validation error, reported by normalization like any other broken
+/// rule.
+pub(crate) struct FeedInput {
     pub(crate) metadata: Option<EventMetadata>,
-    pub(crate) order: Option<OrderInput<'a>>,
+    pub(crate) is_order: bool,
 }
 
 /// Decodes a feed record, bare or in the platform's envelope, as
 /// [`JsonEvent`](sluice_engine::JsonEvent) does: an object with both `metadata` (an object)
-/// and `payload` is an envelope. The error is the decoder's reason, free of values.
-pub(crate) fn decode(bytes: &[u8]) -> Result<FeedInput<'_>, String> {
+/// and `payload` is an envelope. The order is decoded into `order`, which holds nothing
+/// yet. The error is the decoder's reason, free of values.
+pub(crate) fn decode<'a>(bytes: &'a [u8], order: &mut OrderInput<'a>) -> Result<FeedInput, String> {
     // One check of the whole text costs a fraction of serde_json's check of each string
     // in turn, which `from_slice` makes and `from_str` skips.
     let text = std::str::from_utf8(bytes).map_err(|e| {
@@ -561,33 +575,32 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<FeedInput<'_>, String> {
             .map_err(|e| sluice_engine::serde::describe_json_error(&e))?;
         return Ok(FeedInput {
             metadata: None,
-            order: None,
+            is_order: false,
         });
     }
     let describe = |e: serde_json::Error| sluice_engine::serde::describe_json_error(&e);
-    let top = OrderInput::from_json(text).map_err(describe)?;
-    let (Some(metadata), Some(payload)) = (top.metadata, top.payload) else {
-        return Ok(FeedInput {
-            metadata: None,
-            order: Some(top),
-        });
+    order.read_json(text).map_err(describe)?;
+    let bare = FeedInput {
+        metadata: None,
+        is_order: true,
+    };
+    let (Some(metadata), Some(payload)) = (order.metadata, order.payload) else {
+        return Ok(bare);
     };
     if !starts_an_object(metadata.get().as_bytes()) {
-        return Ok(FeedInput {
-            metadata: None,
-            order: Some(top),
-        });
+        return Ok(bare);
     }
     let metadata = EventMetadata::from_json(metadata.get())?;
     let payload = payload.get();
-    let order = if starts_an_object(payload.as_bytes()) {
-        Some(OrderInput::from_json(payload).map_err(describe)?)
-    } else {
-        None
-    };
+    // The envelope's own members are not the order's: start over on the payload.
+    *order = OrderInput::new();
+    let is_order = starts_an_object(payload.as_bytes());
+    if is_order {
+        order.read_json(payload).map_err(describe)?;
+    }
     Ok(FeedInput {
         metadata: Some(metadata),
-        order,
+        is_order,
     })
 }
 
