@@ -661,56 +661,9 @@ fn map_topology(output: &str) -> Topology {
     builder.build().unwrap()
 }
 
-/// Records in the committed part of `topic`, read to its high watermarks with
-/// read_committed. Counted, not kept: a run of millions of records would otherwise hold
-/// them all, and the position is asked for once per poll that returns nothing or per
-/// 10,000 records, not per record.
+/// Records in the committed part of `topic`.
 fn committed_count(brokers: &str, topic: &str) -> u64 {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("e2e-count-{topic}"))
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    let mut assignment = TopicPartitionList::new();
-    let mut ends = HashMap::new();
-    for partition in metadata.topics()[0].partitions().iter().map(|p| p.id()) {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, partition, Duration::from_secs(10))
-            .unwrap();
-        ends.insert(partition, high);
-        assignment
-            .add_partition_offset(topic, partition, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&assignment).unwrap();
-    let at_end = || {
-        let position = consumer.position().unwrap();
-        position.elements().iter().all(|e| match e.offset() {
-            Offset::Offset(o) => o >= ends[&e.partition()],
-            _ => ends[&e.partition()] == 0,
-        })
-    };
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let mut count = 0_u64;
-    loop {
-        let polled = consumer.poll(Duration::from_millis(100));
-        if let Some(message) = &polled {
-            message.as_ref().unwrap();
-            count += 1;
-        }
-        if (polled.is_none() || count.is_multiple_of(10_000)) && at_end() {
-            return count;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{topic}: {count} records read in 10 minutes, not yet at the end"
-        );
-    }
+    support::count_committed(brokers, topic, Duration::from_secs(600))
 }
 
 /// Bytes of the values in `topics` (the normalization inputs vary in size).

@@ -21,9 +21,7 @@ mod order_chain;
 use std::sync::Arc;
 
 use sluice_engine::task::Task;
-use sluice_engine::{
-    Headers, Origin, ProducerRecord, RawRecord, Serdes, Topology, TopologyBuilder,
-};
+use sluice_engine::{ProducerRecord, RawRecord, Serdes, Topology, TopologyBuilder};
 use sluice_topologies::generator::OrderGenerator;
 use sluice_topologies::normalization::{self, EHR_TOPIC, PHARMACY_TOPIC};
 
@@ -99,16 +97,13 @@ const MAP_INPUT: &str = "e2e.input";
 fn map_inputs(records: usize) -> Vec<RawRecord> {
     let topic: Arc<str> = MAP_INPUT.into();
     (0..records)
-        .map(|i| RawRecord {
-            key: Some(format!("k{i}").into_bytes()),
-            value: Some(vec![b'a' + (i % 26) as u8; 200]),
-            headers: Headers::new(),
-            timestamp: 1_767_225_600_000 + i as i64,
-            origin: Origin {
-                topic: topic.clone(),
-                partition: 0,
-                offset: i as i64,
-            },
+        .map(|i| {
+            order_chain::input_record(
+                &topic,
+                i as i64,
+                format!("k{i}").into_bytes(),
+                vec![b'a' + (i % 26) as u8; 200],
+            )
         })
         .collect()
 }
@@ -124,20 +119,11 @@ fn orders(records: usize) -> Vec<RawRecord> {
     (0..records)
         .map(|i| {
             let (topic, order) = match i % 2 {
-                0 => (ehr.clone(), generator.next_ehr()),
-                _ => (pharmacy.clone(), generator.next_pharmacy()),
+                0 => (&ehr, generator.next_ehr()),
+                _ => (&pharmacy, generator.next_pharmacy()),
             };
-            RawRecord {
-                key: Some(order.key.into_bytes()),
-                value: Some(order.value),
-                headers: Headers::new(),
-                timestamp: 1_767_225_600_000 + i as i64,
-                origin: Origin {
-                    topic,
-                    partition: 0,
-                    offset: (i / 2) as i64,
-                },
-            }
+            let offset = (i / 2) as i64;
+            order_chain::input_record(topic, offset, order.key.into_bytes(), order.value)
         })
         .collect()
 }

@@ -35,19 +35,30 @@ pub fn inputs(records: usize) -> Vec<RawRecord> {
                 quantity: 30.0,
                 status: if i % 10 == 0 { "cancelled" } else { "active" }.into(),
             };
-            RawRecord {
-                key: Some(order.order_id.clone().into_bytes()),
-                value: Some(serde_json::to_vec(&order).unwrap()),
-                headers: Headers::new(),
-                timestamp: 1_767_225_600_000 + i as i64,
-                origin: Origin {
-                    topic: topic.clone(),
-                    partition: 0,
-                    offset: i as i64,
-                },
-            }
+            input_record(
+                &topic,
+                i as i64,
+                order.order_id.clone().into_bytes(),
+                serde_json::to_vec(&order).unwrap(),
+            )
         })
         .collect()
+}
+
+/// An input record without headers at `offset` of partition 0 of `topic`, stamped a
+/// millisecond per offset after 2026-01-01.
+pub fn input_record(topic: &Arc<str>, offset: i64, key: Vec<u8>, value: Vec<u8>) -> RawRecord {
+    RawRecord {
+        key: Some(key),
+        value: Some(value),
+        headers: Headers::new(),
+        timestamp: 1_767_225_600_000 + offset,
+        origin: Origin {
+            topic: topic.clone(),
+            partition: 0,
+            offset,
+        },
+    }
 }
 
 fn upper(mut order: Order) -> Order {

@@ -252,32 +252,11 @@ pub fn send_with_headers(
 
 /// Every record of `topic` read with `isolation` (read_committed or read_uncommitted).
 pub fn read_all(brokers: &str, topic: &str, isolation: &str) -> Vec<ReadBack> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("test-reader-{}", uuid::Uuid::new_v4()))
-        .set("isolation.level", isolation)
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    let mut assignment = TopicPartitionList::new();
-    let mut ends = HashMap::new();
-    for p in metadata.topics()[0].partitions() {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
-            .unwrap();
-        ends.insert(p.id(), high);
-        assignment
-            .add_partition_offset(topic, p.id(), Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&assignment).unwrap();
+    let reader = TopicReader::new(brokers, topic, isolation);
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut out = Vec::new();
     loop {
-        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+        if let Some(message) = reader.consumer.poll(Duration::from_millis(100)) {
             let m = message.unwrap();
             let headers: HashMap<String, String> = m
                 .headers()
@@ -302,18 +281,80 @@ pub fn read_all(brokers: &str, topic: &str, isolation: &str) -> Vec<ReadBack> {
                 timestamp: m.timestamp().to_millis(),
             });
         }
-        let position = consumer.position().unwrap();
-        let done = position.elements().iter().all(|e| match e.offset() {
-            Offset::Offset(o) => o >= ends[&e.partition()],
-            _ => ends[&e.partition()] == 0,
-        });
-        if done {
+        if reader.at_end() {
             return out;
         }
         assert!(
             Instant::now() < deadline,
             "reading {topic} back took over 2 minutes"
         );
+    }
+}
+
+/// How many committed records `topic` holds (read_committed, to each partition's end),
+/// counted, not kept, for topics of millions of records. The position is asked for per
+/// 10,000 records and whenever a poll returns nothing, not per record.
+pub fn count_committed(brokers: &str, topic: &str, timeout: Duration) -> u64 {
+    let reader = TopicReader::new(brokers, topic, "read_committed");
+    let deadline = Instant::now() + timeout;
+    let mut count = 0_u64;
+    loop {
+        let polled = reader.consumer.poll(Duration::from_millis(100));
+        if let Some(message) = &polled {
+            message.as_ref().unwrap();
+            count += 1;
+        }
+        if (polled.is_none() || count.is_multiple_of(10_000)) && reader.at_end() {
+            return count;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{topic}: {count} records counted in {timeout:?}, not yet at the end"
+        );
+    }
+}
+
+/// A consumer of every partition of a topic from its beginning, and the high watermarks
+/// it reads to.
+struct TopicReader {
+    consumer: BaseConsumer,
+    ends: HashMap<i32, i64>,
+}
+
+impl TopicReader {
+    fn new(brokers: &str, topic: &str, isolation: &str) -> Self {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", format!("test-reader-{}", uuid::Uuid::new_v4()))
+            .set("isolation.level", isolation)
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .unwrap();
+        let mut assignment = TopicPartitionList::new();
+        let mut ends = HashMap::new();
+        for p in metadata.topics()[0].partitions() {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .unwrap();
+            ends.insert(p.id(), high);
+            assignment
+                .add_partition_offset(topic, p.id(), Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&assignment).unwrap();
+        Self { consumer, ends }
+    }
+
+    /// Whether the consumer's position has reached every partition's end.
+    fn at_end(&self) -> bool {
+        let position = self.consumer.position().unwrap();
+        position.elements().iter().all(|e| match e.offset() {
+            Offset::Offset(o) => o >= self.ends[&e.partition()],
+            _ => self.ends[&e.partition()] == 0,
+        })
     }
 }
 
