@@ -107,6 +107,15 @@ fn run_to_completion(guarantee: &str, orders: usize) -> f64 {
 }
 
 #[test]
+fn a_stopped_test_broker_leaves_no_log_behind() {
+    let broker = TestBroker::start();
+    let dir = broker.dir().to_path_buf();
+    assert!(dir.is_dir(), "a running broker keeps its log in {dir:?}");
+    drop(broker);
+    assert!(!dir.exists(), "{dir:?} is left after the broker stopped");
+}
+
+#[test]
 fn exactly_once_normalizes_100k_records_over_8_partitions_without_loss_or_duplicates() {
     run_to_completion("exactly_once_v2", 50_000);
 }

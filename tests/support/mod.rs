@@ -71,6 +71,11 @@ impl TestBroker {
         panic!("no free loopback address for a test broker");
     }
 
+    /// Where the broker keeps its log and its own output.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// A worker configuration for this broker; `settings` override the defaults.
     pub fn worker_config(
         &self,
@@ -97,6 +102,9 @@ impl TestBroker {
 }
 
 impl Drop for TestBroker {
+    /// Stops the broker and removes its log: a full test run wrote over a gigabyte of
+    /// them to the temporary directory, and the harness's benches several more. A failing
+    /// test keeps its broker's log to look at, and says where it is.
     fn drop(&mut self) {
         let _ = Command::new("bash")
             .arg(project_dir().join("scripts/broker.sh"))
@@ -104,6 +112,11 @@ impl Drop for TestBroker {
             .env("SLUICE_BROKER_HOST", &self.host)
             .env("SLUICE_BROKER_DIR", &self.dir)
             .output();
+        if std::thread::panicking() {
+            eprintln!("the test broker's log is kept in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
