@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Instructions per record of the operator chain, of the end-to-end harness's map and of
-# normalization, counted by callgrind (benches/per_record.rs) inside Task::process only
-# (--toggle-collect), so the generation of the inputs is not counted, as
-# (Ir(2N) - Ir(N)) / N, so the first records' warm-up cancels out. Stable to within 1% between runs on a noisy machine.
+# Instructions per record of the operator chain, of the end-to-end harness's map (with
+# and without lineage headers) and of normalization, counted by callgrind
+# (benches/per_record.rs) inside Task::process only (--toggle-collect), so the generation
+# of the inputs is not counted, as (Ir(2N) - Ir(N)) / N, so the first records' warm-up
+# cancels out. Stable to within 1% between runs on a noisy machine.
 #
 #   bash benches/callgrind.sh [N]      (default N = 20000)
 #
@@ -27,7 +28,7 @@ instructions() { # <path> <records>: the Ir callgrind collected
 }
 
 echo "instructions per record, (Ir(2N) - Ir(N)) / N with N = $n ($(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
-for path in chain map normalization; do
+for path in chain map map-no-lineage normalization; do
   one=$(instructions "$path" "$n")
   two=$(instructions "$path" $((2 * n)))
   echo "$path: $(( (two - one) / n )) instructions/record"

@@ -16,6 +16,9 @@
 //! * (c) `sluice-eos`: a Sluice stateless `map_values` topology under exactly_once_v2
 //!   (commit.interval.ms 100);
 //! * (d) `sluice-alos`: the same under at_least_once (commit.interval.ms 5000);
+//! * (cn) `sluice-eos-no-lineage` and (dn) `sluice-alos-no-lineage`: (c) and (d) writing
+//!   through `to_without_lineage`, so their outputs carry no lineage headers and the
+//!   broker takes the same bytes from them as from (a) and (b);
 //! * (e) `sluice-normalization`: the normalization topology under exactly_once_v2, over a
 //!   backlog of N generated EHR and pharmacy orders (their own sizes); (ea)
 //!   `sluice-normalization-alos`: the same under at_least_once (commit.interval.ms 5000);
@@ -128,19 +131,21 @@ const VALUE_BYTES: usize = 200;
 const LATENCY_RECORDS: u64 = 2_000;
 const LATENCY_RATE: f64 = 1_000.0;
 
-const VARIANTS: [&str; 8] = [
+const VARIANTS: [&str; 10] = [
     "bare-eos",
     "bare-eos-lineage",
     "bare-alos",
     "bare-alos-lineage",
     "sluice-eos",
     "sluice-alos",
+    "sluice-eos-no-lineage",
+    "sluice-alos-no-lineage",
     "sluice-normalization",
     "sluice-normalization-alos",
 ];
 
 /// The table letters of [`VARIANTS`], in order.
-const VARIANT_LETTERS: [&str; 8] = ["a", "al", "b", "bl", "c", "d", "e", "ea"];
+const VARIANT_LETTERS: [&str; 10] = ["a", "al", "b", "bl", "c", "d", "cn", "dn", "e", "ea"];
 
 /// Whether a variant runs the normalization topology (Sluice's, under either guarantee).
 fn is_sluice_normalization(variant: &str) -> bool {
@@ -535,8 +540,10 @@ fn run_child(variant: &str) -> Measured {
                         enrichment::build(variant, &output, mongo, lookup_durations.clone());
                     (Box::new(build), "exactly_once_v2")
                 }
-                "sluice-eos" => (built(map_topology(&output)), "exactly_once_v2"),
-                "sluice-alos" => (built(map_topology(&output)), "at_least_once"),
+                "sluice-eos" => (built(map_topology(&output, true)), "exactly_once_v2"),
+                "sluice-alos" => (built(map_topology(&output, true)), "at_least_once"),
+                "sluice-eos-no-lineage" => (built(map_topology(&output, false)), "exactly_once_v2"),
+                "sluice-alos-no-lineage" => (built(map_topology(&output, false)), "at_least_once"),
                 "sluice-enrich" => (
                     built(async_calls::enrich_topology(&output, false)),
                     "exactly_once_v2",
@@ -652,12 +659,15 @@ fn run_child(variant: &str) -> Measured {
     }
 }
 
-fn map_topology(output: &str) -> Topology {
+fn map_topology(output: &str, lineage: bool) -> Topology {
     let builder = TopologyBuilder::new("e2e-map");
-    builder
+    let upper = builder
         .source("input", &[INPUT_TOPIC], Serdes::bytes(), Serdes::bytes())
-        .map_values("upper", |v: Vec<u8>| transform(&v))
-        .to("output", output, Serdes::bytes(), Serdes::bytes());
+        .map_values("upper", |v: Vec<u8>| transform(&v));
+    match lineage {
+        true => upper.to("output", output, Serdes::bytes(), Serdes::bytes()),
+        false => upper.to_without_lineage("output", output, Serdes::bytes(), Serdes::bytes()),
+    }
     builder.build().unwrap()
 }
 

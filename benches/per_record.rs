@@ -1,6 +1,7 @@
 //! Instructions per record, for callgrind: the operator chain (`operator_chain`'s, through
 //! a `Task`), the end-to-end harness's map (200-byte values in upper case, bytes in and
-//! out, as its variants (c) and (d) run it) and the normalization topology (generated EHR
+//! out, as its variants (c) and (d) run it; `map-no-lineage` as (cn) and (dn) do) and the
+//! normalization topology (generated EHR
 //! and pharmacy orders, Avro out, through its `Task`s), with no Kafka client and no clock
 //! in the count.
 //!
@@ -10,7 +11,7 @@
 //! records' warm-up cancels out, and what is left is what one more record costs. Instruction counts are stable on a noisy machine where seconds are not, so the
 //! figures in BENCHMARKS.md show a regression of a few percent.
 //!
-//!     per_record <chain|map|normalization> <records>
+//!     per_record <chain|map|map-no-lineage|normalization> <records>
 //!
 //! Run as a test (`cargo test --bench per_record`), it runs both paths over 1,000 records
 //! and checks every record came out.
@@ -38,6 +39,11 @@ fn main() {
         _ => {
             assert_eq!(run("chain", 1_000), 900, "the chain drops one order in ten");
             assert_eq!(run("map", 1_000), 1_000, "the map keeps every record");
+            assert_eq!(
+                run("map-no-lineage", 1_000),
+                1_000,
+                "so does its plain sink"
+            );
             assert_eq!(run("normalization", 1_000), 1_000, "no malformed orders");
             println!("per_record: every path ran; see benches/callgrind.sh");
         }
@@ -53,8 +59,8 @@ fn run(path: &str, records: usize) -> usize {
             let mut task = Task::new(&order_chain::topology(0), 0, 0);
             order_chain::engine(&mut task, &inputs, &mut out)
         }
-        "map" => {
-            let mut task = Task::new(&map_topology(), 0, 0);
+        "map" | "map-no-lineage" => {
+            let mut task = Task::new(&map_topology(path == "map"), 0, 0);
             for raw in map_inputs(records) {
                 task.process(&raw, &mut out).unwrap();
             }
@@ -77,17 +83,21 @@ fn run(path: &str, records: usize) -> usize {
             }
             out.iter().filter(|r| is_output(r)).count()
         }
-        other => panic!("unknown path {other}: chain, map or normalization"),
+        other => panic!("unknown path {other}: chain, map, map-no-lineage or normalization"),
     }
 }
 
 /// The end-to-end harness's stateless topology (`e2e_throughput`'s `map_topology`).
-fn map_topology() -> Topology {
+fn map_topology(lineage: bool) -> Topology {
     let builder = TopologyBuilder::new("e2e-map");
-    builder
+    let upper = builder
         .source("input", &[MAP_INPUT], Serdes::bytes(), Serdes::bytes())
-        .map_values("upper", |v: Vec<u8>| v.to_ascii_uppercase())
-        .to("output", "e2e.output", Serdes::bytes(), Serdes::bytes());
+        .map_values("upper", |v: Vec<u8>| v.to_ascii_uppercase());
+    let serdes = (Serdes::bytes(), Serdes::bytes());
+    match lineage {
+        true => upper.to("output", "e2e.output", serdes.0, serdes.1),
+        false => upper.to_without_lineage("output", "e2e.output", serdes.0, serdes.1),
+    }
     builder.build().unwrap()
 }
 

@@ -195,3 +195,72 @@ fn a_repartition_hop_keeps_the_inputs_lineage_so_the_output_names_the_input_as_i
     assert_eq!(out[0].headers.get_str("correlation-id"), Some("flow-7"));
     assert_ne!(out[0].headers.get_str("event-id"), Some("evt-7"));
 }
+
+#[test]
+fn a_sink_without_lineage_writes_the_record_as_made_while_a_sibling_sink_stamps_it() {
+    let b = TopologyBuilder::new("export");
+    let notifications = b
+        .source(
+            "orders",
+            &["orders"],
+            Serdes::string(),
+            EnvelopeSerde::<Order>::new(),
+        )
+        .map_values("to-notification", |order: Envelope<Order>| {
+            Envelope::new(
+                "NotificationRequested",
+                "sluice",
+                "1",
+                Notification {
+                    text: format!("order {} placed", order.payload.order_id),
+                },
+            )
+        });
+    notifications.to_without_lineage(
+        "export",
+        "exported",
+        Serdes::string(),
+        EnvelopeSerde::<Notification>::new(),
+    );
+    notifications.to(
+        "out",
+        "notifications",
+        Serdes::string(),
+        EnvelopeSerde::<Notification>::new(),
+    );
+    let mut driver = TestDriver::new(b.build().unwrap());
+    let mut headers = Headers::new();
+    headers.add("event-id", "evt-1");
+    headers.add("correlation-id", "flow-9");
+    headers.add("tenant", "north");
+    driver
+        .pipe_record(ProducerRecord {
+            topic: "orders".into(),
+            partition: Some(0),
+            key: Some(b"o-1".to_vec()),
+            value: Some(input_envelope("evt-1", Some("flow-9"))),
+            headers,
+            timestamp: 0,
+        })
+        .unwrap();
+
+    let serdes = (Serdes::string(), EnvelopeSerde::<Notification>::new());
+    let exported = driver.read("exported", &serdes.0, &serdes.1).unwrap();
+    assert_eq!(exported.len(), 1);
+    let meta = &exported[0].value.metadata;
+    assert_eq!(meta.correlation_id, None, "the envelope is not filled in");
+    assert_eq!(meta.causation_id, None);
+    for name in ["event-id", "correlation-id", "causation-id"] {
+        assert_eq!(
+            exported[0].headers.get_str(name),
+            None,
+            "{name}: the input's lineage headers are dropped"
+        );
+    }
+    assert_eq!(exported[0].headers.get_str("tenant"), Some("north"));
+
+    let stamped = driver.read("notifications", &serdes.0, &serdes.1).unwrap();
+    let meta = &stamped[0].value.metadata;
+    assert_eq!(meta.causation_id.as_deref(), Some("evt-1"));
+    assert_eq!(stamped[0].headers.get_str("correlation-id"), Some("flow-9"));
+}

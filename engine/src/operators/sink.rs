@@ -10,6 +10,14 @@
 //! records carry the input's lineage unchanged, so what the topology finally writes names
 //! the input that came in from outside as its cause, not the hop.
 //!
+//! [`Stream::to_without_lineage`] writes a topic whose readers want the records as the
+//! topology made them and nothing more: a topic shared with a system outside the platform,
+//! one kept byte for byte as an earlier producer wrote it, or a high-volume topic whose
+//! readers never follow causes. Its records get no lineage headers and their envelopes are
+//! not filled in; lineage headers the input carried are dropped, so an output never
+//! passes off the input's ids as its own. The three headers are about 150 bytes a record,
+//! which the producer, the broker and every reader pay for.
+//!
 //! Records written while handling one input are released together, only once the input
 //! has been handled without error, so a failure never leaves half of an input's outputs
 //! behind.
@@ -38,7 +46,9 @@ use std::sync::Arc;
 
 use super::{Context, Processor};
 use crate::error::{ErrorKind, ProcessError};
-use crate::lineage::{derived_id_text, stamp_headers};
+use crate::lineage::{
+    CAUSATION_ID_HEADER, CORRELATION_ID_HEADER, EVENT_ID_HEADER, derived_id_text, stamp_headers,
+};
 use crate::processor::{self, ProcessorFactory};
 use crate::record::{ProducerRecord, Record};
 use crate::serde::{Serde, SharedSerde};
@@ -58,6 +68,48 @@ where
         value_serde: impl Serde<V>,
     ) {
         let factory = sink_factory(name, topic, key_serde, value_serde, Hop::Out);
+        let _: Stream<(), ()> = self.add_node(NodeSpec::sink(name, topic, factory));
+    }
+
+    /// Writes every record of this stream to `topic` without lineage: no `event-id`,
+    /// `correlation-id` or `causation-id` headers (the input's are dropped), and envelope
+    /// values as the topology made them. For readers outside the platform; see the
+    /// module's documentation.
+    ///
+    /// ```
+    /// use sluice_engine::{Headers, ProducerRecord, Serdes, TestDriver, TopologyBuilder};
+    ///
+    /// let builder = TopologyBuilder::new("export");
+    /// builder
+    ///     .source("in", &["in"], Serdes::string(), Serdes::string())
+    ///     .to_without_lineage("out", "out", Serdes::string(), Serdes::string());
+    /// let mut driver = TestDriver::new(builder.build().unwrap());
+    /// let mut headers = Headers::new();
+    /// headers.add("event-id", "evt-1");
+    /// headers.add("tenant", "north");
+    /// driver
+    ///     .pipe_record(ProducerRecord {
+    ///         topic: "in".into(),
+    ///         partition: Some(0),
+    ///         key: Some(b"k".to_vec()),
+    ///         value: Some(b"v".to_vec()),
+    ///         headers,
+    ///         timestamp: 0,
+    ///     })
+    ///     .unwrap();
+    ///
+    /// let written = driver.read_raw("out");
+    /// assert_eq!(written[0].headers.get_str("event-id"), None);
+    /// assert_eq!(written[0].headers.get_str("tenant"), Some("north"));
+    /// ```
+    pub fn to_without_lineage(
+        &self,
+        name: &str,
+        topic: &str,
+        key_serde: impl Serde<K>,
+        value_serde: impl Serde<V>,
+    ) {
+        let factory = sink_factory(name, topic, key_serde, value_serde, Hop::OutWithoutLineage);
         let _: Stream<(), ()> = self.add_node(NodeSpec::sink(name, topic, factory));
     }
 
@@ -84,11 +136,13 @@ where
     }
 }
 
-/// Whether a sink's records leave the topology or stay inside it.
+/// Where a sink's records go, and so what lineage they carry.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Hop {
     /// A topic others read: every record is a new event, caused by the input.
     Out,
+    /// A topic others read, whose records carry no lineage.
+    OutWithoutLineage,
     /// The topology's internal topic: records carry the input's lineage unchanged.
     Internal,
 }
@@ -146,19 +200,29 @@ where
         let sink = &*self.0;
         // Numbered before encoding, so a record that fails to encode still takes its number.
         let index = ctx.next_output_index();
-        // Every output names a cause: an input without lineage is named by its position.
-        let cause = ctx.lineage().identified(ctx.origin());
-        if sink.hop == Hop::Internal {
-            cause.write_headers(&mut record.headers);
-        } else {
-            sink.value_serde.stamp(&mut record.value, &cause);
-        }
-        match sink.value_serde.lineage(&record.value) {
-            _ if sink.hop == Hop::Internal => {}
-            Some(own) => own.write_headers(&mut record.headers),
-            None => {
-                let event_id = derived_id_text(ctx.origin(), &sink.name, index);
-                stamp_headers(&mut record.headers, &cause, &event_id);
+        match sink.hop {
+            Hop::OutWithoutLineage => {
+                for header in [EVENT_ID_HEADER, CORRELATION_ID_HEADER, CAUSATION_ID_HEADER] {
+                    record.headers.remove(header);
+                }
+            }
+            // A hop inside the topology: the input's lineage, as it came in.
+            Hop::Internal => ctx
+                .lineage()
+                .identified(ctx.origin())
+                .write_headers(&mut record.headers),
+            Hop::Out => {
+                // Every output names a cause: an input without lineage is named by its
+                // position.
+                let cause = ctx.lineage().identified(ctx.origin());
+                sink.value_serde.stamp(&mut record.value, &cause);
+                match sink.value_serde.lineage(&record.value) {
+                    Some(own) => own.write_headers(&mut record.headers),
+                    None => {
+                        let event_id = derived_id_text(ctx.origin(), &sink.name, index);
+                        stamp_headers(&mut record.headers, &cause, &event_id);
+                    }
+                }
             }
         }
         produce_encoded(
