@@ -59,8 +59,8 @@ fn outputs(brokers: &str, topic: &str) -> Vec<(String, i64)> {
 fn a_tier_partition_waits_for_its_head_records_due_time_while_everything_else_goes_on() {
     let broker = support::TestBroker::start();
     broker.create_topics(&[MAIN, TIER], 2);
-    let dir = std::env::temp_dir().join(format!("sluice-due-{}", uuid::Uuid::new_v4()));
-    let config = broker.worker_config("held-jobs", &dir, &[]);
+    let dir = support::ScratchDir::new("sluice-due");
+    let config = broker.worker_config("held-jobs", dir.path(), &[]);
     let worker = Worker::start(topology(), config).unwrap();
     let producer = support::producer(&broker.brokers);
 

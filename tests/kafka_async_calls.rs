@@ -156,9 +156,8 @@ fn run_with_kills(order: Order) {
     let broker = TestBroker::start();
     broker.create_topics(&[INPUT_TOPIC, OUTPUT_TOPIC], PARTITIONS);
     let service = Service::start();
-    let state_dir =
-        std::env::temp_dir().join(format!("sluice-async-kill-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&state_dir).unwrap();
+    let scratch = support::ScratchDir::new("sluice-async-kill");
+    let state_dir = scratch.path().to_path_buf();
     let log = state_dir.join("worker.log");
     eprintln!("{order:?} order: worker log {}", log.display());
     let spec = WorkerSpec {
@@ -265,9 +264,8 @@ fn run_with_kills(order: Order) {
         report.at_risk,
         report.repeats_per_kill,
     );
-    // Kept only when the test fails: the worker log is tens of MB (the test broker's fetch
-    // replies make librdkafka log a protocol error per partition and fetch).
-    let _ = std::fs::remove_dir_all(&state_dir);
+    // `scratch` keeps the worker log only when the test fails: it is tens of MB (the test
+    // broker's fetch replies make librdkafka log a protocol error per partition and fetch).
 }
 
 /// The input partitions whose committed offset is short of their end, with the offset's

@@ -36,7 +36,8 @@ fn start_worker(broker: &TestBroker, guarantee: &str, state_dir: &std::path::Pat
 fn kill_repeatedly(guarantee: &str) -> (usize, usize, usize) {
     let broker = TestBroker::start();
     broker.create_topics(&[EHR_TOPIC, PHARMACY_TOPIC], 8);
-    let state_dir = std::env::temp_dir().join(format!("sluice-crash-{}", uuid::Uuid::new_v4()));
+    let scratch = support::ScratchDir::new("sluice-crash");
+    let state_dir = scratch.path();
 
     // Records keep arriving, for about 100 s, while the worker is being killed.
     let brokers = broker.brokers.clone();
@@ -45,14 +46,14 @@ fn kill_repeatedly(guarantee: &str) -> (usize, usize, usize) {
     });
 
     let mut rng = rand::rng();
-    let mut worker = start_worker(&broker, guarantee, &state_dir);
+    let mut worker = start_worker(&broker, guarantee, state_dir);
     let mut kills_while_records_flow = 0;
     for _ in 0..KILLS {
         std::thread::sleep(Duration::from_millis(rng.random_range(1_500..7_000)));
         kills_while_records_flow += usize::from(!producer.is_finished());
         worker.kill().expect("SIGKILL the worker");
         worker.wait().unwrap();
-        worker = start_worker(&broker, guarantee, &state_dir);
+        worker = start_worker(&broker, guarantee, state_dir);
     }
     let inputs = producer.join().unwrap();
     assert!(

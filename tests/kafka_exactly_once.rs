@@ -12,16 +12,14 @@ use sluice_runtime::Worker;
 use sluice_topologies::normalization::{
     self, DEAD_LETTER_TOPIC, EHR_TOPIC, OUTPUT_TOPIC, PHARMACY_TOPIC,
 };
-use support::{Inputs, TestBroker};
+use support::{Inputs, ScratchDir, TestBroker};
 
 fn topology() -> sluice_engine::Topology {
     normalization::topology(normalization::local_output_serde())
 }
 
-fn state_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("sluice-test-{name}-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn state_dir(name: &str) -> ScratchDir {
+    ScratchDir::new(&format!("sluice-test-{name}"))
 }
 
 /// Every valid order once (by event id and by key); every malformed one dead-lettered
@@ -83,9 +81,10 @@ fn run_to_completion(guarantee: &str, orders: usize) -> f64 {
     let broker = TestBroker::start();
     broker.create_topics(&[EHR_TOPIC, PHARMACY_TOPIC], 8);
     let inputs = support::produce_orders(&broker.brokers, orders, 0.01, 42);
+    let dir = state_dir(guarantee);
     let config = broker.worker_config(
         &format!("normalization-{guarantee}"),
-        &state_dir(guarantee),
+        dir.path(),
         &[("processing.guarantee", guarantee)],
     );
     let started = Instant::now();
@@ -130,10 +129,11 @@ fn when_one_of_two_workers_leaves_mid_run_the_other_takes_over_exactly_once() {
     let broker = TestBroker::start();
     broker.create_topics(&[EHR_TOPIC, PHARMACY_TOPIC], 8);
     let inputs = support::produce_orders(&broker.brokers, 30_000, 0.01, 7);
-    let config = |name| broker.worker_config("scale-out", &state_dir(name), &[]);
+    let dirs = (state_dir("first"), state_dir("second"));
+    let config = |dir: &ScratchDir| broker.worker_config("scale-out", dir.path(), &[]);
 
-    let first = Worker::start(topology(), config("first")).unwrap();
-    let second = Worker::start(topology(), config("second")).unwrap();
+    let first = Worker::start(topology(), config(&dirs.0)).unwrap();
+    let second = Worker::start(topology(), config(&dirs.1)).unwrap();
     let (first_stats, second_stats) = (first.stats().clone(), second.stats().clone());
     support::wait_until("both workers committing", Duration::from_secs(120), || {
         first_stats.committed.load(Ordering::Relaxed) > 0
@@ -165,8 +165,8 @@ fn when_one_of_two_workers_leaves_mid_run_the_other_takes_over_exactly_once() {
 #[test]
 fn start_fails_clearly_on_missing_sources_and_on_an_output_topic_with_other_partitions() {
     let broker = TestBroker::start();
-    let config =
-        |settings: &[(&str, &str)]| broker.worker_config("checks", &state_dir("checks"), settings);
+    let dir = state_dir("checks");
+    let config = |settings: &[(&str, &str)]| broker.worker_config("checks", dir.path(), settings);
     let err = Worker::start(topology(), config(&[]))
         .err()
         .expect("sources are missing");
@@ -229,9 +229,10 @@ fn a_record_whose_service_is_down_is_retried_with_backoff_and_nothing_is_skipped
             }
         })
         .to("out", "lookups.out", Serdes::string(), Serdes::string());
+    let dir = state_dir("lookups");
     let worker = Worker::start(
         b.build().unwrap(),
-        broker.worker_config("lookups", &state_dir("lookups"), &[]),
+        broker.worker_config("lookups", dir.path(), &[]),
     )
     .unwrap();
     let stats = worker.stats().clone();

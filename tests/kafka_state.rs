@@ -9,7 +9,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -18,12 +18,10 @@ use rand::Rng;
 use sluice_runtime::Worker;
 use sluice_topologies::demo::send_waiting;
 use sluice_topologies::order_activity::{self, INPUT_TOPIC, OUTPUT_TOPIC, STORE};
-use support::TestBroker;
+use support::{ScratchDir, TestBroker};
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sluice-state-{name}-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn temp_dir(name: &str) -> ScratchDir {
+    ScratchDir::new(&format!("sluice-state-{name}"))
 }
 
 /// Writes `events_per_key` events for each of `keys` orders, round-robin over the keys, at
@@ -118,19 +116,19 @@ fn a_worker_whose_state_dir_is_lost_restores_every_count_from_the_changelog() {
     let dir = temp_dir("lost");
     produce_events(&broker.brokers, 0..2_000, 3, None);
     assert_eq!(
-        run_until_caught_up(&broker, app, &dir),
+        run_until_caught_up(&broker, app, dir.path()),
         0,
         "nothing to restore at first"
     );
 
-    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(dir.path()).unwrap();
     let in_changelog = changelog_records(&broker.brokers, app);
     assert!(
         in_changelog >= 2_000,
         "one record at least per order: {in_changelog}"
     );
     produce_events(&broker.brokers, 0..2_000, 2, None);
-    let restored = run_until_caught_up(&broker, app, &dir);
+    let restored = run_until_caught_up(&broker, app, dir.path());
     assert_eq!(
         restored, in_changelog as u64,
         "a lost state directory is rebuilt from the whole changelog"
@@ -145,13 +143,13 @@ fn a_worker_that_kept_its_state_dir_restores_only_the_changelog_tail() {
     let app = "activity-tail";
     let (kept, other) = (temp_dir("kept"), temp_dir("other"));
     produce_events(&broker.brokers, 0..1_000, 2, None);
-    run_until_caught_up(&broker, app, &kept);
+    run_until_caught_up(&broker, app, kept.path());
     let at_stop = changelog_records(&broker.brokers, app);
 
     // Another instance (another state dir) takes the partitions and moves the counts on.
     produce_events(&broker.brokers, 0..1_000, 2, None);
     assert_eq!(
-        run_until_caught_up(&broker, app, &other),
+        run_until_caught_up(&broker, app, other.path()),
         at_stop as u64,
         "a new instance restores the whole changelog"
     );
@@ -163,7 +161,7 @@ fn a_worker_that_kept_its_state_dir_restores_only_the_changelog_tail() {
 
     // The first instance comes back with its state dir: it restores just what it missed.
     produce_events(&broker.brokers, 0..1_000, 1, None);
-    assert_eq!(run_until_caught_up(&broker, app, &kept), tail as u64);
+    assert_eq!(run_until_caught_up(&broker, app, kept.path()), tail as u64);
     assert_exact_counts(&broker.brokers, 1_000, 5);
 }
 
@@ -232,8 +230,8 @@ fn counts_stay_exact_while_one_of_two_workers_is_killed_again_and_again() {
     let brokers = broker.brokers.clone();
     let producer =
         std::thread::spawn(move || produce_events(&brokers, 0..KEYS, EVENTS_PER_KEY, Some(2_000)));
-    let mut survivor = start_worker(&broker, app, &dir_b, &[]);
-    let mut victim = start_worker(&broker, app, &dir_a, &[]);
+    let mut survivor = start_worker(&broker, app, dir_b.path(), &[]);
+    let mut victim = start_worker(&broker, app, dir_a.path(), &[]);
     let mut rng = rand::rng();
     let mut kills_while_flowing = 0;
     for _ in 0..KILLS {
@@ -243,7 +241,7 @@ fn counts_stay_exact_while_one_of_two_workers_is_killed_again_and_again() {
         }
         victim.kill().unwrap(); // SIGKILL
         victim.wait().unwrap();
-        victim = start_worker(&broker, app, &dir_a, &[]);
+        victim = start_worker(&broker, app, dir_a.path(), &[]);
         assert!(
             survivor.try_wait().unwrap().is_none(),
             "the surviving worker keeps running"
@@ -275,7 +273,7 @@ fn a_crash_between_commit_and_the_state_write_is_repaired_at_start_up() {
     let mut crashing = start_worker(
         &broker,
         app,
-        &dir,
+        dir.path(),
         &[("SLUICE_FAILPOINT", "after-commit-before-state-write:1")],
     );
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -299,12 +297,12 @@ fn a_crash_between_commit_and_the_state_write_is_repaired_at_start_up() {
 
     // More events for the same orders: their counts must go on from the committed ones.
     produce_events(&broker.brokers, 0..500, 2, None);
-    let worker = start_worker(&broker, app, &dir, &[]);
+    let worker = start_worker(&broker, app, dir.path(), &[]);
     support::wait_until("every event committed", Duration::from_secs(120), || {
         support::caught_up(&broker.brokers, app, &[INPUT_TOPIC])
     });
     stop(worker);
-    let log = std::fs::read_to_string(dir.join("worker.log")).unwrap();
+    let log = std::fs::read_to_string(dir.path().join("worker.log")).unwrap();
     assert!(
         log.contains("failpoint after-commit-before-state-write reached"),
         "{log}"
@@ -364,7 +362,7 @@ fn a_worker_holding_millions_of_keys_stays_within_its_state_memory_budget() {
     let mut worker = spawn_worker(
         &broker,
         app,
-        &dir,
+        dir.path(),
         &[("MALLOC_CONF", "dirty_decay_ms:0")],
         &[
             &cache,
@@ -401,7 +399,7 @@ fn a_worker_holding_millions_of_keys_stays_within_its_state_memory_budget() {
     // The keys live in RocksDB, not only in memory: the worker has exited, and its stores,
     // opened again from disk, hold every key exactly once across the 8 tasks.
     assert_eq!(
-        keys_in_stores(&dir.join(app), STORE),
+        keys_in_stores(&dir.path().join(app), STORE),
         2 * KEYS as u64,
         "keys found in the tasks' RocksDB stores on disk after the worker exited"
     );
@@ -475,7 +473,8 @@ fn a_stream_joined_with_a_table_on_the_broker_sees_the_rows_in_rocksdb() {
         );
     let topology = builder.build().unwrap();
     let app = "enrich-join";
-    let config = broker.worker_config(app, &temp_dir("join"), &[]);
+    let dir = temp_dir("join");
+    let config = broker.worker_config(app, dir.path(), &[]);
     let worker = Worker::start(topology, config).unwrap();
     let stats = worker.stats().clone();
 
@@ -599,7 +598,7 @@ fn a_global_table_is_whole_on_the_worker_before_its_first_record_and_follows_upd
     };
     let app = "enrich-global";
     let dir = temp_dir("global");
-    let worker = Worker::start(topology(), broker.worker_config(app, &dir, &[])).unwrap();
+    let worker = Worker::start(topology(), broker.worker_config(app, dir.path(), &[])).unwrap();
     assert_eq!(
         worker.stats().restored.load(Ordering::Relaxed),
         DRUGS as u64,
@@ -656,7 +655,7 @@ fn a_global_table_is_whole_on_the_worker_before_its_first_record_and_follows_upd
             (ndc(500), "new".into(), 0),
         ],
     );
-    let worker = Worker::start(topology(), broker.worker_config(app, &dir, &[])).unwrap();
+    let worker = Worker::start(topology(), broker.worker_config(app, dir.path(), &[])).unwrap();
     assert_eq!(worker.stats().restored.load(Ordering::Relaxed), 2);
     worker.stop();
     worker.join().unwrap();
@@ -686,7 +685,8 @@ fn group_by_on_the_broker_counts_each_new_key_once_per_record_through_the_intern
         .count("count", "orders-per-patient")
         .to("out", "regroup-counts", Serdes::string(), Serdes::i64());
     let app = "regroup";
-    let config = broker.worker_config(app, &temp_dir("regroup"), &[("num.stream.threads", "2")]);
+    let dir = temp_dir("regroup");
+    let config = broker.worker_config(app, dir.path(), &[("num.stream.threads", "2")]);
     let worker = Worker::start(builder.build().unwrap(), config).unwrap();
     // Orders keyed by order id: one patient's orders are spread over every partition.
     let orders: Vec<_> = (0..ORDERS)
@@ -794,7 +794,8 @@ fn a_task_restoring_a_long_changelog_does_not_hold_up_a_ready_task_on_its_thread
         .group_by_key(Serdes::string(), Serdes::string())
         .count("count", "restore-counts")
         .to("out", "slow-restore-out", Serdes::string(), Serdes::i64());
-    let config = broker.worker_config(app, &temp_dir("slow-restore"), &[]);
+    let dir = temp_dir("slow-restore");
+    let config = broker.worker_config(app, dir.path(), &[]);
     let worker = Worker::start(builder.build().unwrap(), config).unwrap();
     let health = worker.health().clone();
 
@@ -892,7 +893,7 @@ fn stream_time_survives_a_restart_so_a_record_late_before_it_is_late_after_it() 
     let app = "late-windows";
     let dir = temp_dir("late");
     let run = |records: &[(&str, &str, i64)], outputs: usize| {
-        let worker = Worker::start(topology(), broker.worker_config(app, &dir, &[])).unwrap();
+        let worker = Worker::start(topology(), broker.worker_config(app, dir.path(), &[])).unwrap();
         send_at(&broker.brokers, "late-in", records);
         let mut out = Vec::new();
         support::wait_until("the window counts", Duration::from_secs(60), || {
@@ -950,7 +951,8 @@ fn a_store_whose_checkpoint_is_beyond_its_changelog_is_wiped_not_trusted() {
     send_to_partition(&broker.brokers, "wipe-in", &records);
     let dir = temp_dir("wipe");
     let run = |app: &str, out: &str| {
-        let worker = Worker::start(topology(out), broker.worker_config(app, &dir, &[])).unwrap();
+        let worker =
+            Worker::start(topology(out), broker.worker_config(app, dir.path(), &[])).unwrap();
         let mut read = Vec::new();
         support::wait_until("every record counted", Duration::from_secs(60), || {
             read = support::read_committed(&broker.brokers, out);
@@ -967,8 +969,8 @@ fn a_store_whose_checkpoint_is_beyond_its_changelog_is_wiped_not_trusted() {
     // Application b finds a's store where its own should be, with a checkpoint far
     // beyond b's empty changelog: trusting it would count every key twice.
     copy_dir(
-        &dir.join("wipe-a").join("0_0").join("wipe-counts"),
-        &dir.join("wipe-b").join("0_0").join("wipe-counts"),
+        &dir.path().join("wipe-a").join("0_0").join("wipe-counts"),
+        &dir.path().join("wipe-b").join("0_0").join("wipe-counts"),
     );
     assert_eq!(run("wipe-b", "wipe-out-b"), 10, "b's counts are its own");
 }
@@ -1032,7 +1034,8 @@ fn a_join_catching_up_on_two_topics_reads_them_in_timestamp_order() {
             |_, order, fill| format!("{order}|{fill}"),
         )
         .to("out", "sync-joined", Serdes::string(), Serdes::string());
-    let config = broker.worker_config("sync-join", &temp_dir("sync"), &[]);
+    let dir = temp_dir("sync");
+    let config = broker.worker_config("sync-join", dir.path(), &[]);
     let worker = Worker::start(builder.build().unwrap(), config).unwrap();
     let mut out = Vec::new();
     support::wait_until("every pair joined", Duration::from_secs(120), || {

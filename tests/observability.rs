@@ -26,6 +26,8 @@ fn project_dir() -> &'static Path {
 struct RunningWorker {
     child: Child,
     metrics: String,
+    /// Removed after the child is killed (fields drop after `Drop::drop`).
+    _state_dir: support::ScratchDir,
 }
 
 impl RunningWorker {
@@ -42,15 +44,15 @@ impl RunningWorker {
         application_id: &str,
         settings: &[(&str, &str)],
     ) -> Self {
-        let state_dir = std::env::temp_dir().join(format!(
-            "sluice-test-observability-{}",
-            uuid::Uuid::new_v4()
-        ));
+        let state_dir = support::ScratchDir::new("sluice-test-observability");
         let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
         command
             .args(["run", topology, "--brokers", &broker.brokers])
             .args(["--application-id", application_id])
-            .args(["--set", &format!("state.dir={}", state_dir.display())]);
+            .args([
+                "--set",
+                &format!("state.dir={}", state_dir.path().display()),
+            ]);
         for (key, value) in support::base_settings().iter().chain(settings) {
             command.args(["--set", &format!("{key}={value}")]);
         }
@@ -75,7 +77,11 @@ impl RunningWorker {
         let metrics = address
             .recv_timeout(Duration::from_secs(60))
             .expect("the worker logs its metrics address within a minute");
-        Self { child, metrics }
+        Self {
+            child,
+            metrics,
+            _state_dir: state_dir,
+        }
     }
 
     fn get(&self, path: &str) -> (u16, String) {

@@ -328,9 +328,11 @@ fn a_webhook_naming_a_configured_endpoint_goes_there_signed_with_its_referenced_
     const ROTATED: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
     let rt = runtime();
     let receiver = Receiver::start(&rt, "127.0.0.1", Vec::new());
-    let dir = std::env::temp_dir().join(format!("sluice-endpoints-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (endpoints, secrets) = (dir.join("endpoints.json"), dir.join("secrets.json"));
+    let dir = support::ScratchDir::new("sluice-endpoints");
+    let (endpoints, secrets) = (
+        dir.path().join("endpoints.json"),
+        dir.path().join("secrets.json"),
+    );
     std::fs::write(
         &endpoints,
         serde_json::json!({"endpoints": [{"id": "partner-rx", "url": receiver.url("/partner?token=T"),

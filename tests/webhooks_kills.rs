@@ -222,9 +222,8 @@ fn every_webhook_is_delivered_under_kill_9s_with_one_webhook_id_and_one_path_thr
     let mut topics: Vec<&str> = vec![INPUT, DLQ, ATTEMPTS];
     topics.extend(tiers.iter().map(String::as_str));
     broker.create_topics(&topics, PARTITIONS);
-    let state_dir: PathBuf =
-        std::env::temp_dir().join(format!("sluice-webhook-kills-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&state_dir).unwrap();
+    let scratch = support::ScratchDir::new("sluice-webhook-kills");
+    let state_dir: PathBuf = scratch.path().to_path_buf();
     let worker_log = state_dir.join("worker.log");
     eprintln!("worker log {}", worker_log.display());
 

@@ -120,6 +120,38 @@ impl Drop for TestBroker {
     }
 }
 
+/// A directory of one test's own under the temporary directory (a worker's state
+/// directory, its log), removed with its contents when the test passes. A failing test
+/// keeps it to look at, and says where it is. RocksDB state directories are up to 16 MB
+/// each; left behind, a full test run leaked about 74 MB.
+///
+/// No `Deref` to `Path`: `&ScratchDir::new(..)` in an argument would remove the directory
+/// at the end of that statement, under a worker still using it. Bind it, pass `.path()`.
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    /// Creates `<temp>/<prefix>-<uuid>`.
+    pub fn new(prefix: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("the test's directory is kept in {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 /// Settings every test worker uses: a one-broker cluster, and a short session timeout so
 /// that a killed worker's partitions move on within seconds.
 pub fn base_settings() -> Vec<(&'static str, &'static str)> {

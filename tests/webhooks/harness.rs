@@ -22,6 +22,8 @@ pub struct Harness {
     pub config: WebhooksConfig,
     worker: Option<Worker>,
     producer: rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
+    /// Every worker's state directory, one per start; removed once the worker has stopped.
+    state_dirs: Vec<support::ScratchDir>,
 }
 
 impl Harness {
@@ -45,13 +47,14 @@ impl Harness {
         topics.extend((1..=config.http.retry.tiers()).map(|n| config.tier_topic(n)));
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
         broker.create_topics(&topics, 2);
-        let worker = start_worker(&broker, &config);
+        let (worker, state_dir) = start_worker(&broker, &config);
         let producer = support::producer(&broker.brokers);
         Harness {
             broker,
             config,
             worker: Some(worker),
             producer,
+            state_dirs: vec![state_dir],
         }
     }
 
@@ -62,7 +65,9 @@ impl Harness {
             worker.stop();
             worker.join().unwrap();
         }
-        self.worker = Some(start_worker(&self.broker, &self.config));
+        let (worker, state_dir) = start_worker(&self.broker, &self.config);
+        self.worker = Some(worker);
+        self.state_dirs.push(state_dir);
     }
 
     /// Sends one webhook input as is.
@@ -104,10 +109,12 @@ impl Harness {
     }
 }
 
-fn start_worker(broker: &TestBroker, config: &WebhooksConfig) -> Worker {
-    let dir = std::env::temp_dir().join(format!("sluice-webhooks-{}", uuid::Uuid::new_v4()));
-    let worker_config = broker.worker_config("webhooks", &dir, &[]);
-    Worker::start(webhooks::topology(config.clone()), worker_config).unwrap()
+/// A worker in a state directory of its own, as a freshly placed instance has.
+fn start_worker(broker: &TestBroker, config: &WebhooksConfig) -> (Worker, support::ScratchDir) {
+    let dir = support::ScratchDir::new("sluice-webhooks");
+    let worker_config = broker.worker_config("webhooks", dir.path(), &[]);
+    let worker = Worker::start(webhooks::topology(config.clone()), worker_config).unwrap();
+    (worker, dir)
 }
 
 impl Drop for Harness {
