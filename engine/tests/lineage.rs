@@ -28,6 +28,31 @@ fn input_envelope(event_id: &str, correlation: Option<&str>) -> Vec<u8> {
     serde_json::to_vec(&env).unwrap()
 }
 
+/// An input record on partition 0 of `topic`, with `headers`.
+fn input_record(topic: &str, key: &[u8], value: Vec<u8>, headers: Headers) -> ProducerRecord {
+    ProducerRecord {
+        topic: topic.into(),
+        partition: Some(0),
+        key: Some(key.to_vec()),
+        value: Some(value),
+        headers,
+        timestamp: 0,
+    }
+}
+
+/// A new event made from an order: the author writes only the event; lineage is the
+/// engine's job.
+fn notification_for(order: Envelope<Order>) -> Envelope<Notification> {
+    Envelope::new(
+        "NotificationRequested",
+        "sluice",
+        "1",
+        Notification {
+            text: format!("order {} placed", order.payload.order_id),
+        },
+    )
+}
+
 #[test]
 fn a_derived_envelope_gets_correlation_and_causation_from_its_input() {
     let b = TopologyBuilder::new("notify");
@@ -37,17 +62,7 @@ fn a_derived_envelope_gets_correlation_and_causation_from_its_input() {
         Serdes::string(),
         EnvelopeSerde::<Order>::new(),
     )
-    .map_values("to-notification", |order: Envelope<Order>| {
-        // The author writes only the new event; lineage is the engine's job.
-        Envelope::new(
-            "NotificationRequested",
-            "sluice",
-            "1",
-            Notification {
-                text: format!("order {} placed", order.payload.order_id),
-            },
-        )
-    })
+    .map_values("to-notification", notification_for)
     .to(
         "out",
         "notifications",
@@ -130,14 +145,7 @@ fn plain_records_take_lineage_from_headers_and_get_deterministic_event_ids() {
     let mut headers = Headers::new();
     headers.add("event-id", "evt-1");
     headers.add("correlation-id", "flow-1");
-    let input = ProducerRecord {
-        topic: "in".into(),
-        partition: Some(0),
-        key: Some(b"k".to_vec()),
-        value: Some(b"v".to_vec()),
-        headers,
-        timestamp: 0,
-    };
+    let input = input_record("in", b"k", b"v".to_vec(), headers);
 
     let run = |input: ProducerRecord| {
         let mut driver = TestDriver::new(topology.clone());
@@ -179,14 +187,7 @@ fn a_repartition_hop_keeps_the_inputs_lineage_so_the_output_names_the_input_as_i
     headers.add("event-id", "evt-7");
     headers.add("correlation-id", "flow-7");
     driver
-        .pipe_record(ProducerRecord {
-            topic: "in".into(),
-            partition: Some(0),
-            key: Some(b"k".to_vec()),
-            value: Some(b"v".to_vec()),
-            headers,
-            timestamp: 0,
-        })
+        .pipe_record(input_record("in", b"k", b"v".to_vec(), headers))
         .unwrap();
     let hop = driver.read_raw("hop-by-value-repartition");
     assert_eq!(hop[0].headers.get_str("event-id"), Some("evt-7"));
@@ -206,16 +207,7 @@ fn a_sink_without_lineage_writes_the_record_as_made_while_a_sibling_sink_stamps_
             Serdes::string(),
             EnvelopeSerde::<Order>::new(),
         )
-        .map_values("to-notification", |order: Envelope<Order>| {
-            Envelope::new(
-                "NotificationRequested",
-                "sluice",
-                "1",
-                Notification {
-                    text: format!("order {} placed", order.payload.order_id),
-                },
-            )
-        });
+        .map_values("to-notification", notification_for);
     notifications.to_without_lineage(
         "export",
         "exported",
@@ -234,14 +226,12 @@ fn a_sink_without_lineage_writes_the_record_as_made_while_a_sibling_sink_stamps_
     headers.add("correlation-id", "flow-9");
     headers.add("tenant", "north");
     driver
-        .pipe_record(ProducerRecord {
-            topic: "orders".into(),
-            partition: Some(0),
-            key: Some(b"o-1".to_vec()),
-            value: Some(input_envelope("evt-1", Some("flow-9"))),
+        .pipe_record(input_record(
+            "orders",
+            b"o-1",
+            input_envelope("evt-1", Some("flow-9")),
             headers,
-            timestamp: 0,
-        })
+        ))
         .unwrap();
 
     let serdes = (Serdes::string(), EnvelopeSerde::<Notification>::new());
