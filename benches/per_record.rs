@@ -1,9 +1,8 @@
 //! Instructions per record, for callgrind: the operator chain (`operator_chain`'s, through
 //! a `Task`), the end-to-end harness's map (200-byte values in upper case, bytes in and
 //! out, as its variants (c) and (d) run it; `map-no-lineage` as (cn) and (dn) do) and the
-//! normalization topology (generated EHR
-//! and pharmacy orders, Avro out, through its `Task`s), with no Kafka client and no clock
-//! in the count.
+//! normalization topology (generated EHR and pharmacy orders, Avro out, through its
+//! `Task`s), with no Kafka client and no clock in the count.
 //!
 //! `benches/callgrind.sh` runs this binary under `valgrind --tool=callgrind` twice per
 //! path, over N and 2N records, counting inside `Task::process` only (so neither the setup
