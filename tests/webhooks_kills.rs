@@ -23,7 +23,7 @@
 mod support;
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -223,7 +223,7 @@ fn every_webhook_is_delivered_under_kill_9s_with_one_webhook_id_and_one_path_thr
     topics.extend(tiers.iter().map(String::as_str));
     broker.create_topics(&topics, PARTITIONS);
     let scratch = support::ScratchDir::new("sluice-webhook-kills");
-    let state_dir: PathBuf = scratch.path().to_path_buf();
+    let state_dir = scratch.path();
     let worker_log = state_dir.join("worker.log");
     eprintln!("worker log {}", worker_log.display());
 
@@ -243,7 +243,7 @@ fn every_webhook_is_delivered_under_kill_9s_with_one_webhook_id_and_one_path_thr
     let (brokers, target) = (broker.brokers.clone(), url.clone());
     let producer = std::thread::spawn(move || produce(&brokers, &target));
     let mut rng = rand::rng();
-    let mut worker = WorkerProcess::start(&broker.brokers, &state_dir);
+    let mut worker = WorkerProcess::start(&broker.brokers, state_dir);
     let mut kills = Vec::new();
     for _ in 0..KILLS {
         // Each kill comes while the worker delivers, not while it starts.
@@ -256,7 +256,7 @@ fn every_webhook_is_delivered_under_kill_9s_with_one_webhook_id_and_one_path_thr
         worker.0.kill().unwrap();
         worker.0.wait().unwrap();
         kills.push(Instant::now());
-        worker = WorkerProcess::start(&broker.brokers, &state_dir);
+        worker = WorkerProcess::start(&broker.brokers, state_dir);
     }
     producer.join().unwrap();
 

@@ -30,7 +30,8 @@ fn project_dir() -> &'static Path {
 pub struct TestBroker {
     pub brokers: String,
     host: String,
-    dir: PathBuf,
+    /// Dropped after `Drop::drop` has stopped the broker.
+    dir: ScratchDir,
 }
 
 impl TestBroker {
@@ -60,6 +61,7 @@ impl TestBroker {
                     .expect("broker.sh prints SLUICE_BROKERS=")
                     .trim()
                     .to_string();
+                let dir = ScratchDir::at(dir);
                 return Self { brokers, host, dir };
             }
             let stderr = String::from_utf8_lossy(&out.stderr);
@@ -73,7 +75,7 @@ impl TestBroker {
 
     /// Where the broker keeps its log and its own output.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.dir.path()
     }
 
     /// A worker configuration for this broker; `settings` override the defaults.
@@ -102,21 +104,16 @@ impl TestBroker {
 }
 
 impl Drop for TestBroker {
-    /// Stops the broker and removes its log: a full test run wrote over a gigabyte of
-    /// them to the temporary directory, and the harness's benches several more. A failing
-    /// test keeps its broker's log to look at, and says where it is.
+    /// Stops the broker; its log goes with its [`ScratchDir`]: a full test run wrote over
+    /// a gigabyte of them to the temporary directory, and the harness's benches several
+    /// more. A failing test keeps its broker's log to look at, and says where it is.
     fn drop(&mut self) {
         let _ = Command::new("bash")
             .arg(project_dir().join("scripts/broker.sh"))
             .arg("stop")
             .env("SLUICE_BROKER_HOST", &self.host)
-            .env("SLUICE_BROKER_DIR", &self.dir)
+            .env("SLUICE_BROKER_DIR", self.dir.path())
             .output();
-        if std::thread::panicking() {
-            eprintln!("the test broker's log is kept in {}", self.dir.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
     }
 }
 
@@ -134,6 +131,11 @@ impl ScratchDir {
     pub fn new(prefix: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    /// Takes charge of `dir`, which something else made (a test broker's, by its script).
+    pub fn at(dir: PathBuf) -> Self {
         Self(dir)
     }
 
